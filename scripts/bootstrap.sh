@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Installs what ./run and ./test need and is missing: Debian packages with apt-get, then the
+# Python environment (.venv) exactly as uv.lock pins it. Safe to run again; does nothing twice.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(postgresql-15 postgresql-client-15)
+
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "bootstrap: installing ${missing[*]}" >&2
+  # The platform runs its own clusters; Debian's default 'main' cluster would only sit idle.
+  as_root mkdir -p /etc/postgresql-common/createcluster.d
+  echo "create_main_cluster = false" | as_root tee /etc/postgresql-common/createcluster.d/vmcloud.conf >/dev/null
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+UV_VERSION=0.13.9
+if ! command -v uv >/dev/null 2>&1 || [ "$(uv --version | awk '{print $2}')" != "$UV_VERSION" ]; then
+  if [ ! -x .tools/bin/uv ] || [ "$(.tools/bin/uv --version | awk '{print $2}')" != "$UV_VERSION" ]; then
+    echo "bootstrap: installing uv $UV_VERSION" >&2
+    python3 -m venv .tools
+    .tools/bin/pip install -q "uv==$UV_VERSION"
+  fi
+  export PATH="$PWD/.tools/bin:$PATH"
+fi
+
+export UV_PYTHON_DOWNLOADS=never
+uv sync --locked --quiet

@@ -1,0 +1,3 @@
+from vmcloud.cli import main
+
+main()

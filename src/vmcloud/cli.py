@@ -1,0 +1,89 @@
+"""The ``vmcloud`` command."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+import uvicorn
+
+from vmcloud.accounts import service as accounts
+from vmcloud.accounts.cli import app as users_app
+from vmcloud.app import create_app
+from vmcloud.config import Settings, get_settings
+from vmcloud.core.logging import configure_logging
+from vmcloud.db import migrate
+from vmcloud.db.cli import app as db_app
+from vmcloud.db.runtime import database_url
+from vmcloud.db.session import make_engine, make_session_factory
+
+app = typer.Typer(help="VMCloud: sell and run virtual machines.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(users_app, name="users")
+
+HostOption = Annotated[str | None, typer.Option(help="Address to listen on.")]
+PortOption = Annotated[int | None, typer.Option(help="Port to listen on.")]
+
+
+@app.callback()
+def _main() -> None:
+    settings = get_settings()
+    configure_logging(settings.log_level, settings.log_format)
+
+
+def _settings(host: str | None, port: int | None) -> Settings:
+    overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
+    return get_settings().model_copy(update=overrides)
+
+
+def _serve(settings: Settings, url: str) -> None:
+    settings = settings.model_copy(update={"database_url": url})
+    application = create_app(settings)
+    config = uvicorn.Config(
+        application,
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        access_log=False,
+        proxy_headers=False,
+        server_header=False,
+    )
+    typer.echo(f"VMCloud is listening on {settings.public_url}", err=True)
+    uvicorn.Server(config).run()
+
+
+@app.command()
+def up(host: HostOption = None, port: PortOption = None) -> None:
+    """Everything on one machine: database (embedded unless DATABASE_URL is set), migrations,
+    seed data, first admin, then serve."""
+    settings = _settings(host, port)
+    with database_url(settings) as url:
+        migrate.upgrade(url)
+        engine = make_engine(settings, url)
+        try:
+            with make_session_factory(engine).begin() as db:
+                created = accounts.ensure_first_admin(
+                    db=db, email=settings.admin_email, username=settings.admin_username
+                )
+        finally:
+            engine.dispose()
+        if created:
+            user, password = created
+            typer.echo("")
+            typer.echo("  First admin created; this password is shown only once:")
+            typer.echo(f"    login:    {user.username}  ({user.email})")
+            typer.echo(f"    password: {password}")
+            typer.echo("")
+        _serve(settings, url)
+
+
+@app.command()
+def serve(host: HostOption = None, port: PortOption = None) -> None:
+    """Serve the API (the database must already be migrated)."""
+    settings = _settings(host, port)
+    with database_url(settings) as url:
+        _serve(settings, url)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,99 @@
+"""Process configuration: environment variables with prefix ``VMCLOUD_`` plus ``DATABASE_URL``.
+
+Secrets that are not given are generated once into ``<data_dir>/secrets/`` and reused, so a
+single-machine install needs no configuration and nothing secret is ever hard-coded.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import secrets
+from collections.abc import Callable
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="VMCLOUD_", extra="ignore")
+
+    data_dir: Path = Path("./var")
+    database_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("DATABASE_URL", "VMCLOUD_DATABASE_URL")
+    )
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    base_url: str | None = None
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["json", "console"] = "json"
+    jwt_secret: SecretStr | None = None
+    encryption_key: SecretStr | None = None
+    trusted_proxies: list[str] = Field(default_factory=list)
+    admin_email: str = "admin@example.com"
+    admin_username: str = "admin"
+    db_pool_size: int = Field(default=10, ge=1)
+    db_connect_timeout: int = Field(default=5, ge=1)
+
+    @field_validator("database_url")
+    @classmethod
+    def _normalise_url(cls, value: str | None) -> str | None:
+        return normalise_database_url(value) if value else None
+
+    @property
+    def public_url(self) -> str:
+        return self.base_url or f"http://{self.host}:{self.port}"
+
+    @cached_property
+    def jwt_key(self) -> str:
+        if self.jwt_secret is not None:
+            return self.jwt_secret.get_secret_value()
+        return _read_or_create_secret(
+            self.data_dir / "secrets" / "jwt_secret", lambda: secrets.token_urlsafe(64)
+        )
+
+    @cached_property
+    def fernet_key(self) -> str:
+        """A Fernet key (urlsafe base64 of 32 bytes) for secrets stored encrypted at rest."""
+        if self.encryption_key is not None:
+            return self.encryption_key.get_secret_value()
+        return _read_or_create_secret(
+            self.data_dir / "secrets" / "encryption_key",
+            lambda: base64.urlsafe_b64encode(secrets.token_bytes(32)).decode(),
+        )
+
+
+def normalise_database_url(url: str) -> str:
+    """Accept the usual ``postgres://`` / ``postgresql://`` forms and pin the psycopg 3 driver."""
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+def _read_or_create_secret(path: Path, make: Callable[[], str]) -> str:
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(make() + "\n")
+    try:
+        # link() is atomic and refuses to replace: when two processes start at once, the first
+        # one's secret wins and both read it back.
+        os.link(tmp, path)
+    except FileExistsError:
+        pass
+    finally:
+        tmp.unlink()
+    return path.read_text().strip()
+
+
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,26 @@
+"""Time. The seed stores ``TIMESTAMP`` without time zone; every such value is UTC.
+
+The database session runs with ``TimeZone=UTC`` so that ``CURRENT_TIMESTAMP`` defaults written by
+PostgreSQL agree with the naive UTC values written from Python.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+
+def utcnow() -> datetime:
+    """Now, as a naive UTC datetime ready for a ``TIMESTAMP`` column."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def to_utc_naive(value: datetime) -> datetime:
+    if value.tzinfo is None:
+        return value
+    return value.astimezone(UTC).replace(tzinfo=None)
+
+
+def isoformat_z(value: datetime) -> str:
+    """ISO 8601 with a ``Z``, as every API response shows times."""
+    aware = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    return aware.isoformat().replace("+00:00", "Z")

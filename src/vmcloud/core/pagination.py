@@ -1,0 +1,123 @@
+"""Keyset pagination shared by every list endpoint.
+
+A page is ordered by a tuple of columns that ends in a unique one (usually
+``(created_at, id)``); the cursor carries the last row's values of those columns, and the next
+page continues strictly after them. Unlike ``OFFSET``, rows inserted or deleted meanwhile never
+shift a page: nothing is repeated and nothing that existed is skipped.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Annotated, Any, Generic, TypeVar
+
+from fastapi import Depends, Query
+from pydantic import BaseModel
+from sqlalchemy import Select, tuple_
+from sqlalchemy.orm import InstrumentedAttribute, Session
+
+from vmcloud.core.errors import ValidationProblem
+
+DEFAULT_LIMIT = 50
+MAX_LIMIT = 200
+
+T = TypeVar("T")
+ItemT = TypeVar("ItemT")
+
+
+class Page(BaseModel, Generic[ItemT]):
+    items: list[ItemT]
+    next_cursor: str | None
+
+
+@dataclass(frozen=True)
+class PageParams:
+    limit: int = DEFAULT_LIMIT
+    cursor: str | None = None
+
+
+def _page_params(
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
+    cursor: Annotated[str | None, Query(max_length=1024)] = None,
+) -> PageParams:
+    return PageParams(limit=limit, cursor=cursor)
+
+
+PageQuery = Annotated[PageParams, Depends(_page_params)]
+
+
+def _encode_value(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, uuid.UUID | Decimal):
+        return str(value)
+    return value
+
+
+def _decode_value(raw: Any, python_type: type) -> Any:
+    if raw is None:
+        return None
+    if python_type is datetime:
+        return datetime.fromisoformat(raw)
+    if python_type is uuid.UUID:
+        return uuid.UUID(raw)
+    if python_type is Decimal:
+        return Decimal(raw)
+    if python_type in (int, str) and isinstance(raw, python_type):
+        return raw
+    raise ValueError(f"unexpected cursor value for {python_type.__name__}")
+
+
+def encode_cursor(values: Sequence[Any]) -> str:
+    payload = json.dumps([_encode_value(v) for v in values], separators=(",", ":"))
+    return base64.urlsafe_b64encode(payload.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, columns: Sequence[InstrumentedAttribute[Any]]) -> list[Any]:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        raw = json.loads(base64.urlsafe_b64decode(padded.encode()))
+        if not isinstance(raw, list) or len(raw) != len(columns):
+            raise ValueError("wrong shape")
+        return [
+            _decode_value(value, col.property.columns[0].type.python_type)
+            for value, col in zip(raw, columns, strict=True)
+        ]
+    except (ValueError, TypeError, binascii.Error, UnicodeDecodeError) as exc:
+        raise ValidationProblem(
+            "The cursor is not valid for this list; start again without one.",
+            errors=[{"field": "cursor", "message": "invalid cursor"}],
+        ) from exc
+
+
+def paginate(
+    db: Session,
+    stmt: Select[tuple[T]],
+    *,
+    order_by: Sequence[InstrumentedAttribute[Any]],
+    params: PageParams,
+    descending: bool = True,
+) -> tuple[list[T], str | None]:
+    """Run ``stmt`` (a ``select(Model)``) one page at a time, ordered by ``order_by``.
+
+    The last column of ``order_by`` must be unique and no column may be NULL, so that the order
+    is total and each row has exactly one place.
+    """
+    if params.cursor:
+        after = decode_cursor(params.cursor, order_by)
+        key = tuple_(*order_by)
+        stmt = stmt.where(key < tuple_(*after) if descending else key > tuple_(*after))
+    ordering = [col.desc() if descending else col.asc() for col in order_by]
+    rows = list(db.scalars(stmt.order_by(*ordering).limit(params.limit + 1)))
+    if len(rows) <= params.limit:
+        return rows, None
+    page = rows[: params.limit]
+    last = page[-1]
+    return page, encode_cursor([getattr(last, col.key) for col in order_by])

@@ -1,0 +1,26 @@
+"""Imports every domain's models so that ``Base.metadata`` knows all tables (Alembic, tests)."""
+
+from vmcloud.accounts.models import EmailVerification, PasswordReset, RefreshToken, User
+from vmcloud.audit.models import AuditLog
+from vmcloud.billing.models import Subscription, Transaction
+from vmcloud.catalog.models import Product
+from vmcloud.compute.models import Instance
+from vmcloud.db.base import Base
+from vmcloud.site_settings.models import Setting
+from vmcloud.support.models import SupportTicket, TicketMessage
+
+__all__ = [
+    "AuditLog",
+    "Base",
+    "EmailVerification",
+    "Instance",
+    "PasswordReset",
+    "Product",
+    "RefreshToken",
+    "Setting",
+    "Subscription",
+    "SupportTicket",
+    "TicketMessage",
+    "Transaction",
+    "User",
+]

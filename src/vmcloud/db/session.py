@@ -1,0 +1,56 @@
+"""Engine, sessions and the request's unit of work.
+
+Services only ``flush()``; the request (``get_db``) or the job boundary commits once, so every
+row a request writes commits or rolls back together.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlalchemy import Engine, create_engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from vmcloud.config import Settings
+
+
+def make_engine(settings: Settings, url: str | None = None) -> Engine:
+    target = url or settings.database_url
+    if not target:
+        raise RuntimeError("no database configured: set DATABASE_URL or use `vmcloud up`")
+    return create_engine(
+        target,
+        pool_size=settings.db_pool_size,
+        max_overflow=settings.db_pool_size,
+        pool_pre_ping=True,
+        pool_recycle=1800,
+        connect_args={
+            "connect_timeout": settings.db_connect_timeout,
+            "options": "-c timezone=UTC",
+            "application_name": "vmcloud",
+        },
+    )
+
+
+def make_session_factory(bind: Engine) -> sessionmaker[Session]:
+    return sessionmaker(bind=bind, expire_on_commit=False, autoflush=True)
+
+
+def _db_session(request: Request) -> Iterator[Session]:
+    factory: sessionmaker[Session] = request.app.state.session_factory
+    session = factory()
+    try:
+        yield session
+        # Runs after the endpoint returns and before the response is sent (scope="function"),
+        # so a failed commit becomes an error response instead of a lie.
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+
+
+DbSession = Annotated[Session, Depends(_db_session, scope="function")]

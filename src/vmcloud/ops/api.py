@@ -1,0 +1,43 @@
+"""Liveness, readiness and metrics: what load balancers and Prometheus ask of each process."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import Engine
+from starlette.responses import Response
+
+from vmcloud.core.errors import ServiceUnavailableError
+from vmcloud.core.logging import get_logger
+from vmcloud.db import migrate
+
+router = APIRouter(tags=["operations"])
+log = get_logger(__name__)
+
+
+@router.get("/healthz", summary="The process is up")
+def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/readyz", summary="The database is reachable and migrated to head")
+def readyz(request: Request) -> dict[str, Any]:
+    engine: Engine = request.app.state.engine
+    heads: set[str] = request.app.state.migration_heads
+    try:
+        current = migrate.current_revisions(engine)
+    except Exception as exc:
+        log.warning("readyz.database_unreachable", error=type(exc).__name__)
+        raise ServiceUnavailableError("The database is not reachable.") from None
+    if current != heads:
+        raise ServiceUnavailableError(
+            "The database schema is not at the latest migration; run `vmcloud db upgrade`."
+        )
+    return {"status": "ready", "database": "ok", "migrations": sorted(current)}
+
+
+@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+def metrics() -> Response:
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
