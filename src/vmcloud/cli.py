@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+from types import FrameType
 from typing import Annotated
 
 import typer
@@ -49,7 +51,16 @@ def _serve(settings: Settings, url: str) -> None:
         server_header=False,
     )
     typer.echo(f"VMCloud is listening on {settings.public_url}", err=True)
+    # Uvicorn shuts down gracefully on SIGINT/SIGTERM and then re-raises the signal to the
+    # handler that was in place before it; ours turns that into a normal exit, so the
+    # `finally` blocks above us (stopping the embedded PostgreSQL) still run.
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, _exit_cleanly)
     uvicorn.Server(config).run()
+
+
+def _exit_cleanly(signum: int, _frame: FrameType | None) -> None:
+    raise SystemExit(0)
 
 
 @app.command()

@@ -6,7 +6,7 @@ import re
 
 from email_validator import EmailNotValidError, validate_email
 
-from vmcloud.core.errors import ValidationProblem
+from vmcloud.core.errors import InvalidInputError
 
 USERNAME_RE = re.compile(r"^[A-Za-z0-9._-]{3,100}$")
 
@@ -16,7 +16,7 @@ def normalise_email(value: str) -> str:
     try:
         result = validate_email(value.strip(), check_deliverability=False)
     except EmailNotValidError as exc:
-        raise ValidationProblem(
+        raise InvalidInputError(
             "The email address is not valid.", errors=[{"field": "email", "message": str(exc)}]
         ) from exc
     return result.normalized.lower()
@@ -25,7 +25,7 @@ def normalise_email(value: str) -> str:
 def check_username(value: str) -> str:
     value = value.strip()
     if not USERNAME_RE.match(value):
-        raise ValidationProblem(
+        raise InvalidInputError(
             "The username is not valid.",
             errors=[
                 {

@@ -34,7 +34,7 @@ class ProblemError(Exception):
         errors: Sequence[Mapping[str, str]] | None = None,
         headers: Mapping[str, str] | None = None,
         status: int | None = None,
-        type: str | None = None,  # noqa: A002 - the RFC's own field name
+        type: str | None = None,
         title: str | None = None,
     ) -> None:
         super().__init__(detail or self.title)
@@ -53,7 +53,7 @@ class BadRequestError(ProblemError):
     pass
 
 
-class ValidationProblem(ProblemError):
+class InvalidInputError(ProblemError):
     status = 422
     type = "validation"
     title = "Validation failed"
@@ -105,7 +105,7 @@ def problem_type_uri(slug: str) -> str:
 def problem_response(
     *,
     status: int,
-    type: str,  # noqa: A002
+    type: str,
     title: str,
     detail: str | None = None,
     errors: Sequence[Mapping[str, str]] | None = None,

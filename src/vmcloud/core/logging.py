@@ -21,6 +21,19 @@ _SHARED: list[Any] = [
 ]
 
 
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is at the time of the log call, not at set-up, so
+    that a redirected or replaced stderr (daemonisers, test runners) is honoured."""
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _: Any) -> None:
+        pass
+
+
 def configure_logging(level: str = "info", fmt: str = "json") -> None:
     renderer: Any = (
         structlog.processors.JSONRenderer()
@@ -41,7 +54,7 @@ def configure_logging(level: str = "info", fmt: str = "json") -> None:
             renderer,
         ],
     )
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     handler.setFormatter(formatter)
     root = logging.getLogger()
     root.handlers[:] = [handler]
@@ -52,6 +65,8 @@ def configure_logging(level: str = "info", fmt: str = "json") -> None:
         logger.propagate = True
     # The request middleware writes one access line per request; uvicorn's would repeat it.
     logging.getLogger("uvicorn.access").disabled = True
+    # One line per outgoing HTTP call at INFO is noise; failures still surface as warnings.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 def get_logger(name: str) -> structlog.stdlib.BoundLogger:

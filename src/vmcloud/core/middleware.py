@@ -27,8 +27,13 @@ log = get_logger("vmcloud.http")
 def _route_template(scope: Scope) -> str:
     route = scope.get("route")
     path = getattr(route, "path_format", None) or getattr(route, "path", None)
+    if path:
+        return str(path)
+    if "endpoint" in scope:
+        # A matched plain route (/openapi.json, /docs): a fixed path, safe as a label.
+        return str(scope["path"])
     # Unmatched paths are not used as labels: every random URL would become a new series.
-    return str(path) if path else "<unmatched>"
+    return "<unmatched>"
 
 
 class RequestContextMiddleware:

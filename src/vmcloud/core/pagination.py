@@ -23,7 +23,7 @@ from pydantic import BaseModel
 from sqlalchemy import Select, tuple_
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
-from vmcloud.core.errors import ValidationProblem
+from vmcloud.core.errors import InvalidInputError
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 200
@@ -91,7 +91,7 @@ def decode_cursor(cursor: str, columns: Sequence[InstrumentedAttribute[Any]]) ->
             for value, col in zip(raw, columns, strict=True)
         ]
     except (ValueError, TypeError, binascii.Error, UnicodeDecodeError) as exc:
-        raise ValidationProblem(
+        raise InvalidInputError(
             "The cursor is not valid for this list; start again without one.",
             errors=[{"field": "cursor", "message": "invalid cursor"}],
         ) from exc
@@ -99,7 +99,7 @@ def decode_cursor(cursor: str, columns: Sequence[InstrumentedAttribute[Any]]) ->
 
 def paginate(
     db: Session,
-    stmt: Select[tuple[T]],
+    stmt: Select[T],
     *,
     order_by: Sequence[InstrumentedAttribute[Any]],
     params: PageParams,

@@ -21,7 +21,8 @@ def upgrade(revision: Annotated[str, typer.Argument(help="Target revision.")] = 
         command.upgrade(alembic_config(url), revision)
 
 
-@app.command()
+# ignore_unknown_options lets a relative target such as "-1" through as the argument.
+@app.command(context_settings={"ignore_unknown_options": True})
 def downgrade(
     revision: Annotated[str, typer.Argument(help="Target revision, '-1' or 'base'.")],
 ) -> None:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Connection, Engine, text
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 # Revision files are named YYYYMMDD_HHMM_<slug>.py, as the seed's migration strategy asks.
@@ -16,7 +16,8 @@ FILE_TEMPLATE = "%%(year)d%%(month).2d%%(day).2d_%%(hour).2d%%(minute).2d_%%(slu
 
 
 def alembic_config(url: str | None = None, connection: Connection | None = None) -> Config:
-    cfg = Config()
+    # stdout is read now, not at import: Alembic's default would pin the one seen at import.
+    cfg = Config(stdout=sys.stdout)
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
     cfg.set_main_option("file_template", FILE_TEMPLATE)
     cfg.set_main_option("timezone", "UTC")
@@ -39,8 +40,12 @@ def head_revisions() -> set[str]:
 
 
 def current_revisions(engine: Engine) -> set[str]:
+    """The revisions the database is at (empty when never migrated). Plain SQL rather than
+    Alembic's MigrationContext, which logs on every call and /readyz calls this often."""
     with engine.connect() as conn:
-        return set(MigrationContext.configure(conn).get_current_heads())
+        if conn.scalar(text("SELECT to_regclass('alembic_version')")) is None:
+            return set()
+        return set(conn.scalars(text("SELECT version_num FROM alembic_version")))
 
 
 def is_at_head(engine: Engine, heads: set[str] | None = None) -> bool:

@@ -1,0 +1,140 @@
+"""Shared fixtures: one real PostgreSQL 15 per test process, each test inside a rolled-back
+transaction.
+
+The cluster is started in a temporary directory for the run (one per xdist worker). The schema
+is migrated once into a template database; the suite's working database and any test that needs
+a database of its own (CLI commands that commit, migration tests) are cloned from it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from sqlalchemy import Connection, Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from vmcloud.app import create_app
+from vmcloud.config import Settings
+from vmcloud.core.logging import configure_logging
+from vmcloud.db import migrate
+from vmcloud.db.embedded import EmbeddedPostgres
+from vmcloud.db.session import make_engine
+
+TEMPLATE_DB = "vmcloud_template"
+TEST_DB = "vmcloud_test"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    configure_logging("info", "json")
+
+
+@pytest.fixture(scope="session")
+def pg() -> Iterator[EmbeddedPostgres]:
+    # A short path under /tmp: the postgres user must reach it and the socket path is limited.
+    root = Path(tempfile.mkdtemp(prefix="vmc-pg-", dir="/tmp"))
+    root.chmod(0o711)
+    server = EmbeddedPostgres(root / "pg", durable=False).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def template_url(pg: EmbeddedPostgres) -> str:
+    pg.create_database(TEMPLATE_DB)
+    url = pg.url(TEMPLATE_DB)
+    migrate.upgrade(url)
+    return url
+
+
+@pytest.fixture
+def fresh_database_url(pg: EmbeddedPostgres, template_url: str) -> Iterator[str]:
+    """A migrated database of this test's own, for code that commits for real."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    pg.create_database(name, template=TEMPLATE_DB)
+    try:
+        yield pg.url(name)
+    finally:
+        pg.drop_database(name)
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix="vmc-data-", dir="/tmp"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def settings(pg: EmbeddedPostgres, template_url: str, data_dir: Path) -> Settings:
+    pg.create_database(TEST_DB, template=TEMPLATE_DB)
+    return Settings(
+        data_dir=data_dir,
+        database_url=pg.url(TEST_DB),
+        jwt_secret="test-jwt-secret-" + "x" * 48,
+        log_format="json",
+    )
+
+
+@pytest.fixture(scope="session")
+def engine(settings: Settings) -> Iterator[Engine]:
+    engine = make_engine(settings)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def connection(engine: Engine) -> Iterator[Connection]:
+    conn = engine.connect()
+    outer = conn.begin()
+    try:
+        yield conn
+    finally:
+        outer.rollback()
+        conn.close()
+
+
+@pytest.fixture
+def session_factory(connection: Connection) -> sessionmaker[Session]:
+    # Commits inside the code under test release SAVEPOINTs; the outer transaction is rolled
+    # back after the test, so every test starts from the migrated template's contents.
+    return sessionmaker(
+        bind=connection, join_transaction_mode="create_savepoint", expire_on_commit=False
+    )
+
+
+@pytest.fixture
+def db(session_factory: sessionmaker[Session]) -> Iterator[Session]:
+    session = session_factory()
+    yield session
+    session.close()
+
+
+@pytest.fixture
+def app(settings: Settings, engine: Engine, session_factory: sessionmaker[Session]) -> FastAPI:
+    return create_app(settings, engine=engine, session_factory=session_factory)
+
+
+@pytest.fixture
+def client(app: FastAPI) -> Iterator[TestClient]:
+    with TestClient(app, raise_server_exceptions=False) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    """No VMCLOUD_* or DATABASE_URL from the outer environment leaks into a test."""
+    for key in list(os.environ):
+        if key.startswith("VMCLOUD_") or key == "DATABASE_URL":
+            monkeypatch.delenv(key)
+    return monkeypatch

@@ -1,0 +1,34 @@
+"""``vmcloud db`` against a real database."""
+
+from __future__ import annotations
+
+import pytest
+from typer.testing import CliRunner
+
+from vmcloud.cli import app
+from vmcloud.db.embedded import EmbeddedPostgres
+
+runner = CliRunner()
+
+
+def test_db_commands_walk_the_migrations(
+    clean_env: pytest.MonkeyPatch, pg: EmbeddedPostgres
+) -> None:
+    pg.drop_database("cli_db")
+    pg.create_database("cli_db")
+    clean_env.setenv("DATABASE_URL", pg.url("cli_db"))
+
+    assert runner.invoke(app, ["db", "upgrade"]).exit_code == 0
+    current = runner.invoke(app, ["db", "current"])
+    assert current.exit_code == 0
+    assert "0002_seed_data (head)" in current.stdout
+
+    assert runner.invoke(app, ["db", "downgrade", "-1"]).exit_code == 0
+    assert "0001_initial" in runner.invoke(app, ["db", "current"]).stdout
+
+    assert runner.invoke(app, ["db", "downgrade", "base"]).exit_code == 0
+    assert runner.invoke(app, ["db", "current"]).stdout.strip() == ""
+
+    history = runner.invoke(app, ["db", "history"])
+    assert history.exit_code == 0
+    assert "0001_initial -> 0002_seed_data (head)" in history.stdout

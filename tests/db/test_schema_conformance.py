@@ -1,0 +1,86 @@
+"""The migrated schema is the seed schema: same columns, keys, defaults and indexes."""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+
+from tests.db.catalog import Catalog, differences, read_catalog, seed_statements
+from vmcloud.db.embedded import EmbeddedPostgres
+
+SEED_TABLES = {
+    "users",
+    "products",
+    "instances",
+    "subscriptions",
+    "transactions",
+    "support_tickets",
+    "ticket_messages",
+    "audit_logs",
+    "settings",
+    "refresh_tokens",
+    "email_verifications",
+    "password_resets",
+}
+
+
+@pytest.fixture(scope="module")
+def seed_catalog(pg: EmbeddedPostgres) -> Catalog:
+    pg.drop_database("seed_reference")
+    pg.create_database("seed_reference")
+    with psycopg.connect(pg.conninfo("seed_reference"), autocommit=True) as conn:
+        for statement in seed_statements():
+            conn.execute(statement)  # type: ignore[arg-type]
+    return read_catalog(pg.conninfo("seed_reference"))
+
+
+@pytest.fixture(scope="module")
+def migrated_catalog(pg: EmbeddedPostgres, template_url: str) -> Catalog:
+    return read_catalog(pg.conninfo("vmcloud_template"))
+
+
+def test_seed_extraction_finds_every_table_and_index(seed_catalog: Catalog) -> None:
+    statements = seed_statements()
+    assert sum(s.upper().startswith("CREATE TABLE") for s in statements) == 12
+    assert sum(s.upper().startswith("CREATE INDEX") for s in statements) == 26
+    assert seed_catalog.tables == SEED_TABLES
+    named = {name for (_, name) in seed_catalog.indexes if name.startswith("idx_")}
+    assert len(named) == 26
+
+
+def test_migrated_schema_matches_the_seed(seed_catalog: Catalog, migrated_catalog: Catalog) -> None:
+    assert differences(seed_catalog, migrated_catalog) == []
+
+
+def test_seed_tables_gain_no_unexpected_objects(
+    seed_catalog: Catalog, migrated_catalog: Catalog
+) -> None:
+    # Today the seed tables are exactly the seed; later steps that add a column or a check to a
+    # seed table extend this list deliberately.
+    allowed_extra: set[tuple[str, str]] = set()
+    for kind in ("columns", "constraints", "indexes"):
+        extra = {
+            key
+            for key in getattr(migrated_catalog, kind)
+            if key[0] in SEED_TABLES and key not in getattr(seed_catalog, kind)
+        }
+        assert extra <= allowed_extra, f"{kind} not in the seed: {sorted(extra - allowed_extra)}"
+
+
+def test_comparison_catches_a_changed_default_and_a_missing_index(
+    pg: EmbeddedPostgres, seed_catalog: Catalog
+) -> None:
+    """The comparison itself can fail: a copy of the seed with two deliberate changes."""
+    pg.drop_database("seed_altered")
+    pg.create_database("seed_altered")
+    with psycopg.connect(pg.conninfo("seed_altered"), autocommit=True) as conn:
+        for statement in seed_statements():
+            conn.execute(statement)  # type: ignore[arg-type]
+        conn.execute("ALTER TABLE users ALTER COLUMN balance SET DEFAULT 1.00")
+        conn.execute("ALTER TABLE products ALTER COLUMN name TYPE varchar(200)")
+        conn.execute("DROP INDEX idx_audit_logs_entity")
+    found = differences(seed_catalog, read_catalog(pg.conninfo("seed_altered")))
+    assert any("('users', 'balance')" in d for d in found)
+    assert any("('products', 'name')" in d for d in found)
+    assert any("idx_audit_logs_entity" in d for d in found)
+    assert len(found) == 3

@@ -1,0 +1,76 @@
+"""Liveness and readiness as load balancers see them."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from vmcloud.app import create_app
+from vmcloud.config import Settings
+from vmcloud.db import migrate
+from vmcloud.db.embedded import EmbeddedPostgres
+
+
+@pytest.fixture
+def own_server() -> Iterator[EmbeddedPostgres]:
+    """A cluster this test may stop, apart from the suite's."""
+    root = Path(tempfile.mkdtemp(prefix="vmc-ready-", dir="/tmp"))
+    root.chmod(0o711)
+    server = EmbeddedPostgres(root / "pg", durable=False).start()
+    server.create_database("vmcloud")
+    try:
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _client_for(url: str, data_dir: Path) -> TestClient:
+    settings = Settings(data_dir=data_dir, database_url=url, db_connect_timeout=2)
+    return TestClient(create_app(settings), raise_server_exceptions=False)
+
+
+def test_healthz(client: TestClient) -> None:
+    assert client.get("/healthz").json() == {"status": "ok"}
+
+
+def test_readyz_when_migrated(client: TestClient) -> None:
+    response = client.get("/readyz")
+    assert response.status_code == 200
+    assert response.json()["migrations"] == sorted(migrate.head_revisions())
+
+
+def test_readyz_follows_the_database_down_and_up(
+    own_server: EmbeddedPostgres, data_dir: Path
+) -> None:
+    url = own_server.url("vmcloud")
+    migrate.upgrade(url)
+    with _client_for(url, data_dir) as client:
+        assert client.get("/readyz").status_code == 200
+        own_server.stop()
+        down = client.get("/readyz")
+        assert down.status_code == 503
+        assert down.headers["content-type"] == "application/problem+json"
+        assert down.json()["type"] == "/problems/service-unavailable"
+        assert "database" in down.json()["detail"].lower()
+        assert client.get("/healthz").status_code == 200  # the process itself is fine
+        own_server.start()
+        assert client.get("/readyz").status_code == 200
+
+
+def test_readyz_is_503_until_migrations_reach_head(
+    own_server: EmbeddedPostgres, data_dir: Path
+) -> None:
+    url = own_server.url("vmcloud")
+    migrate.upgrade(url, "0001_initial")
+    with _client_for(url, data_dir) as client:
+        response = client.get("/readyz")
+        assert response.status_code == 503
+        assert "migration" in response.json()["detail"]
+        migrate.upgrade(url)
+        assert client.get("/readyz").status_code == 200
