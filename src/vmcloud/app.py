@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -10,19 +12,29 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from vmcloud import __version__
+from vmcloud.accounts.api import auth as auth_router
+from vmcloud.accounts.api import me as me_router
 from vmcloud.config import Settings, get_settings
+from vmcloud.core import jobs
 from vmcloud.core.errors import install_problem_handlers
+from vmcloud.core.logging import get_logger
+from vmcloud.core.mail import make_mailer
 from vmcloud.core.middleware import RequestContextMiddleware
+from vmcloud.core.net import parse_networks
+from vmcloud.core.ratelimit import RateLimiter
 from vmcloud.db import migrate
 from vmcloud.db.session import make_engine, make_session_factory
 from vmcloud.ops.api import router as ops_router
 
 API_PREFIX = "/api/v1"
+log = get_logger(__name__)
 
 
 def api_router() -> APIRouter:
     """Every domain's router, mounted under ``/api/v1``. Later domains add theirs here."""
     router = APIRouter(prefix=API_PREFIX)
+    router.include_router(auth_router)
+    router.include_router(me_router)
     return router
 
 
@@ -35,10 +47,12 @@ def create_app(
     settings = settings or get_settings()
     owns_engine = engine is None
     engine = engine or make_engine(settings)
+    session_factory = session_factory or make_session_factory(engine)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        yield
+        async with _worker(settings, session_factory):
+            yield
         if owns_engine:
             engine.dispose()
 
@@ -52,11 +66,42 @@ def create_app(
     )
     app.state.settings = settings
     app.state.engine = engine
-    app.state.session_factory = session_factory or make_session_factory(engine)
+    app.state.session_factory = session_factory
     app.state.migration_heads = migrate.head_revisions()
+    app.state.trusted_proxies = parse_networks(settings.trusted_proxies)
+    app.state.rate_limiter = RateLimiter(engine, namespace=settings.rate_limit_namespace)
 
     install_problem_handlers(app)
     app.add_middleware(RequestContextMiddleware)
     app.include_router(ops_router)
     app.include_router(api_router())
     return app
+
+
+@asynccontextmanager
+async def _worker(
+    settings: Settings, session_factory: sessionmaker[Session]
+) -> AsyncIterator[None]:
+    """Runs a job worker beside the API when ``settings.run_worker`` (``vmcloud up``)."""
+    if not settings.run_worker:
+        yield
+        return
+    assert settings.database_url
+    jobs.configure(jobs.Runtime(settings, session_factory, make_mailer(settings)))
+    worker_app = jobs.worker_app(settings.database_url, settings.worker_concurrency)
+    async with worker_app.open_async():
+        task = asyncio.create_task(
+            worker_app.run_worker_async(
+                concurrency=settings.worker_concurrency,
+                install_signal_handlers=False,
+                shutdown_graceful_timeout=10,
+            )
+        )
+        log.info("worker.started", concurrency=settings.worker_concurrency)
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            log.info("worker.stopped")

@@ -13,7 +13,9 @@ from vmcloud.accounts import service as accounts
 from vmcloud.accounts.cli import app as users_app
 from vmcloud.app import create_app
 from vmcloud.config import Settings, get_settings
+from vmcloud.core import jobs
 from vmcloud.core.logging import configure_logging
+from vmcloud.core.mail import make_mailer
 from vmcloud.db import migrate
 from vmcloud.db.cli import app as db_app
 from vmcloud.db.runtime import database_url
@@ -38,8 +40,8 @@ def _settings(host: str | None, port: int | None) -> Settings:
     return get_settings().model_copy(update=overrides)
 
 
-def _serve(settings: Settings, url: str) -> None:
-    settings = settings.model_copy(update={"database_url": url})
+def _serve(settings: Settings, url: str, *, run_worker: bool) -> None:
+    settings = settings.model_copy(update={"database_url": url, "run_worker": run_worker})
     application = create_app(settings)
     config = uvicorn.Config(
         application,
@@ -85,15 +87,38 @@ def up(host: HostOption = None, port: PortOption = None) -> None:
             typer.echo(f"    login:    {user.username}  ({user.email})")
             typer.echo(f"    password: {password}")
             typer.echo("")
-        _serve(settings, url)
+        _serve(settings, url, run_worker=True)
 
 
 @app.command()
-def serve(host: HostOption = None, port: PortOption = None) -> None:
+def serve(
+    host: HostOption = None,
+    port: PortOption = None,
+    worker: Annotated[bool, typer.Option(help="Also run a job worker in this process.")] = False,
+) -> None:
     """Serve the API (the database must already be migrated)."""
     settings = _settings(host, port)
     with database_url(settings) as url:
-        _serve(settings, url)
+        _serve(settings, url, run_worker=worker)
+
+
+@app.command()
+def worker(
+    concurrency: Annotated[int | None, typer.Option(help="Jobs run at once.")] = None,
+) -> None:
+    """Run a background job worker (emails, provisioning, billing runs) until stopped."""
+    settings = get_settings()
+    if concurrency:
+        settings = settings.model_copy(update={"worker_concurrency": concurrency})
+    with database_url(settings) as url:
+        settings = settings.model_copy(update={"database_url": url})
+        engine = make_engine(settings, url)
+        jobs.configure(jobs.Runtime(settings, make_session_factory(engine), make_mailer(settings)))
+        worker_app = jobs.worker_app(url, settings.worker_concurrency)
+        try:
+            worker_app.run_worker(concurrency=settings.worker_concurrency)
+        finally:
+            engine.dispose()
 
 
 def main() -> None:

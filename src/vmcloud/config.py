@@ -38,6 +38,25 @@ class Settings(BaseSettings):
     db_pool_size: int = Field(default=10, ge=1)
     db_connect_timeout: int = Field(default=5, ge=1)
 
+    access_token_minutes: int = Field(default=15, ge=1, le=60)
+    refresh_token_days: int = Field(default=30, ge=1, le=365)
+
+    # Mail: SMTP when a host is given, else a local mailbox under <data_dir>/mail.
+    smtp_host: str | None = None
+    smtp_port: int = Field(default=587, ge=1, le=65535)
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_security: Literal["starttls", "ssl", "none"] = "starttls"
+    smtp_timeout: int = Field(default=20, ge=1)
+    mail_from: str = "VMCloud <no-reply@localhost>"
+
+    # Background jobs: `vmcloud up` runs a worker in the API process; `vmcloud worker` runs one
+    # alone (scale-out).
+    run_worker: bool = False
+    worker_concurrency: int = Field(default=4, ge=1, le=64)
+    # Prefix for rate-limit keys; lets test suites or several installs share one database.
+    rate_limit_namespace: str = ""
+
     @field_validator("database_url")
     @classmethod
     def _normalise_url(cls, value: str | None) -> str | None:

@@ -52,7 +52,7 @@ def test_create_admin_refuses_a_duplicate(
         app, ["users", "create-admin", "--email", "A@example.com", "--username", "other"]
     )
     assert again.exit_code == 1
-    assert "already exists" in again.output
+    assert "already registered" in again.output
     with psycopg.connect(_conninfo(fresh_database_url)) as conn:
         assert conn.execute("SELECT count(*) FROM users").fetchone() == (1,)
 

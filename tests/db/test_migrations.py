@@ -79,7 +79,12 @@ def test_models_and_migrations_agree(template_url: str) -> None:
     try:
         with engine.connect() as conn:
             context = MigrationContext.configure(
-                conn, opts={"compare_type": True, "compare_server_default": True}
+                conn,
+                opts={
+                    "compare_type": True,
+                    "compare_server_default": True,
+                    "include_name": migrate.include_name,
+                },
             )
             assert compare_metadata(context, Base.metadata) == []
     finally:

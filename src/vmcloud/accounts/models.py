@@ -1,4 +1,8 @@
-"""Accounts: users and the tokens that authenticate them (seed tables, exactly as written)."""
+"""Accounts: users and the tokens that authenticate them.
+
+The seed tables are as the seed writes them; migration 0003 adds (never changes) the columns
+below the ``-- added`` comments, the checks and the indexes.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +10,28 @@ import uuid
 from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import Boolean, DateTime, ForeignKey, Index, Numeric, String, text
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Index,
+    Numeric,
+    String,
+    Text,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import INET
 from sqlalchemy.orm import Mapped, mapped_column
 from sqlalchemy.types import Uuid
 
 from vmcloud.db.base import Base, created_at, updated_at, uuid_pk
+
+ROLES = ("customer", "support", "admin")
+STAFF_ROLES = ("support", "admin")
+STATUSES = ("active", "suspended", "banned", "closed")
 
 
 class User(Base):
@@ -20,6 +41,9 @@ class User(Base):
         Index("idx_users_username", "username"),
         Index("idx_users_status", "status"),
         Index("idx_users_role", "role"),
+        Index("uq_users_email_lower", func.lower(text("email")), unique=True),
+        CheckConstraint("role IN ('customer', 'support', 'admin')", name="role"),
+        CheckConstraint("status IN ('active', 'suspended', 'banned', 'closed')", name="status"),
     )
 
     id: Mapped[uuid.UUID] = uuid_pk()
@@ -38,10 +62,24 @@ class User(Base):
     last_login_at: Mapped[datetime | None] = mapped_column(DateTime())
     created_at: Mapped[datetime | None] = created_at()
     updated_at: Mapped[datetime | None] = updated_at()
+    # -- added: the time step of the last TOTP code accepted (a code is good once).
+    totp_last_step: Mapped[int | None] = mapped_column(BigInteger)
+
+    @property
+    def is_staff(self) -> bool:
+        return self.role in STAFF_ROLES
 
 
 class RefreshToken(Base):
+    """One row per issued refresh token. ``token`` holds the SHA-256 of the secret, never the
+    secret. All tokens of one login share ``family_id``; a rotated token points at its
+    successor, so presenting it again is recognisable as reuse."""
+
     __tablename__ = "refresh_tokens"
+    __table_args__ = (
+        Index("ix_refresh_tokens_user_id", "user_id"),
+        Index("ix_refresh_tokens_family_id", "family_id"),
+    )
 
     id: Mapped[uuid.UUID] = uuid_pk()
     user_id: Mapped[uuid.UUID] = mapped_column(Uuid(), ForeignKey("users.id"))
@@ -49,10 +87,18 @@ class RefreshToken(Base):
     expires_at: Mapped[datetime] = mapped_column(DateTime())
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime())
     created_at: Mapped[datetime | None] = created_at()
+    # -- added
+    family_id: Mapped[uuid.UUID] = mapped_column(Uuid())
+    replaced_by_id: Mapped[uuid.UUID | None] = mapped_column(
+        Uuid(), ForeignKey("refresh_tokens.id")
+    )
+    ip_address: Mapped[str | None] = mapped_column(INET)
+    user_agent: Mapped[str | None] = mapped_column(Text)
 
 
 class EmailVerification(Base):
     __tablename__ = "email_verifications"
+    __table_args__ = (Index("ix_email_verifications_user_id", "user_id"),)
 
     id: Mapped[uuid.UUID] = uuid_pk()
     user_id: Mapped[uuid.UUID] = mapped_column(Uuid(), ForeignKey("users.id"))
@@ -64,10 +110,24 @@ class EmailVerification(Base):
 
 class PasswordReset(Base):
     __tablename__ = "password_resets"
+    __table_args__ = (Index("ix_password_resets_user_id", "user_id"),)
 
     id: Mapped[uuid.UUID] = uuid_pk()
     user_id: Mapped[uuid.UUID] = mapped_column(Uuid(), ForeignKey("users.id"))
     token: Mapped[str] = mapped_column(String(255), unique=True)
     expires_at: Mapped[datetime] = mapped_column(DateTime())
+    used_at: Mapped[datetime | None] = mapped_column(DateTime())
+    created_at: Mapped[datetime | None] = created_at()
+
+
+class RecoveryCode(Base):
+    """A single-use 2FA recovery code, stored as the SHA-256 of the code (80 random bits)."""
+
+    __tablename__ = "two_factor_recovery_codes"
+    __table_args__ = (Index("ix_two_factor_recovery_codes_user_id", "user_id"),)
+
+    id: Mapped[uuid.UUID] = uuid_pk()
+    user_id: Mapped[uuid.UUID] = mapped_column(Uuid(), ForeignKey("users.id"))
+    code_hash: Mapped[str] = mapped_column(String(64), unique=True)
     used_at: Mapped[datetime | None] = mapped_column(DateTime())
     created_at: Mapped[datetime | None] = created_at()

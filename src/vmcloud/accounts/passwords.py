@@ -28,3 +28,17 @@ def needs_rehash(password_hash: str) -> bool:
 def generate_password() -> str:
     """A random password for accounts created by operators (about 144 bits)."""
     return secrets.token_urlsafe(18)
+
+
+MIN_LENGTH = 10
+# Long passphrases are welcome and never truncated; the cap only stops multi-megabyte bodies
+# from becoming hashing work.
+MAX_LENGTH = 1024
+
+# Verified against when the account does not exist, so that a wrong email costs the same time
+# as a wrong password and timing says nothing about which accounts exist.
+_DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(32))
+
+
+def burn_verification_time(password: str) -> None:
+    verify_password(_DUMMY_HASH, password)

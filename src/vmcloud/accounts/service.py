@@ -1,33 +1,73 @@
-"""Account operations."""
+"""Account operations: registration, email verification, password reset, profile."""
 
 from __future__ import annotations
 
-from sqlalchemy import func, select, text
+import uuid
+from datetime import timedelta
+from typing import Any
+from urllib.parse import urlencode
+
+from sqlalchemy import func, select, text, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from vmcloud.accounts.models import User
-from vmcloud.accounts.passwords import generate_password, hash_password
+from vmcloud.accounts import emails, limits
+from vmcloud.accounts.errors import InvalidTokenError, WrongPasswordError
+from vmcloud.accounts.models import EmailVerification, PasswordReset, User
+from vmcloud.accounts.passwords import (
+    generate_password,
+    hash_password,
+    verify_password,
+)
+from vmcloud.accounts.schemas import MeUpdate, RegisterRequest
+from vmcloud.accounts.tokens import hash_secret, new_secret
 from vmcloud.accounts.validation import check_username, normalise_email
-from vmcloud.core.errors import ConflictError
+from vmcloud.audit import service as audit
+from vmcloud.config import Settings
+from vmcloud.core.clock import utcnow
+from vmcloud.core.errors import ConflictError, ForbiddenError
+from vmcloud.core.mail import Mailer
+from vmcloud.core.net import RequestMeta
+from vmcloud.core.ratelimit import RateLimiter
+from vmcloud.site_settings import service as site_settings
 
-ROLES = ("customer", "support", "admin")
+VERIFICATION_TTL = timedelta(hours=24)
+RESET_TTL = timedelta(hours=1)
 _FIRST_ADMIN_LOCK = 0x766D61646D696E  # serialises first-admin creation across processes
 
 
+class RegistrationClosedError(ForbiddenError):
+    type = "registration-disabled"
+    title = "Registration is closed"
+
+
 def find_by_login(*, db: Session, login: str) -> User | None:
-    """A user by email (case-insensitive) or username."""
-    value = login.strip()
+    """A user by email or username, both compared case-insensitively."""
+    value = login.strip().lower()
     return db.scalar(
-        select(User).where((func.lower(User.email) == value.lower()) | (User.username == value))
+        select(User).where((func.lower(User.email) == value) | (func.lower(User.username) == value))
     )
+
+
+def _ensure_unique(db: Session, email: str, username: str) -> None:
+    clash = db.scalar(
+        select(User.email).where(
+            (func.lower(User.email) == email) | (func.lower(User.username) == username.lower())
+        )
+    )
+    if clash is not None:
+        field = "email" if clash.lower() == email else "username"
+        raise ConflictError(
+            f"This {field} is already registered.",
+            errors=[{"field": field, "message": "already registered"}],
+        )
 
 
 def create_admin(*, db: Session, email: str, username: str) -> tuple[User, str]:
     """Create an active, verified admin with a generated password; returns it once."""
     email = normalise_email(email)
     username = check_username(username)
-    if find_by_login(db=db, login=email) or find_by_login(db=db, login=username):
-        raise ConflictError("A user with this email or username already exists.")
+    _ensure_unique(db, email, username)
     password = generate_password()
     user = User(
         email=email,
@@ -48,3 +88,269 @@ def ensure_first_admin(*, db: Session, email: str, username: str) -> tuple[User,
     if db.scalar(select(User.id).where(User.role == "admin").limit(1)) is not None:
         return None
     return create_admin(db=db, email=email, username=username)
+
+
+# -- registration and email verification ---------------------------------------------------
+
+
+def register(
+    *, db: Session, limiter: RateLimiter, body: RegisterRequest, meta: RequestMeta
+) -> User:
+    limiter.hit(limits.REGISTER_PER_IP, meta.ip)
+    if not site_settings.get_value(db=db, key="auth.registration_enabled", default=True):
+        raise RegistrationClosedError("New accounts cannot be created at the moment.")
+    email = normalise_email(body.email)
+    username = check_username(body.username)
+    _ensure_unique(db, email, username)
+    user = User(
+        email=email,
+        username=username,
+        password_hash=hash_password(body.password),
+        role="customer",
+        status="active",
+        email_verified=False,
+        first_name=body.first_name,
+        last_name=body.last_name,
+        phone=body.phone,
+    )
+    db.add(user)
+    try:
+        with db.begin_nested():
+            db.flush()
+    except IntegrityError as exc:  # a concurrent registration won the race
+        raise ConflictError("This email or username is already registered.") from exc
+    _queue_verification(db, user)
+    audit.record(
+        db=db,
+        action="user.register",
+        actor_id=user.id,
+        meta=meta,
+        entity_type="user",
+        entity_id=user.id,
+        new=_public_fields(user),
+    )
+    return user
+
+
+def _queue_verification(db: Session, user: User) -> None:
+    from vmcloud.accounts import tasks
+    from vmcloud.core import jobs
+
+    jobs.defer(db, tasks.send_verification_email, user_id=str(user.id))
+
+
+def resend_verification(
+    *, db: Session, limiter: RateLimiter, email: str, meta: RequestMeta
+) -> None:
+    """Queue a new verification email if the account exists and is unverified; answer the
+    same either way."""
+    limiter.hit(limits.RESEND_PER_IP, meta.ip)
+    limiter.hit(limits.RESEND_PER_ACCOUNT, email.strip().lower())
+    user = db.scalar(select(User).where(func.lower(User.email) == email.strip().lower()))
+    if user is not None and not user.email_verified and user.status == "active":
+        _queue_verification(db, user)
+
+
+def send_verification_email(
+    *, db: Session, settings: Settings, mailer: Mailer, user_id: uuid.UUID
+) -> None:
+    """Job body: mint a verification token, store its hash, mail the token. The token exists
+    in clear only in the email, never in the database or the job's arguments."""
+    user = db.get(User, user_id)
+    if user is None or user.email_verified:
+        return
+    raw, digest = new_secret()
+    db.add(EmailVerification(user_id=user.id, token=digest, expires_at=utcnow() + VERIFICATION_TTL))
+    db.flush()
+    site = site_settings.get_value(db=db, key="site.name", default="VMCloud")
+    mailer.send(
+        emails.verification(
+            to=user.email,
+            site=site,
+            link=_link(settings, "/verify-email", raw),
+            token=raw,
+            hours=int(VERIFICATION_TTL.total_seconds() // 3600),
+        )
+    )
+
+
+def verify_email(*, db: Session, limiter: RateLimiter, token: str, meta: RequestMeta) -> User:
+    limiter.hit(limits.VERIFY_PER_IP, meta.ip)
+    record = db.scalar(
+        select(EmailVerification)
+        .where(EmailVerification.token == hash_secret(token))
+        .with_for_update()
+    )
+    now = utcnow()
+    if record is None or record.verified_at is not None or record.expires_at <= now:
+        raise InvalidTokenError(
+            "This verification link is invalid, used or expired; ask for a new one.", status=400
+        )
+    user = db.get(User, record.user_id)
+    assert user is not None
+    record.verified_at = now
+    user.email_verified = True
+    audit.record(
+        db=db,
+        action="user.verify_email",
+        actor_id=user.id,
+        meta=meta,
+        entity_type="user",
+        entity_id=user.id,
+        old={"email_verified": False},
+        new={"email_verified": True},
+    )
+    return user
+
+
+# -- password reset ------------------------------------------------------------------------
+
+
+def request_password_reset(
+    *, db: Session, limiter: RateLimiter, email: str, meta: RequestMeta
+) -> None:
+    limiter.hit(limits.RESET_PER_IP, meta.ip)
+    limiter.hit(limits.RESET_PER_ACCOUNT, email.strip().lower())
+    user = db.scalar(select(User).where(func.lower(User.email) == email.strip().lower()))
+    if user is not None and user.status == "active":
+        from vmcloud.accounts import tasks
+        from vmcloud.core import jobs
+
+        jobs.defer(db, tasks.send_password_reset, user_id=str(user.id))
+
+
+def send_password_reset(
+    *, db: Session, settings: Settings, mailer: Mailer, user_id: uuid.UUID
+) -> None:
+    user = db.get(User, user_id)
+    if user is None or user.status != "active":
+        return
+    raw, digest = new_secret()
+    db.add(PasswordReset(user_id=user.id, token=digest, expires_at=utcnow() + RESET_TTL))
+    db.flush()
+    site = site_settings.get_value(db=db, key="site.name", default="VMCloud")
+    mailer.send(
+        emails.password_reset(
+            to=user.email,
+            site=site,
+            link=_link(settings, "/reset-password", raw),
+            token=raw,
+            minutes=int(RESET_TTL.total_seconds() // 60),
+        )
+    )
+
+
+def confirm_password_reset(
+    *, db: Session, limiter: RateLimiter, token: str, new_password: str, meta: RequestMeta
+) -> None:
+    """Set a new password from a reset token. Revokes every session; two-factor stays on."""
+    from vmcloud.accounts import sessions
+
+    limiter.hit(limits.VERIFY_PER_IP, meta.ip)
+    record = db.scalar(
+        select(PasswordReset).where(PasswordReset.token == hash_secret(token)).with_for_update()
+    )
+    now = utcnow()
+    if record is None or record.used_at is not None or record.expires_at <= now:
+        raise InvalidTokenError(
+            "This reset link is invalid, used or expired; ask for a new one.", status=400
+        )
+    user = db.get(User, record.user_id, with_for_update=True)
+    assert user is not None
+    if user.status != "active":
+        raise InvalidTokenError("This reset link is no longer valid.", status=400)
+    user.password_hash = hash_password(new_password)
+    # Following the link proved the address works.
+    user.email_verified = True
+    # Every outstanding reset link dies with this one.
+    db.execute(
+        update(PasswordReset)
+        .where(PasswordReset.user_id == user.id, PasswordReset.used_at.is_(None))
+        .values(used_at=now)
+    )
+    revoked = sessions.revoke_all(db=db, user_id=user.id)
+    audit.record(
+        db=db,
+        action="user.password_reset",
+        actor_id=user.id,
+        meta=meta,
+        entity_type="user",
+        entity_id=user.id,
+        extra={"sessions_revoked": revoked},
+    )
+
+
+# -- profile -------------------------------------------------------------------------------
+
+
+def update_profile(*, db: Session, user: User, body: MeUpdate, meta: RequestMeta) -> User:
+    changes = body.model_dump(include=body.model_fields_set)
+    old = {field: getattr(user, field) for field in changes}
+    for field, value in changes.items():
+        setattr(user, field, value)
+    db.flush()
+    if changes != old:
+        audit.record(
+            db=db,
+            action="user.update",
+            actor_id=user.id,
+            meta=meta,
+            entity_type="user",
+            entity_id=user.id,
+            old=old,
+            new=changes,
+        )
+    return user
+
+
+def change_password(
+    *,
+    db: Session,
+    limiter: RateLimiter,
+    user: User,
+    current_password: str,
+    new_password: str,
+    keep_session: uuid.UUID,
+    meta: RequestMeta,
+) -> None:
+    """Change the password; every other login of the user is signed out."""
+    from vmcloud.accounts import sessions
+
+    limiter.hit(limits.PASSWORD_CHANGE_PER_ACCOUNT, str(user.id))
+    if not verify_password(user.password_hash, current_password):
+        audit.record(
+            db=db,
+            action="user.password_change_failed",
+            actor_id=user.id,
+            meta=meta,
+            entity_type="user",
+            entity_id=user.id,
+        )
+        raise WrongPasswordError()
+    user.password_hash = hash_password(new_password)
+    revoked = sessions.revoke_all(db=db, user_id=user.id, except_family=keep_session)
+    audit.record(
+        db=db,
+        action="user.password_change",
+        actor_id=user.id,
+        meta=meta,
+        entity_type="user",
+        entity_id=user.id,
+        extra={"sessions_revoked": revoked},
+    )
+
+
+def _public_fields(user: User) -> dict[str, Any]:
+    return {
+        "email": user.email,
+        "username": user.username,
+        "role": user.role,
+        "status": user.status,
+        "first_name": user.first_name,
+        "last_name": user.last_name,
+        "phone": user.phone,
+    }
+
+
+def _link(settings: Settings, path: str, token: str) -> str:
+    return f"{settings.public_url.rstrip('/')}{path}?{urlencode({'token': token})}"

@@ -26,6 +26,10 @@ class ProblemError(Exception):
     status: int = 400
     type: str = "bad-request"
     title: str = "Bad request"
+    # When true, the request's unit of work commits what was flushed before this error was
+    # raised instead of rolling it back: security events that must be recorded although the
+    # request fails (a failed login's audit row, a refresh-token family revoked on reuse).
+    commit: bool = False
 
     def __init__(
         self,
@@ -36,8 +40,11 @@ class ProblemError(Exception):
         status: int | None = None,
         type: str | None = None,
         title: str | None = None,
+        commit: bool | None = None,
     ) -> None:
         super().__init__(detail or self.title)
+        if commit is not None:
+            self.commit = commit
         self.detail = detail
         self.errors = list(errors) if errors else None
         self.headers = dict(headers) if headers else None

@@ -50,3 +50,9 @@ def current_revisions(engine: Engine) -> set[str]:
 
 def is_at_head(engine: Engine, heads: set[str] | None = None) -> bool:
     return current_revisions(engine) == (heads if heads is not None else head_revisions())
+
+
+def include_name(name: str | None, type_: str, parent_names: object) -> bool:
+    """Objects Alembic's autogenerate must leave alone: the job queue's tables belong to
+    procrastinate's schema, applied as a whole by its own revision."""
+    return not (type_ == "table" and name is not None and name.startswith("procrastinate"))

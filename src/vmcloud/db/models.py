@@ -1,10 +1,17 @@
 """Imports every domain's models so that ``Base.metadata`` knows all tables (Alembic, tests)."""
 
-from vmcloud.accounts.models import EmailVerification, PasswordReset, RefreshToken, User
+from vmcloud.accounts.models import (
+    EmailVerification,
+    PasswordReset,
+    RecoveryCode,
+    RefreshToken,
+    User,
+)
 from vmcloud.audit.models import AuditLog
 from vmcloud.billing.models import Subscription, Transaction
 from vmcloud.catalog.models import Product
 from vmcloud.compute.models import Instance
+from vmcloud.core.ratelimit import RateLimitCounter
 from vmcloud.db.base import Base
 from vmcloud.site_settings.models import Setting
 from vmcloud.support.models import SupportTicket, TicketMessage
@@ -16,6 +23,8 @@ __all__ = [
     "Instance",
     "PasswordReset",
     "Product",
+    "RateLimitCounter",
+    "RecoveryCode",
     "RefreshToken",
     "Setting",
     "Subscription",

@@ -14,6 +14,7 @@ from sqlalchemy import Engine, create_engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from vmcloud.config import Settings
+from vmcloud.core.errors import ProblemError
 
 
 def make_engine(settings: Settings, url: str | None = None) -> Engine:
@@ -46,6 +47,12 @@ def _db_session(request: Request) -> Iterator[Session]:
         # Runs after the endpoint returns and before the response is sent (scope="function"),
         # so a failed commit becomes an error response instead of a lie.
         session.commit()
+    except ProblemError as exc:
+        if exc.commit:
+            session.commit()
+        else:
+            session.rollback()
+        raise
     except BaseException:
         session.rollback()
         raise

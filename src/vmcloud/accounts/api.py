@@ -1,0 +1,174 @@
+"""Routes: /auth/* and /me/*."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, status
+
+from vmcloud.accounts import service, sessions, two_factor
+from vmcloud.accounts.deps import CurrentUser, Limiter, TokenClaims
+from vmcloud.accounts.schemas import (
+    EmailRequest,
+    EmailVerified,
+    LoginRequest,
+    MeUpdate,
+    PasswordChange,
+    PasswordResetConfirm,
+    RecoveryCodes,
+    RefreshRequest,
+    RegisterRequest,
+    TokenPair,
+    TwoFactorCode,
+    TwoFactorDisable,
+    TwoFactorSetup,
+    UserRead,
+    VerifyEmailRequest,
+)
+from vmcloud.config import Settings
+from vmcloud.core.net import ClientMeta
+from vmcloud.db.session import DbSession
+
+auth = APIRouter(prefix="/auth", tags=["auth"])
+me = APIRouter(prefix="/me", tags=["account"])
+
+ACCEPTED = {"status": "accepted"}
+
+
+def _settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+@auth.post("/register", status_code=status.HTTP_201_CREATED, response_model=UserRead)
+def register(body: RegisterRequest, db: DbSession, limiter: Limiter, meta: ClientMeta) -> object:
+    return service.register(db=db, limiter=limiter, body=body, meta=meta)
+
+
+@auth.post("/verify-email", response_model=EmailVerified)
+def verify_email(
+    body: VerifyEmailRequest, db: DbSession, limiter: Limiter, meta: ClientMeta
+) -> EmailVerified:
+    service.verify_email(db=db, limiter=limiter, token=body.token, meta=meta)
+    return EmailVerified(email_verified=True)
+
+
+@auth.post("/resend-verification", status_code=status.HTTP_202_ACCEPTED)
+def resend_verification(
+    body: EmailRequest, db: DbSession, limiter: Limiter, meta: ClientMeta
+) -> dict[str, str]:
+    service.resend_verification(db=db, limiter=limiter, email=body.email, meta=meta)
+    return ACCEPTED
+
+
+@auth.post("/login", response_model=TokenPair)
+def login(
+    body: LoginRequest, request: Request, db: DbSession, limiter: Limiter, meta: ClientMeta
+) -> TokenPair:
+    return sessions.login(
+        db=db,
+        limiter=limiter,
+        settings=_settings(request),
+        login=body.login,
+        password=body.password,
+        totp_code=body.totp_code,
+        meta=meta,
+    )
+
+
+@auth.post("/refresh", response_model=TokenPair)
+def refresh(
+    body: RefreshRequest, request: Request, db: DbSession, limiter: Limiter, meta: ClientMeta
+) -> TokenPair:
+    return sessions.refresh(
+        db=db, limiter=limiter, settings=_settings(request), raw=body.refresh_token, meta=meta
+    )
+
+
+@auth.post("/logout", status_code=status.HTTP_204_NO_CONTENT)
+def logout(body: RefreshRequest, user: CurrentUser, db: DbSession, meta: ClientMeta) -> None:
+    sessions.logout(db=db, user=user, raw=body.refresh_token, meta=meta)
+
+
+@auth.post("/password-reset/request", status_code=status.HTTP_202_ACCEPTED)
+def password_reset_request(
+    body: EmailRequest, db: DbSession, limiter: Limiter, meta: ClientMeta
+) -> dict[str, str]:
+    service.request_password_reset(db=db, limiter=limiter, email=body.email, meta=meta)
+    return ACCEPTED
+
+
+@auth.post("/password-reset/confirm", status_code=status.HTTP_204_NO_CONTENT)
+def password_reset_confirm(
+    body: PasswordResetConfirm, db: DbSession, limiter: Limiter, meta: ClientMeta
+) -> None:
+    service.confirm_password_reset(
+        db=db, limiter=limiter, token=body.token, new_password=body.new_password, meta=meta
+    )
+
+
+@me.get("", response_model=UserRead)
+def read_me(user: CurrentUser) -> object:
+    return user
+
+
+@me.patch("", response_model=UserRead)
+def update_me(body: MeUpdate, user: CurrentUser, db: DbSession, meta: ClientMeta) -> object:
+    return service.update_profile(db=db, user=user, body=body, meta=meta)
+
+
+@me.post("/password", status_code=status.HTTP_204_NO_CONTENT)
+def change_password(
+    body: PasswordChange,
+    user: CurrentUser,
+    claims: TokenClaims,
+    db: DbSession,
+    limiter: Limiter,
+    meta: ClientMeta,
+) -> None:
+    service.change_password(
+        db=db,
+        limiter=limiter,
+        user=user,
+        current_password=body.current_password,
+        new_password=body.new_password,
+        keep_session=claims.session_id,
+        meta=meta,
+    )
+
+
+@me.post("/2fa/setup", response_model=TwoFactorSetup)
+def two_factor_setup(user: CurrentUser, request: Request, db: DbSession) -> TwoFactorSetup:
+    return two_factor.setup(db=db, settings=_settings(request), user=user)
+
+
+@me.post("/2fa/enable", response_model=RecoveryCodes)
+def two_factor_enable(
+    body: TwoFactorCode,
+    user: CurrentUser,
+    request: Request,
+    db: DbSession,
+    limiter: Limiter,
+    meta: ClientMeta,
+) -> RecoveryCodes:
+    return two_factor.enable(
+        db=db, limiter=limiter, settings=_settings(request), user=user, code=body.code, meta=meta
+    )
+
+
+@me.post("/2fa/disable", status_code=status.HTTP_204_NO_CONTENT)
+def two_factor_disable(
+    body: TwoFactorDisable,
+    user: CurrentUser,
+    request: Request,
+    db: DbSession,
+    limiter: Limiter,
+    meta: ClientMeta,
+) -> None:
+    two_factor.disable(
+        db=db,
+        limiter=limiter,
+        settings=_settings(request),
+        user=user,
+        password=body.password,
+        code=body.code,
+        meta=meta,
+    )

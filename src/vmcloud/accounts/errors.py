@@ -1,0 +1,52 @@
+"""Problems the account endpoints answer with."""
+
+from vmcloud.core.errors import ForbiddenError, ProblemError, UnauthorizedError
+
+
+class InvalidCredentialsError(UnauthorizedError):
+    type = "invalid-credentials"
+    title = "Invalid credentials"
+    commit = True  # keep the audit row of the failed attempt
+
+    def __init__(self) -> None:
+        super().__init__("The login or password is incorrect.")
+
+
+class TwoFactorRequiredError(UnauthorizedError):
+    type = "two-factor-required"
+    title = "Two-factor code required"
+    commit = True
+
+    def __init__(
+        self, detail: str = "A valid two-factor code is required.", *, commit: bool = True
+    ) -> None:
+        super().__init__(detail, commit=commit)
+
+
+class InvalidTokenError(ProblemError):
+    status = 401
+    type = "invalid-token"
+    title = "Invalid or expired token"
+
+
+class AccountInactiveError(ForbiddenError):
+    type = "account-inactive"
+    title = "Account not active"
+
+
+class WrongPasswordError(ForbiddenError):
+    type = "invalid-credentials"
+    title = "Invalid credentials"
+    commit = True
+
+    def __init__(self) -> None:
+        super().__init__("The current password is incorrect.")
+
+
+class InvalidCodeError(ForbiddenError):
+    type = "invalid-two-factor-code"
+    title = "Invalid two-factor code"
+    commit = True
+
+    def __init__(self) -> None:
+        super().__init__("The two-factor code is incorrect or was already used.")
