@@ -4,7 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(postgresql-15 postgresql-client-15)
+# oathtool: an independent TOTP implementation the 2FA tests check codes against.
+APT_PACKAGES=(postgresql-15 postgresql-client-15 oathtool)
 
 as_root() {
   if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi

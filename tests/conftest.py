@@ -21,9 +21,12 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Connection, Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from tests.support import JobRunner, Mailbox
 from vmcloud.app import create_app
 from vmcloud.config import Settings
+from vmcloud.core import jobs
 from vmcloud.core.logging import configure_logging
+from vmcloud.core.mail import make_mailer
 from vmcloud.db import migrate
 from vmcloud.db.embedded import EmbeddedPostgres
 from vmcloud.db.session import make_engine
@@ -121,14 +124,38 @@ def db(session_factory: sessionmaker[Session]) -> Iterator[Session]:
 
 
 @pytest.fixture
-def app(settings: Settings, engine: Engine, session_factory: sessionmaker[Session]) -> FastAPI:
-    return create_app(settings, engine=engine, session_factory=session_factory)
+def app_settings(settings: Settings, tmp_path: Path) -> Settings:
+    """The suite's settings with a mailbox and rate-limit counters of this test's own."""
+    return settings.model_copy(
+        update={"data_dir": tmp_path, "rate_limit_namespace": f"t{uuid.uuid4().hex[:10]}:"}
+    )
+
+
+@pytest.fixture
+def app(app_settings: Settings, engine: Engine, session_factory: sessionmaker[Session]) -> FastAPI:
+    return create_app(app_settings, engine=engine, session_factory=session_factory)
 
 
 @pytest.fixture
 def client(app: FastAPI) -> Iterator[TestClient]:
-    with TestClient(app, raise_server_exceptions=False) as test_client:
+    # A documentation address (RFC 5737) as the peer, so per-address rules apply as in life.
+    with TestClient(
+        app, raise_server_exceptions=False, client=("198.51.100.7", 50000)
+    ) as test_client:
         yield test_client
+
+
+@pytest.fixture
+def mailbox(app_settings: Settings) -> Mailbox:
+    return Mailbox(app_settings.data_dir / "mail")
+
+
+@pytest.fixture
+def job_runner(
+    connection: Connection, session_factory: sessionmaker[Session], app_settings: Settings
+) -> JobRunner:
+    jobs.configure(jobs.Runtime(app_settings, session_factory, make_mailer(app_settings)))
+    return JobRunner(connection)
 
 
 @pytest.fixture

@@ -12,13 +12,15 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
 import psycopg
 import pytest
 
+from tests.accounts.test_two_factor import oathtool
+from tests.support import TOKEN_IN_LINK, Mailbox
 from vmcloud.accounts.passwords import verify_password
 from vmcloud.db.embedded import EmbeddedPostgres
 
@@ -37,7 +39,9 @@ def data_root() -> Iterator[Path]:
     shutil.rmtree(path, ignore_errors=True)
 
 
-def _run_up(data_root: Path, port: int) -> tuple[str, str]:
+def _run_up(
+    data_root: Path, port: int, journey: Callable[[str, Path], None] | None = None
+) -> tuple[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("VMCLOUD_")}
     env.pop("DATABASE_URL", None)
     env |= {"VMCLOUD_DATA_DIR": str(data_root), "VMCLOUD_PORT": str(port)}
@@ -63,6 +67,8 @@ def _run_up(data_root: Path, port: int) -> tuple[str, str]:
         assert ready is not None and ready.status_code == 200, "never became ready"
         assert httpx.get(f"{base}/healthz").json() == {"status": "ok"}
         assert httpx.get(f"{base}/openapi.json").status_code == 200
+        if journey is not None:
+            journey(f"{base}/api/v1", data_root / "mail")
     finally:
         process.send_signal(signal.SIGTERM)
         out, err = process.communicate(timeout=60)
@@ -70,8 +76,84 @@ def _run_up(data_root: Path, port: int) -> tuple[str, str]:
     return out, err
 
 
+def _wait_for_token(mail_dir: Path, seen: int) -> str:
+    """The token in the newest mail, once the in-process worker has written mail number
+    ``seen + 1``."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        messages = Mailbox(mail_dir).messages()
+        if len(messages) > seen:
+            match = TOKEN_IN_LINK.search(messages[-1].get_content())
+            assert match
+            return match.group(1)
+        time.sleep(0.2)
+    raise AssertionError("no mail arrived")
+
+
+def _new_user_journey(api: str, mail_dir: Path) -> None:
+    """What a new customer does on a fresh install (step 2's definition of done)."""
+    http = httpx.Client(base_url=api, timeout=10)
+    password, new_password = "first password 1", "second password 2"
+    created = http.post(
+        "/auth/register",
+        json={"email": "newbie@example.com", "username": "newbie", "password": password},
+    )
+    assert created.status_code == 201, created.text
+    token = _wait_for_token(mail_dir, 0)
+    assert http.post("/auth/verify-email", json={"token": token}).status_code == 200
+
+    tokens = http.post("/auth/login", json={"login": "newbie", "password": password}).json()
+    auth = {"Authorization": f"Bearer {tokens['access_token']}"}
+    secret = http.post("/me/2fa/setup", headers=auth).json()["secret"]
+    code = oathtool(secret)
+    enabled = http.post("/me/2fa/enable", json={"code": code}, headers=auth)
+    assert enabled.status_code == 200
+    recovery = enabled.json()["recovery_codes"]
+
+    no_code = http.post("/auth/login", json={"login": "newbie", "password": password})
+    assert no_code.json()["type"] == "/problems/two-factor-required"
+    next_code = oathtool(secret, at=time.time() + 30)
+    with_code = http.post(
+        "/auth/login", json={"login": "newbie", "password": password, "totp_code": next_code}
+    )
+    assert with_code.status_code == 200
+    refreshed = http.post(
+        "/auth/refresh", json={"refresh_token": with_code.json()["refresh_token"]}
+    )
+    assert refreshed.status_code == 200
+
+    assert (
+        http.post("/auth/password-reset/request", json={"email": "newbie@example.com"}).status_code
+        == 202
+    )
+    reset_token = _wait_for_token(mail_dir, 1)
+    confirmed = http.post(
+        "/auth/password-reset/confirm", json={"token": reset_token, "new_password": new_password}
+    )
+    assert confirmed.status_code == 204
+    # The refreshed login died with the reset; the new password needs the second factor too.
+    stale = http.post("/auth/refresh", json={"refresh_token": refreshed.json()["refresh_token"]})
+    assert stale.status_code == 401
+    final = http.post(
+        "/auth/login",
+        json={"login": "newbie", "password": new_password, "totp_code": recovery[0]},
+    ).json()
+    me = http.get("/me", headers={"Authorization": f"Bearer {final['access_token']}"}).json()
+    assert (me["email_verified"], me["two_factor_enabled"]) == (True, True)
+    out = http.post(
+        "/auth/logout",
+        json={"refresh_token": final["refresh_token"]},
+        headers={"Authorization": f"Bearer {final['access_token']}"},
+    )
+    assert out.status_code == 204
+    assert (
+        http.post("/auth/refresh", json={"refresh_token": final["refresh_token"]}).status_code
+        == 401
+    )
+
+
 def test_up_from_nothing_then_again(data_root: Path) -> None:
-    out, err = _run_up(data_root, _free_port())
+    out, err = _run_up(data_root, _free_port(), journey=_new_user_journey)
     match = re.search(r"login:\s+admin\s+\(admin@example\.com\)\s+password:\s+(\S+)", out)
     assert match, out
     password = match.group(1)

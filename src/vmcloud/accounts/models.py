@@ -23,11 +23,11 @@ from sqlalchemy import (
     func,
     text,
 )
-from sqlalchemy.dialects.postgresql import INET
 from sqlalchemy.orm import Mapped, mapped_column
 from sqlalchemy.types import Uuid
 
 from vmcloud.db.base import Base, created_at, updated_at, uuid_pk
+from vmcloud.db.types import Inet
 
 ROLES = ("customer", "support", "admin")
 STAFF_ROLES = ("support", "admin")
@@ -92,7 +92,7 @@ class RefreshToken(Base):
     replaced_by_id: Mapped[uuid.UUID | None] = mapped_column(
         Uuid(), ForeignKey("refresh_tokens.id")
     )
-    ip_address: Mapped[str | None] = mapped_column(INET)
+    ip_address: Mapped[str | None] = mapped_column(Inet())
     user_agent: Mapped[str | None] = mapped_column(Text)
 
 

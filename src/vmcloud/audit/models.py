@@ -7,11 +7,12 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import ForeignKey, Index, String, Text
-from sqlalchemy.dialects.postgresql import INET, JSONB
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 from sqlalchemy.types import Uuid
 
 from vmcloud.db.base import Base, created_at, uuid_pk
+from vmcloud.db.types import Inet
 
 
 class AuditLog(Base):
@@ -29,7 +30,7 @@ class AuditLog(Base):
     entity_id: Mapped[uuid.UUID | None] = mapped_column(Uuid())
     old_values: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     new_values: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
-    ip_address: Mapped[str | None] = mapped_column(INET)
+    ip_address: Mapped[str | None] = mapped_column(Inet())
     user_agent: Mapped[str | None] = mapped_column(Text)
     metadata_json: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     timestamp: Mapped[datetime | None] = created_at()

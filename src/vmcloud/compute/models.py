@@ -7,11 +7,12 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import DateTime, ForeignKey, Index, String, text
-from sqlalchemy.dialects.postgresql import INET, JSONB
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 from sqlalchemy.types import Uuid
 
 from vmcloud.db.base import Base, created_at, uuid_pk
+from vmcloud.db.types import Inet
 
 
 class Instance(Base):
@@ -28,7 +29,7 @@ class Instance(Base):
     product_id: Mapped[uuid.UUID] = mapped_column(Uuid(), ForeignKey("products.id"))
     name: Mapped[str] = mapped_column(String(255))
     hostname: Mapped[str | None] = mapped_column(String(255))
-    ip_address: Mapped[str | None] = mapped_column(INET)
+    ip_address: Mapped[str | None] = mapped_column(Inet())
     status: Mapped[str | None] = mapped_column(String(50), server_default=text("'pending'"))
     metadata_json: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     resources_json: Mapped[dict[str, Any] | None] = mapped_column(JSONB)

@@ -1,0 +1,108 @@
+"""Rate limits on the account endpoints: 429 with Retry-After, per address and per account,
+and a fresh window lets the caller in again."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy.orm import Session
+
+from tests.factories.accounts import PASSWORD, make_user
+from vmcloud.accounts import limits
+from vmcloud.core import clock, ratelimit
+
+LOGIN = "/api/v1/auth/login"
+
+
+def _shift_time(monkeypatch: pytest.MonkeyPatch, delta: timedelta) -> None:
+    monkeypatch.setattr(ratelimit, "utcnow", lambda: clock.utcnow() + delta)
+
+
+def test_login_attempts_per_account_hit_429_then_reset(
+    client: TestClient, db: Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    make_user(db, username="sam")
+    for _ in range(limits.LOGIN_PER_ACCOUNT.hits):
+        assert client.post(LOGIN, json={"login": "sam", "password": "wrong!"}).status_code == 401
+    blocked = client.post(LOGIN, json={"login": "sam", "password": PASSWORD})
+    assert blocked.status_code == 429
+    assert blocked.json()["type"] == "/problems/rate-limited"
+    retry_after = int(blocked.headers["retry-after"])
+    assert 1 <= retry_after <= limits.LOGIN_PER_ACCOUNT.period
+    # Once the window has passed, the right password works again.
+    _shift_time(monkeypatch, timedelta(seconds=limits.LOGIN_PER_ACCOUNT.period))
+    assert client.post(LOGIN, json={"login": "sam", "password": PASSWORD}).status_code == 200
+
+
+def test_account_limit_counts_any_spelling_of_the_login(client: TestClient, db: Session) -> None:
+    make_user(db, username="tess")
+    for i in range(limits.LOGIN_PER_ACCOUNT.hits):
+        name = "TESS" if i % 2 else "tess"
+        client.post(LOGIN, json={"login": name, "password": "wrong!"})
+    assert client.post(LOGIN, json={"login": "Tess", "password": PASSWORD}).status_code == 429
+
+
+def test_unknown_accounts_are_limited_the_same(client: TestClient) -> None:
+    statuses = [
+        client.post(LOGIN, json={"login": "ghost", "password": "wrong!"}).status_code
+        for _ in range(limits.LOGIN_PER_ACCOUNT.hits + 1)
+    ]
+    assert statuses[-1] == 429
+
+
+def test_per_address_limit_spans_accounts(client: TestClient) -> None:
+    statuses = [
+        client.post(LOGIN, json={"login": f"spray{i}", "password": "wrong!"}).status_code
+        for i in range(limits.LOGIN_PER_IP.hits + 1)
+    ]
+    assert statuses[:-1] == [401] * limits.LOGIN_PER_IP.hits
+    assert statuses[-1] == 429
+
+
+def test_limits_hold_across_two_api_processes(
+    client: TestClient, app, engine, app_settings
+) -> None:  # type: ignore[no-untyped-def]
+    """A second app instance (another process, same database) sees the same counters."""
+    from vmcloud.app import create_app
+
+    other_app = create_app(app_settings, engine=engine, session_factory=app.state.session_factory)
+    with TestClient(other_app, client=("198.51.100.7", 40000)) as other:
+        for i in range(limits.RESET_PER_ACCOUNT.hits):
+            target = client if i % 2 else other
+            response = target.post(
+                "/api/v1/auth/password-reset/request", json={"email": "x@example.com"}
+            )
+            assert response.status_code == 202
+        blocked = other.post("/api/v1/auth/password-reset/request", json={"email": "x@example.com"})
+        assert blocked.status_code == 429
+        assert int(blocked.headers["retry-after"]) >= 1
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "limit"),
+    [
+        (
+            "/api/v1/auth/register",
+            {"email": "bad", "username": "u", "password": "p"},
+            None,
+        ),
+        ("/api/v1/auth/resend-verification", {"email": "r@example.com"}, limits.RESEND_PER_ACCOUNT),
+        (
+            "/api/v1/auth/password-reset/request",
+            {"email": "r@example.com"},
+            limits.RESET_PER_ACCOUNT,
+        ),
+        ("/api/v1/auth/refresh", {"refresh_token": "x" * 43}, limits.REFRESH_PER_IP),
+    ],
+)
+def test_other_endpoints_are_limited(
+    client: TestClient, path: str, body: dict[str, str], limit: ratelimit.Limit | None
+) -> None:
+    if limit is None:  # registration: count valid-looking attempts per address
+        limit = limits.REGISTER_PER_IP
+        body = {"email": "dup@example.com", "username": "dupname", "password": "long enough!"}
+    statuses = [client.post(path, json=body).status_code for _ in range(limit.hits + 1)]
+    assert 429 not in statuses[:-1]
+    assert statuses[-1] == 429

@@ -1,0 +1,90 @@
+"""Helpers for API tests: the local mailbox, queued jobs, logging in."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import importlib
+import re
+from dataclasses import dataclass
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+from fastapi.testclient import TestClient
+from sqlalchemy import Connection, text
+
+from vmcloud.core import jobs
+
+TOKEN_IN_LINK = re.compile(r"[?&]token=([A-Za-z0-9_\-]+)")
+
+
+class Mailbox:
+    """The ``.eml`` files the mailbox mailer wrote, oldest first."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    def messages(self) -> list[EmailMessage]:
+        if not self.directory.exists():
+            return []
+        found = []
+        for path in sorted(self.directory.glob("*.eml")):
+            parsed = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+            assert isinstance(parsed, EmailMessage)
+            found.append(parsed)
+        return found
+
+    def to(self, address: str) -> list[EmailMessage]:
+        return [m for m in self.messages() if m["To"] == address]
+
+    def last_token(self, address: str) -> str:
+        messages = self.to(address)
+        assert messages, f"no mail to {address}"
+        body = messages[-1].get_content()
+        match = TOKEN_IN_LINK.search(body)
+        assert match, body
+        return match.group(1)
+
+
+@dataclass
+class JobRunner:
+    """Runs the jobs queued in the test's transaction the way a worker would: the registered
+    task body, with the job runtime bound to the test's session."""
+
+    connection: Connection
+
+    def pending(self) -> list[tuple[int, str, dict[str, Any]]]:
+        rows = self.connection.execute(
+            text(
+                "SELECT id, task_name, args FROM procrastinate_jobs"
+                " WHERE status = 'todo' ORDER BY id"
+            )
+        ).all()
+        return [(int(r[0]), str(r[1]), dict(r[2])) for r in rows]
+
+    def run(self) -> int:
+        for module in jobs.TASK_MODULES:
+            importlib.import_module(module)
+        ran = 0
+        while batch := self.pending():
+            for job_id, task_name, args in batch:
+                jobs.app.tasks[task_name].func(**args)
+                self.connection.execute(
+                    text("DELETE FROM procrastinate_jobs WHERE id = :id"), {"id": job_id}
+                )
+                ran += 1
+        return ran
+
+
+def login(client: TestClient, login: str, password: str, **extra: Any) -> dict[str, Any]:
+    response = client.post(
+        "/api/v1/auth/login", json={"login": login, "password": password, **extra}
+    )
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def bearer(tokens: dict[str, Any]) -> dict[str, str]:
+    return {"Authorization": f"Bearer {tokens['access_token']}"}
