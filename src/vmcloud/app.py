@@ -25,6 +25,7 @@ from vmcloud.core.ratelimit import RateLimiter
 from vmcloud.db import migrate
 from vmcloud.db.session import make_engine, make_session_factory
 from vmcloud.ops.api import router as ops_router
+from vmcloud.web.pages import router as pages_router
 
 API_PREFIX = "/api/v1"
 log = get_logger(__name__)
@@ -75,6 +76,7 @@ def create_app(
     app.add_middleware(RequestContextMiddleware)
     app.include_router(ops_router)
     app.include_router(api_router())
+    app.include_router(pages_router)
     return app
 
 
