@@ -87,6 +87,8 @@ def up(host: HostOption = None, port: PortOption = None) -> None:
             typer.echo(f"    login:    {user.username}  ({user.email})")
             typer.echo(f"    password: {password}")
             typer.echo("")
+        if not settings.smtp_host:
+            typer.echo(f"  No SMTP server configured: mail goes to {settings.data_dir / 'mail'}")
         _serve(settings, url, run_worker=True)
 
 

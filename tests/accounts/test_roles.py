@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 
 from tests.factories.accounts import PASSWORD, make_user
 from tests.support import bearer, login
-from vmcloud.accounts.deps import AdminUser, CurrentUser, StaffUser
+from vmcloud.accounts.deps import AdminUser, CurrentUser, StaffUser, VerifiedUser
 
 
 @pytest.fixture
@@ -26,6 +26,10 @@ def probe(app: FastAPI, client: TestClient) -> TestClient:
 
     @router.get("/admin")
     def admin(user: AdminUser) -> dict[str, str]:
+        return {"role": user.role}
+
+    @router.post("/verified")
+    def verified(user: VerifiedUser) -> dict[str, str]:
         return {"role": user.role}
 
     app.include_router(router)
@@ -72,3 +76,15 @@ def test_malformed_authorization_headers_are_401(probe: TestClient, header: str)
     response = probe.get("/probe/user", headers={"Authorization": header})
     assert response.status_code == 401
     assert response.headers["content-type"] == "application/problem+json"
+
+
+def test_unverified_email_may_log_in_but_not_act(probe: TestClient, db: Session) -> None:
+    user = make_user(db, email_verified=False)
+    headers = bearer(login(probe, user.username, PASSWORD))
+    assert probe.get("/probe/user", headers=headers).status_code == 200
+    refused = probe.post("/probe/verified", headers=headers)
+    assert refused.status_code == 403
+    assert refused.json()["type"] == "/problems/email-unverified"
+    user.email_verified = True
+    db.flush()
+    assert probe.post("/probe/verified", headers=headers).status_code == 200

@@ -59,7 +59,22 @@ def require_admin(user: Annotated[User, Depends(require_user)]) -> User:
     return user
 
 
+class EmailUnverifiedError(ForbiddenError):
+    type = "email-unverified"
+    title = "Email address not verified"
+
+
+def require_verified(user: Annotated[User, Depends(require_user)]) -> User:
+    """For actions that move money or create resources: the email must be confirmed."""
+    if not user.email_verified:
+        raise EmailUnverifiedError(
+            "Confirm your email address first; POST /auth/resend-verification sends a new link."
+        )
+    return user
+
+
 CurrentUser = Annotated[User, Depends(require_user)]
+VerifiedUser = Annotated[User, Depends(require_verified)]
 StaffUser = Annotated[User, Depends(require_staff)]
 AdminUser = Annotated[User, Depends(require_admin)]
 

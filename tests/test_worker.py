@@ -1,0 +1,54 @@
+"""``vmcloud worker``: a worker process alone picks up committed jobs and stops cleanly."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from sqlalchemy.orm import Session
+
+from tests.factories.accounts import make_user
+from tests.support import Mailbox
+from vmcloud.accounts import tasks
+from vmcloud.config import Settings
+from vmcloud.core import jobs
+from vmcloud.db.session import make_engine
+
+
+def test_worker_process_sends_a_queued_email(
+    settings: Settings, fresh_database_url: str, tmp_path: Path
+) -> None:
+    engine = make_engine(settings, fresh_database_url)
+    try:
+        with Session(engine) as db:
+            user = make_user(db, email="queued@example.com", email_verified=False)
+            jobs.defer(db, tasks.send_verification_email, user_id=str(user.id))
+            db.commit()
+    finally:
+        engine.dispose()
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VMCLOUD_")}
+    env |= {"DATABASE_URL": fresh_database_url, "VMCLOUD_DATA_DIR": str(tmp_path)}
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "vmcloud", "worker", "--concurrency", "1"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    mailbox = Mailbox(tmp_path / "mail")
+    try:
+        deadline = time.monotonic() + 30
+        while not mailbox.to("queued@example.com") and time.monotonic() < deadline:
+            assert worker.poll() is None, worker.stderr.read() if worker.stderr else ""
+            time.sleep(0.2)
+        assert mailbox.to("queued@example.com"), "the worker sent nothing"
+        assert "/verify-email?token=" in mailbox.to("queued@example.com")[0].get_content()
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        _, err = worker.communicate(timeout=30)
+    assert worker.returncode == 0, err[-2000:]
