@@ -111,8 +111,8 @@ def read_me(user: CurrentUser) -> object:
 
 
 @me.patch("", response_model=UserRead)
-def update_me(body: MeUpdate, user: CurrentUser, db: DbSession, meta: ClientMeta) -> object:
-    return service.update_profile(db=db, user=user, body=body, meta=meta)
+def update_me(body: MeUpdate, user: CurrentUser, db: DbSession) -> object:
+    return service.update_profile(db=db, user=user, body=body)
 
 
 @me.post("/password", status_code=status.HTTP_204_NO_CONTENT)
@@ -122,7 +122,6 @@ def change_password(
     claims: TokenClaims,
     db: DbSession,
     limiter: Limiter,
-    meta: ClientMeta,
 ) -> None:
     service.change_password(
         db=db,
@@ -131,7 +130,6 @@ def change_password(
         current_password=body.current_password,
         new_password=body.new_password,
         keep_session=claims.session_id,
-        meta=meta,
     )
 
 
@@ -147,10 +145,9 @@ def two_factor_enable(
     request: Request,
     db: DbSession,
     limiter: Limiter,
-    meta: ClientMeta,
 ) -> RecoveryCodes:
     return two_factor.enable(
-        db=db, limiter=limiter, settings=_settings(request), user=user, code=body.code, meta=meta
+        db=db, limiter=limiter, settings=_settings(request), user=user, code=body.code
     )
 
 
@@ -161,7 +158,6 @@ def two_factor_disable(
     request: Request,
     db: DbSession,
     limiter: Limiter,
-    meta: ClientMeta,
 ) -> None:
     two_factor.disable(
         db=db,
@@ -170,5 +166,4 @@ def two_factor_disable(
         user=user,
         password=body.password,
         code=body.code,
-        meta=meta,
     )

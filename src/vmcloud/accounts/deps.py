@@ -14,6 +14,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from vmcloud.accounts.models import STAFF_ROLES, User
 from vmcloud.accounts.tokens import AccessClaims, decode_access_token
+from vmcloud.audit import service as audit
 from vmcloud.core.errors import ForbiddenError, UnauthorizedError
 from vmcloud.core.ratelimit import RateLimiter
 from vmcloud.db.session import DbSession
@@ -44,6 +45,7 @@ def require_user(db: DbSession, claims: TokenClaims) -> User:
         raise UnauthorizedError(
             "This account cannot be used.", headers={"WWW-Authenticate": "Bearer"}
         )
+    audit.context_of(db).actor_id = user.id
     return user
 
 

@@ -36,6 +36,8 @@ STATUSES = ("active", "suspended", "banned", "closed")
 
 class User(Base):
     __tablename__ = "users"
+    __audit__ = "user"
+    __audit_ignore__ = ("totp_last_step",)
     __table_args__ = (
         Index("idx_users_email", "email"),
         Index("idx_users_username", "username"),

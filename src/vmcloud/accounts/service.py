@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import uuid
 from datetime import timedelta
-from typing import Any
 from urllib.parse import urlencode
 
 from sqlalchemy import func, select, text, update
@@ -113,6 +112,7 @@ def register(
         last_name=body.last_name,
         phone=body.phone,
     )
+    audit.label(user, "user.register", actor_id=user.id)
     db.add(user)
     try:
         with db.begin_nested():
@@ -120,15 +120,6 @@ def register(
     except IntegrityError as exc:  # a concurrent registration won the race
         raise ConflictError("This email or username is already registered.") from exc
     _queue_verification(db, user)
-    audit.record(
-        db=db,
-        action="user.register",
-        actor_id=user.id,
-        meta=meta,
-        entity_type="user",
-        entity_id=user.id,
-        new=_public_fields(user),
-    )
     return user
 
 
@@ -190,16 +181,7 @@ def verify_email(*, db: Session, limiter: RateLimiter, token: str, meta: Request
     assert user is not None
     record.verified_at = now
     user.email_verified = True
-    audit.record(
-        db=db,
-        action="user.verify_email",
-        actor_id=user.id,
-        meta=meta,
-        entity_type="user",
-        entity_id=user.id,
-        old={"email_verified": False},
-        new={"email_verified": True},
-    )
+    audit.label(user, "user.verify_email", actor_id=user.id)
     return user
 
 
@@ -269,37 +251,16 @@ def confirm_password_reset(
         .values(used_at=now)
     )
     revoked = sessions.revoke_all(db=db, user_id=user.id)
-    audit.record(
-        db=db,
-        action="user.password_reset",
-        actor_id=user.id,
-        meta=meta,
-        entity_type="user",
-        entity_id=user.id,
-        extra={"sessions_revoked": revoked},
-    )
+    audit.label(user, "user.password_reset", actor_id=user.id, extra={"sessions_revoked": revoked})
 
 
 # -- profile -------------------------------------------------------------------------------
 
 
-def update_profile(*, db: Session, user: User, body: MeUpdate, meta: RequestMeta) -> User:
-    changes = body.model_dump(include=body.model_fields_set)
-    old = {field: getattr(user, field) for field in changes}
-    for field, value in changes.items():
+def update_profile(*, db: Session, user: User, body: MeUpdate) -> User:
+    for field, value in body.model_dump(include=body.model_fields_set).items():
         setattr(user, field, value)
     db.flush()
-    if changes != old:
-        audit.record(
-            db=db,
-            action="user.update",
-            actor_id=user.id,
-            meta=meta,
-            entity_type="user",
-            entity_id=user.id,
-            old=old,
-            new=changes,
-        )
     return user
 
 
@@ -311,7 +272,6 @@ def change_password(
     current_password: str,
     new_password: str,
     keep_session: uuid.UUID,
-    meta: RequestMeta,
 ) -> None:
     """Change the password; every other login of the user is signed out."""
     from vmcloud.accounts import sessions
@@ -319,37 +279,12 @@ def change_password(
     limiter.hit(limits.PASSWORD_CHANGE_PER_ACCOUNT, str(user.id))
     if not verify_password(user.password_hash, current_password):
         audit.record(
-            db=db,
-            action="user.password_change_failed",
-            actor_id=user.id,
-            meta=meta,
-            entity_type="user",
-            entity_id=user.id,
+            db=db, action="user.password_change_failed", entity_type="user", entity_id=user.id
         )
         raise WrongPasswordError()
     user.password_hash = hash_password(new_password)
     revoked = sessions.revoke_all(db=db, user_id=user.id, except_family=keep_session)
-    audit.record(
-        db=db,
-        action="user.password_change",
-        actor_id=user.id,
-        meta=meta,
-        entity_type="user",
-        entity_id=user.id,
-        extra={"sessions_revoked": revoked},
-    )
-
-
-def _public_fields(user: User) -> dict[str, Any]:
-    return {
-        "email": user.email,
-        "username": user.username,
-        "role": user.role,
-        "status": user.status,
-        "first_name": user.first_name,
-        "last_name": user.last_name,
-        "phone": user.phone,
-    }
+    audit.label(user, "user.password_change", extra={"sessions_revoked": revoked})
 
 
 def _link(settings: Settings, path: str, token: str) -> str:

@@ -89,13 +89,10 @@ def login(
         user.password_hash = hash_password(password)
     user.last_login_at = utcnow()
     pair, row = _issue(db=db, settings=settings, user=user, family_id=uuid.uuid4(), meta=meta)
-    audit.record(
-        db=db,
-        action="user.login",
+    audit.label(
+        user,
+        "user.login",
         actor_id=user.id,
-        meta=meta,
-        entity_type="user",
-        entity_id=user.id,
         extra={"session_id": str(row.family_id), "two_factor": bool(user.two_factor_enabled)},
     )
     return pair

@@ -26,6 +26,7 @@ def setup(*, db: Session, settings: Settings, user: User) -> TwoFactorSetup:
     secret = totp.new_secret()
     user.two_factor_secret = totp.encrypt(secret, settings.fernet_key)
     user.totp_last_step = None
+    audit.label(user, "user.2fa_setup")
     db.flush()
     issuer = site_settings.get_value(db=db, key="site.name", default="VMCloud")
     return TwoFactorSetup(
@@ -40,7 +41,6 @@ def enable(
     settings: Settings,
     user: User,
     code: str,
-    meta: RequestMeta,
 ) -> RecoveryCodes:
     limiter.hit(limits.SECOND_FACTOR_PER_ACCOUNT, str(user.id))
     db.refresh(user, with_for_update=True)
@@ -54,17 +54,7 @@ def enable(
     codes = totp.new_recovery_codes()
     db.execute(delete(RecoveryCode).where(RecoveryCode.user_id == user.id))
     db.add_all(RecoveryCode(user_id=user.id, code_hash=totp.hash_recovery_code(c)) for c in codes)
-    db.flush()
-    audit.record(
-        db=db,
-        action="user.2fa_enable",
-        actor_id=user.id,
-        meta=meta,
-        entity_type="user",
-        entity_id=user.id,
-        old={"two_factor_enabled": False},
-        new={"two_factor_enabled": True},
-    )
+    audit.label(user, "user.2fa_enable")
     return RecoveryCodes(recovery_codes=codes)
 
 
@@ -76,7 +66,6 @@ def disable(
     user: User,
     password: str,
     code: str,
-    meta: RequestMeta,
 ) -> None:
     limiter.hit(limits.SECOND_FACTOR_PER_ACCOUNT, str(user.id))
     db.refresh(user, with_for_update=True)
@@ -90,16 +79,7 @@ def disable(
     user.two_factor_secret = None
     user.totp_last_step = None
     db.execute(delete(RecoveryCode).where(RecoveryCode.user_id == user.id))
-    audit.record(
-        db=db,
-        action="user.2fa_disable",
-        actor_id=user.id,
-        meta=meta,
-        entity_type="user",
-        entity_id=user.id,
-        old={"two_factor_enabled": True},
-        new={"two_factor_enabled": False},
-    )
+    audit.label(user, "user.2fa_disable")
 
 
 def check_login_code(

@@ -15,6 +15,7 @@ from vmcloud.db.base import Base, created_at, updated_at, uuid_pk
 
 class Product(Base):
     __tablename__ = "products"
+    __audit__ = "product"
     __table_args__ = (
         Index("idx_products_slug", "slug"),
         Index("idx_products_status", "status"),

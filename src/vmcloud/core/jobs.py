@@ -23,6 +23,7 @@ from procrastinate import PsycopgConnector
 from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 
+from vmcloud.audit import service as audit
 from vmcloud.config import Settings
 from vmcloud.core.mail import Mailer
 
@@ -90,6 +91,7 @@ def unit_of_work() -> Iterator[tuple[Session, Runtime]]:
     """A session for one job run: commits when the body returns, rolls back if it raises."""
     current = runtime()
     with current.session_factory() as db:
+        audit.bind(db, audit.AuditContext())  # the system acts
         try:
             yield db, current
             db.commit()

@@ -13,8 +13,10 @@ from fastapi import Depends, Request
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from vmcloud.audit import service as audit
 from vmcloud.config import Settings
 from vmcloud.core.errors import ProblemError
+from vmcloud.core.net import ClientMeta
 
 
 def make_engine(settings: Settings, url: str | None = None) -> Engine:
@@ -39,9 +41,10 @@ def make_session_factory(bind: Engine) -> sessionmaker[Session]:
     return sessionmaker(bind=bind, expire_on_commit=False, autoflush=True)
 
 
-def _db_session(request: Request) -> Iterator[Session]:
+def _db_session(request: Request, meta: ClientMeta) -> Iterator[Session]:
     factory: sessionmaker[Session] = request.app.state.session_factory
     session = factory()
+    audit.bind(session, audit.AuditContext(ip=meta.ip, user_agent=meta.user_agent))
     try:
         yield session
         # Runs after the endpoint returns and before the response is sent (scope="function"),

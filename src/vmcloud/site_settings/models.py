@@ -13,6 +13,7 @@ from vmcloud.db.base import Base
 
 class Setting(Base):
     __tablename__ = "settings"
+    __audit__ = "setting"
 
     key: Mapped[str] = mapped_column(String(255), primary_key=True)
     value: Mapped[str] = mapped_column(Text)
