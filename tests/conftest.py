@@ -29,7 +29,7 @@ from vmcloud.core.logging import configure_logging
 from vmcloud.core.mail import make_mailer
 from vmcloud.db import migrate
 from vmcloud.db.embedded import EmbeddedPostgres
-from vmcloud.db.session import make_engine
+from vmcloud.db.session import make_engine, make_session_factory
 
 TEMPLATE_DB = "vmcloud_template"
 TEST_DB = "vmcloud_test"
@@ -111,9 +111,7 @@ def connection(engine: Engine) -> Iterator[Connection]:
 def session_factory(connection: Connection) -> sessionmaker[Session]:
     # Commits inside the code under test release SAVEPOINTs; the outer transaction is rolled
     # back after the test, so every test starts from the migrated template's contents.
-    return sessionmaker(
-        bind=connection, join_transaction_mode="create_savepoint", expire_on_commit=False
-    )
+    return make_session_factory(connection, join_transaction_mode="create_savepoint")
 
 
 @pytest.fixture

@@ -12,8 +12,9 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from vmcloud import __version__
-from vmcloud.accounts.api import auth as auth_router
-from vmcloud.accounts.api import me as me_router
+from vmcloud.accounts import api as accounts_api
+from vmcloud.audit import api as audit_api
+from vmcloud.catalog import api as catalog_api
 from vmcloud.config import Settings, get_settings
 from vmcloud.core import jobs
 from vmcloud.core.errors import install_problem_handlers
@@ -25,6 +26,7 @@ from vmcloud.core.ratelimit import RateLimiter
 from vmcloud.db import migrate
 from vmcloud.db.session import make_engine, make_session_factory
 from vmcloud.ops.api import router as ops_router
+from vmcloud.site_settings import api as settings_api
 from vmcloud.web.pages import router as pages_router
 
 API_PREFIX = "/api/v1"
@@ -34,8 +36,17 @@ log = get_logger(__name__)
 def api_router() -> APIRouter:
     """Every domain's router, mounted under ``/api/v1``. Later domains add theirs here."""
     router = APIRouter(prefix=API_PREFIX)
-    router.include_router(auth_router)
-    router.include_router(me_router)
+    for domain_router in (
+        accounts_api.auth,
+        accounts_api.me,
+        accounts_api.admin,
+        catalog_api.public,
+        catalog_api.admin,
+        settings_api.public,
+        settings_api.admin,
+        audit_api.router,
+    ):
+        router.include_router(domain_router)
     return router
 
 

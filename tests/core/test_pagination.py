@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import delete, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from vmcloud.audit.models import AuditLog
@@ -20,16 +20,19 @@ ORDER = (AuditLog.timestamp, AuditLog.id)
 
 
 def _add(db: Session, offsets: list[int], action: str = "probe.page") -> list[AuditLog]:
+    # Audit rows cannot be deleted (by design), so each example uses an action of its own.
     rows = [AuditLog(action=action, timestamp=BASE + timedelta(seconds=o)) for o in offsets]
     db.add_all(rows)
     db.flush()
     return rows
 
 
-def _walk(db: Session, limit: int, descending: bool = True) -> list[list[uuid.UUID]]:
+def _walk(
+    db: Session, limit: int, descending: bool = True, action: str = "probe.page"
+) -> list[list[uuid.UUID]]:
     pages: list[list[uuid.UUID]] = []
     cursor = None
-    stmt = select(AuditLog).where(AuditLog.action == "probe.page")
+    stmt = select(AuditLog).where(AuditLog.action == action)
     while True:
         rows, cursor = paginate(
             db, stmt, order_by=ORDER, params=PageParams(limit, cursor), descending=descending
@@ -56,9 +59,9 @@ def test_pages_cover_every_row_once_in_order(
     db: Session, offsets: list[int], limit: int, descending: bool
 ) -> None:
     # Few distinct timestamps, so ties are common and the id must break them.
-    db.execute(delete(AuditLog).where(AuditLog.action == "probe.page"))
-    rows = _add(db, offsets)
-    pages = _walk(db, limit, descending)
+    action = f"probe.page.{uuid.uuid4().hex}"
+    rows = _add(db, offsets, action)
+    pages = _walk(db, limit, descending, action)
     assert [i for page in pages for i in page] == _expected(rows, descending)
     assert all(len(page) <= limit for page in pages)
     assert all(len(page) == limit for page in pages[:-1])

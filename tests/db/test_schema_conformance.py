@@ -71,6 +71,9 @@ def test_seed_tables_gain_no_unexpected_objects(
         ("refresh_tokens", "ix_refresh_tokens_family_id"),
         ("email_verifications", "ix_email_verifications_user_id"),
         ("password_resets", "ix_password_resets_user_id"),
+        # 0005 catalogue and audit
+        ("products", "products_status_check"),
+        ("settings", "settings_type_check"),
     }
     for kind in ("columns", "constraints", "indexes"):
         extra = {

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, status
+import uuid
+from typing import Annotated, Literal
 
+from fastapi import APIRouter, Query, Request, status
+
+from vmcloud.accounts import admin as admin_service
 from vmcloud.accounts import service, sessions, two_factor
-from vmcloud.accounts.deps import CurrentUser, Limiter, TokenClaims
+from vmcloud.accounts.deps import AdminUser, CurrentUser, Limiter, StaffUser, TokenClaims
 from vmcloud.accounts.schemas import (
     EmailRequest,
     EmailVerified,
@@ -20,15 +24,19 @@ from vmcloud.accounts.schemas import (
     TwoFactorCode,
     TwoFactorDisable,
     TwoFactorSetup,
+    UserAdminRead,
+    UserAdminUpdate,
     UserRead,
     VerifyEmailRequest,
 )
 from vmcloud.config import Settings
 from vmcloud.core.net import ClientMeta
+from vmcloud.core.pagination import Page, PageQuery
 from vmcloud.db.session import DbSession
 
 auth = APIRouter(prefix="/auth", tags=["auth"])
 me = APIRouter(prefix="/me", tags=["account"])
+admin = APIRouter(prefix="/admin/users", tags=["admin: users"])
 
 ACCEPTED = {"status": "accepted"}
 
@@ -167,3 +175,28 @@ def two_factor_disable(
         password=body.password,
         code=body.code,
     )
+
+
+@admin.get("", response_model=Page[UserAdminRead], summary="Find users")
+def admin_list_users(
+    db: DbSession,
+    _: StaffUser,
+    page: PageQuery,
+    q: Annotated[str | None, Query(max_length=255, description="part of email or username")] = None,
+    role: Literal["customer", "support", "admin"] | None = None,
+    status: Literal["active", "suspended", "banned", "closed"] | None = None,
+) -> Page[UserAdminRead]:
+    items, cursor = admin_service.list_users(db=db, params=page, q=q, role=role, status=status)
+    return Page(items=[UserAdminRead.model_validate(u) for u in items], next_cursor=cursor)
+
+
+@admin.get("/{user_id}", response_model=UserAdminRead)
+def admin_get_user(user_id: uuid.UUID, db: DbSession, _: StaffUser) -> object:
+    return admin_service.get_user(db=db, user_id=user_id)
+
+
+@admin.patch("/{user_id}", response_model=UserAdminRead)
+def admin_update_user(
+    user_id: uuid.UUID, body: UserAdminUpdate, db: DbSession, _: AdminUser
+) -> object:
+    return admin_service.update_user(db=db, user_id=user_id, body=body)

@@ -121,3 +121,13 @@ class TwoFactorSetup(OutputModel):
 
 class RecoveryCodes(OutputModel):
     recovery_codes: list[str]
+
+
+class UserAdminUpdate(InputModel):
+    role: Literal["customer", "support", "admin"] | None = None
+    status: Literal["active", "suspended", "banned", "closed"] | None = None
+    email_verified: bool | None = None
+
+
+class UserAdminRead(UserRead):
+    updated_at: UTCDateTime | None

@@ -9,7 +9,7 @@ from vmcloud.accounts.models import (
 )
 from vmcloud.audit.models import AuditLog
 from vmcloud.billing.models import Subscription, Transaction
-from vmcloud.catalog.models import Product
+from vmcloud.catalog.models import Image, Product, Region
 from vmcloud.compute.models import Instance
 from vmcloud.core.ratelimit import RateLimitCounter
 from vmcloud.db.base import Base
@@ -20,12 +20,14 @@ __all__ = [
     "AuditLog",
     "Base",
     "EmailVerification",
+    "Image",
     "Instance",
     "PasswordReset",
     "Product",
     "RateLimitCounter",
     "RecoveryCode",
     "RefreshToken",
+    "Region",
     "Setting",
     "Subscription",
     "SupportTicket",

@@ -7,10 +7,10 @@ row a request writes commits or rolls back together.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
-from sqlalchemy import Engine, create_engine
+from sqlalchemy import Connection, Engine, create_engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from vmcloud.audit import service as audit
@@ -37,8 +37,17 @@ def make_engine(settings: Settings, url: str | None = None) -> Engine:
     )
 
 
-def make_session_factory(bind: Engine) -> sessionmaker[Session]:
-    return sessionmaker(bind=bind, expire_on_commit=False, autoflush=True)
+def make_session_factory(bind: Engine | Connection, **options: Any) -> sessionmaker[Session]:
+    """Sessions for one database. Sessions of one factory share a settings cache."""
+    from vmcloud.site_settings.service import CACHE_KEY, SettingsCache
+
+    return sessionmaker(
+        bind=bind,
+        expire_on_commit=False,
+        autoflush=True,
+        info={CACHE_KEY: SettingsCache()},
+        **options,
+    )
 
 
 def _db_session(request: Request, meta: ClientMeta) -> Iterator[Session]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Boolean, DateTime, String, Text, text
+from sqlalchemy import Boolean, CheckConstraint, DateTime, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from vmcloud.core.clock import utcnow
@@ -14,6 +14,9 @@ from vmcloud.db.base import Base
 class Setting(Base):
     __tablename__ = "settings"
     __audit__ = "setting"
+    __table_args__ = (
+        CheckConstraint("type IN ('string', 'number', 'boolean', 'json')", name="type"),
+    )
 
     key: Mapped[str] = mapped_column(String(255), primary_key=True)
     value: Mapped[str] = mapped_column(Text)

@@ -1,17 +1,32 @@
-"""Typed site settings stored as text in ``settings``."""
+"""Typed site settings stored as text in ``settings``.
+
+Values are validated on every write against the setting's type and, for known keys, the rules
+in ``registry``; a value that does not fit is a 422 and nothing changes. Reads go through a
+short-lived cache shared by the sessions of one process: a change made in one process is seen
+by every other within ``CACHE_TTL`` seconds, and at once in the process that made it.
+"""
 
 from __future__ import annotations
 
 import json
+import threading
+import time
+from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from pydantic import ValidationError
+from sqlalchemy import event, select
 from sqlalchemy.orm import Session
 
+from vmcloud.core.errors import InvalidInputError, NotFoundError
 from vmcloud.site_settings.models import Setting
+from vmcloud.site_settings.registry import ORDERED, RULES
 
+CACHE_TTL = 2.0
 _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off"}
+CACHE_KEY = "settings_cache"
 
 
 def parse_value(raw: str, type_: str) -> Any:
@@ -38,8 +53,153 @@ def parse_value(raw: str, type_: str) -> Any:
     raise ValueError(f"unknown setting type {type_!r}")
 
 
+def to_json(value: Any) -> Any:
+    """Typed value as the API shows it: decimals as strings (never floats), the rest as is."""
+    return str(value) if isinstance(value, Decimal) else value
+
+
+@dataclass(frozen=True)
+class _Entry:
+    value: Any
+    is_public: bool
+
+
+class SettingsCache:
+    """All settings of one database, reloaded when older than ``CACHE_TTL``."""
+
+    def __init__(self, ttl: float = CACHE_TTL) -> None:
+        self.ttl = ttl
+        self._entries: dict[str, _Entry] | None = None
+        self._loaded_at = 0.0
+        self._lock = threading.Lock()
+
+    def entries(self, db: Session) -> dict[str, _Entry]:
+        with self._lock:
+            if self._entries is None or time.monotonic() - self._loaded_at > self.ttl:
+                self._entries = {
+                    s.key: _Entry(parse_value(s.value, s.type), bool(s.is_public))
+                    for s in db.scalars(select(Setting))
+                }
+                self._loaded_at = time.monotonic()
+            return self._entries
+
+    def invalidate(self) -> None:
+        with self._lock:
+            self._entries = None
+
+
+def _cache(db: Session) -> SettingsCache:
+    cache = db.info.get(CACHE_KEY)
+    if not isinstance(cache, SettingsCache):
+        cache = SettingsCache()
+        db.info[CACHE_KEY] = cache
+    return cache
+
+
 def get_value(*, db: Session, key: str, default: Any = None) -> Any:
-    setting = db.get(Setting, key)
+    entry = _cache(db).entries(db).get(key)
+    return default if entry is None else entry.value
+
+
+def public_values(*, db: Session) -> dict[str, Any]:
+    return {
+        key: to_json(entry.value)
+        for key, entry in sorted(_cache(db).entries(db).items())
+        if entry.is_public
+    }
+
+
+def list_settings(*, db: Session) -> list[Setting]:
+    return list(db.scalars(select(Setting).order_by(Setting.key)))
+
+
+def _coerce(key: str, type_: str, value: Any) -> tuple[str, Any]:
+    """(text to store, typed value) for ``value`` given as JSON, or ``InvalidInputError``."""
+    problem = f"The value does not fit setting {key!r} (type {type_})."
+    if type_ == "string":
+        ok = isinstance(value, str)
+    elif type_ == "boolean":
+        ok = isinstance(value, bool)
+    elif type_ == "number":
+        ok = (isinstance(value, int | float) and not isinstance(value, bool)) or (
+            isinstance(value, str) and _is_decimal(value)
+        )
+    else:
+        ok = True
+    if not ok:
+        raise InvalidInputError(
+            problem, errors=[{"field": "value", "message": f"expected {type_}"}]
+        )
+    typed: Any = Decimal(str(value)) if type_ == "number" else value
+    if type_ == "number" and not typed.is_finite():
+        raise InvalidInputError(problem, errors=[{"field": "value", "message": "not finite"}])
+    rule = RULES.get(key)
+    if rule is not None:
+        try:
+            typed = rule.validate_python(typed)
+        except ValidationError as exc:
+            messages = "; ".join(e["msg"] for e in exc.errors())
+            raise InvalidInputError(
+                problem, errors=[{"field": "value", "message": messages}]
+            ) from exc
+    return _to_text(type_, typed), typed
+
+
+def _is_decimal(text: str) -> bool:
+    try:
+        return Decimal(text).is_finite()
+    except InvalidOperation:
+        return False
+
+
+def _to_text(type_: str, value: Any) -> str:
+    if type_ == "boolean":
+        return "true" if value else "false"
+    if type_ == "json":
+        return json.dumps(value, separators=(",", ":"))
+    return str(value)
+
+
+def update_setting(*, db: Session, key: str, value: Any) -> Setting:
+    setting = db.get(Setting, key, with_for_update=True)
     if setting is None:
-        return default
-    return parse_value(setting.value, setting.type)
+        raise NotFoundError(f"There is no setting {key!r}.")
+    text, typed = _coerce(key, setting.type, value)
+    for lower, upper in ORDERED:
+        if key in (lower, upper):
+            other_key = upper if key == lower else lower
+            other = get_value(db=db, key=other_key)
+            if other is not None:
+                low, high = (typed, other) if key == lower else (other, typed)
+                if Decimal(str(low)) > Decimal(str(high)):
+                    raise InvalidInputError(
+                        f"{lower} must not exceed {upper}.",
+                        errors=[{"field": "value", "message": f"conflicts with {other_key}"}],
+                    )
+    if setting.value != text:
+        setting.value = text
+        db.flush()
+        db.info[_CHANGED_KEY] = True
+    return setting
+
+
+_CHANGED_KEY = "settings_changed"
+
+
+@event.listens_for(Session, "after_commit")
+def _refresh_after_commit(session: Session) -> None:
+    # Dropped after the commit, not before: a reload in between would cache the old value.
+    if session.info.pop(_CHANGED_KEY, False):
+        _cache(session).invalidate()
+
+
+def admin_view(setting: Setting) -> dict[str, Any]:
+    return {
+        "key": setting.key,
+        "value": to_json(parse_value(setting.value, setting.type)),
+        "type": setting.type,
+        "category": setting.category,
+        "description": setting.description,
+        "is_public": bool(setting.is_public),
+        "updated_at": setting.updated_at,
+    }

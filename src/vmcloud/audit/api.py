@@ -1,0 +1,48 @@
+"""Route: the audit trail, for admins."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from sqlalchemy import select
+
+from vmcloud.accounts.deps import AdminUser
+from vmcloud.audit.models import AuditLog
+from vmcloud.audit.schemas import AuditLogRead
+from vmcloud.core.clock import to_utc_naive
+from vmcloud.core.pagination import Page, PageQuery, paginate
+from vmcloud.db.session import DbSession
+
+router = APIRouter(prefix="/admin/audit-logs", tags=["admin: audit"])
+
+
+@router.get("", response_model=Page[AuditLogRead], summary="The audit trail, newest first")
+def list_audit_logs(
+    db: DbSession,
+    _: AdminUser,
+    page: PageQuery,
+    user_id: uuid.UUID | None = None,
+    entity_type: Annotated[str | None, Query(max_length=100)] = None,
+    entity_id: uuid.UUID | None = None,
+    action: Annotated[str | None, Query(max_length=255)] = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> Page[AuditLogRead]:
+    stmt = select(AuditLog)
+    if user_id:
+        stmt = stmt.where(AuditLog.user_id == user_id)
+    if entity_type:
+        stmt = stmt.where(AuditLog.entity_type == entity_type)
+    if entity_id:
+        stmt = stmt.where(AuditLog.entity_id == entity_id)
+    if action:
+        stmt = stmt.where(AuditLog.action == action)
+    if since:
+        stmt = stmt.where(AuditLog.timestamp >= to_utc_naive(since))
+    if until:
+        stmt = stmt.where(AuditLog.timestamp < to_utc_naive(until))
+    items, cursor = paginate(db, stmt, order_by=(AuditLog.timestamp, AuditLog.id), params=page)
+    return Page(items=[AuditLogRead.model_validate(i) for i in items], next_cursor=cursor)

@@ -1,0 +1,138 @@
+"""Catalogue operations: products (VM plans), regions and images."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from vmcloud.audit import service as audit
+from vmcloud.catalog.models import Image, Product, Region
+from vmcloud.catalog.schemas import ProductCreate, ProductUpdate
+from vmcloud.compute import service as compute
+from vmcloud.core.errors import ConflictError, NotFoundError
+from vmcloud.core.pagination import PageParams, paginate
+
+PUBLIC_STATUSES = ("active", "hidden")  # hidden: unlisted, still reachable by id or slug
+
+
+def _as_uuid(ref: str) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(ref)
+    except ValueError:
+        return None
+
+
+def _by_ref(ref: str) -> Any:
+    ref_id = _as_uuid(ref)
+    return Product.id == ref_id if ref_id else Product.slug == ref
+
+
+def list_public_products(*, db: Session, params: PageParams) -> tuple[list[Product], str | None]:
+    stmt = select(Product).where(Product.status == "active")
+    return paginate(
+        db, stmt, order_by=(Product.sort_order, Product.id), params=params, descending=False
+    )
+
+
+def get_public_product(*, db: Session, ref: str) -> Product:
+    product = db.scalar(select(Product).where(_by_ref(ref), Product.status.in_(PUBLIC_STATUSES)))
+    if product is None:
+        raise NotFoundError("There is no such plan.")
+    return product
+
+
+def list_products(
+    *, db: Session, params: PageParams, status: str | None = None
+) -> tuple[list[Product], str | None]:
+    stmt = select(Product)
+    if status:
+        stmt = stmt.where(Product.status == status)
+    return paginate(
+        db, stmt, order_by=(Product.sort_order, Product.id), params=params, descending=False
+    )
+
+
+def get_product(*, db: Session, ref: str, lock: bool = False) -> Product:
+    stmt = select(Product).where(_by_ref(ref))
+    product = db.scalar(stmt.with_for_update() if lock else stmt)
+    if product is None:
+        raise NotFoundError("There is no such plan.")
+    return product
+
+
+def _slug_taken() -> ConflictError:
+    return ConflictError(
+        "Another plan already uses this slug.",
+        errors=[{"field": "slug", "message": "already in use"}],
+    )
+
+
+def create_product(*, db: Session, body: ProductCreate) -> Product:
+    if db.scalar(select(Product.id).where(Product.slug == body.slug)) is not None:
+        raise _slug_taken()
+    product = Product(**_columns(body.model_dump(mode="json")))
+    db.add(product)
+    try:
+        with db.begin_nested():
+            db.flush()
+    except IntegrityError as exc:
+        raise _slug_taken() from exc
+    return product
+
+
+def update_product(*, db: Session, ref: str, body: ProductUpdate) -> Product:
+    product = get_product(db=db, ref=ref, lock=True)
+    changes = _columns(body.model_dump(mode="json", include=body.model_fields_set))
+    if "slug" in changes and changes["slug"] != product.slug:
+        clash = db.scalar(select(Product.id).where(Product.slug == changes["slug"]))
+        if clash is not None:
+            raise _slug_taken()
+    for field, value in changes.items():
+        setattr(product, field, value)
+    try:
+        with db.begin_nested():
+            db.flush()
+    except IntegrityError as exc:
+        raise _slug_taken() from exc
+    return product
+
+
+def delete_product(*, db: Session, ref: str) -> Product | None:
+    """Delete a plan nobody ever ran; archive one that instances use or used (their history and
+    billing keep pointing at it). Returns the archived plan, or ``None`` when deleted."""
+    product = get_product(db=db, ref=ref, lock=True)
+    if compute.product_in_use(db=db, product_id=product.id):
+        if product.status != "archived":
+            audit.label(product, "product.archive")
+            product.status = "archived"
+            db.flush()
+        return product
+    db.delete(product)
+    db.flush()
+    return None
+
+
+def _columns(values: dict[str, Any]) -> dict[str, Any]:
+    """Drop the ``None`` members of the spec and price objects: absent, not null, in JSONB."""
+    for key in ("specs_json", "pricing_json"):
+        if isinstance(values.get(key), dict):
+            values[key] = {k: v for k, v in values[key].items() if v is not None}
+    return values
+
+
+def list_regions(*, db: Session, params: PageParams) -> tuple[list[Region], str | None]:
+    stmt = select(Region).where(Region.status == "active")
+    return paginate(
+        db, stmt, order_by=(Region.sort_order, Region.id), params=params, descending=False
+    )
+
+
+def list_images(*, db: Session, params: PageParams) -> tuple[list[Image], str | None]:
+    stmt = select(Image).where(Image.status == "active")
+    return paginate(
+        db, stmt, order_by=(Image.sort_order, Image.id), params=params, descending=False
+    )
