@@ -10,8 +10,17 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, EmailStr, Field, StringConstraints, TypeAdapter
 
-Amount = Annotated[Decimal, Field(ge=0, le=Decimal("99999999.99"), decimal_places=2)]
-PositiveAmount = Annotated[Decimal, Field(gt=0, le=Decimal("99999999.99"), decimal_places=2)]
+def _cents(value: Decimal) -> Decimal:
+    return value.quantize(Decimal("0.01"))
+
+
+# Money is kept with exactly two decimals, so "12" is stored and shown as "12.00".
+Amount = Annotated[
+    Decimal, Field(ge=0, le=Decimal("99999999.99"), decimal_places=2), AfterValidator(_cents)
+]
+PositiveAmount = Annotated[
+    Decimal, Field(gt=0, le=Decimal("99999999.99"), decimal_places=2), AfterValidator(_cents)
+]
 Label = Annotated[str, StringConstraints(min_length=1, max_length=100, strip_whitespace=True)]
 MimeType = Annotated[str, StringConstraints(pattern=r"^[a-z0-9.+-]+/[a-z0-9.+-]+$")]
 
