@@ -65,6 +65,7 @@ def create_app(
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         async with _worker(settings, session_factory):
             yield
+        limiter.engine.dispose()
         if owns_engine:
             engine.dispose()
 
@@ -81,7 +82,8 @@ def create_app(
     app.state.session_factory = session_factory
     app.state.migration_heads = migrate.head_revisions()
     app.state.trusted_proxies = parse_networks(settings.trusted_proxies)
-    app.state.rate_limiter = RateLimiter(engine, namespace=settings.rate_limit_namespace)
+    limiter = RateLimiter.for_database(engine.url, namespace=settings.rate_limit_namespace)
+    app.state.rate_limiter = limiter
 
     install_problem_handlers(app)
     app.add_middleware(RequestContextMiddleware)
@@ -101,20 +103,20 @@ async def _worker(
         return
     assert settings.database_url
     jobs.configure(jobs.Runtime(settings, session_factory, make_mailer(settings)))
-    worker_app = jobs.worker_app(settings.database_url, settings.worker_concurrency)
-    async with worker_app.open_async():
-        task = asyncio.create_task(
-            worker_app.run_worker_async(
-                concurrency=settings.worker_concurrency,
-                install_signal_handlers=False,
-                shutdown_graceful_timeout=10,
+    with jobs.worker_app(settings.database_url, settings.worker_concurrency) as worker_app:
+        async with worker_app.open_async():
+            task = asyncio.create_task(
+                worker_app.run_worker_async(
+                    concurrency=settings.worker_concurrency,
+                    install_signal_handlers=False,
+                    shutdown_graceful_timeout=10,
+                )
             )
-        )
-        log.info("worker.started", concurrency=settings.worker_concurrency)
-        try:
-            yield
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-            log.info("worker.stopped")
+            log.info("worker.started", concurrency=settings.worker_concurrency)
+            try:
+                yield
+            finally:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+                log.info("worker.stopped")

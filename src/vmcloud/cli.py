@@ -116,9 +116,9 @@ def worker(
         settings = settings.model_copy(update={"database_url": url})
         engine = make_engine(settings, url)
         jobs.configure(jobs.Runtime(settings, make_session_factory(engine), make_mailer(settings)))
-        worker_app = jobs.worker_app(url, settings.worker_concurrency)
         try:
-            worker_app.run_worker(concurrency=settings.worker_concurrency)
+            with jobs.worker_app(url, settings.worker_concurrency) as worker_app:
+                worker_app.run_worker(concurrency=settings.worker_concurrency)
         finally:
             engine.dispose()
 

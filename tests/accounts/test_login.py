@@ -244,10 +244,29 @@ def test_role_comes_from_the_database_not_the_token(
     client: TestClient, db: Session, app_settings: Settings
 ) -> None:
     user = make_user(db)
-    token = jwt.encode(_claims(user), app_settings.jwt_key, algorithm="HS256")  # says admin
+    real = login(client, user.username, PASSWORD)["access_token"]
+    sid = jwt.decode(real, app_settings.jwt_key, algorithms=["HS256"])["sid"]
+    claims = _claims(user) | {"sid": sid}  # a validly signed token that says "admin"
+    token = jwt.encode(claims, app_settings.jwt_key, algorithm="HS256")
     me = client.get(ME, headers={"Authorization": f"Bearer {token}"})
     assert me.status_code == 200
     assert me.json()["role"] == "customer"
+
+
+def test_access_tokens_end_with_their_login(client: TestClient, db: Session) -> None:
+    make_user(db, username="ended")
+    tokens = login(client, "ended", PASSWORD)
+    assert client.get(ME, headers=bearer(tokens)).status_code == 200
+    client.post(LOGOUT, json={"refresh_token": tokens["refresh_token"]}, headers=bearer(tokens))
+    assert client.get(ME, headers=bearer(tokens)).status_code == 401
+
+
+def test_a_token_of_a_login_that_never_existed_is_refused(
+    client: TestClient, db: Session, app_settings: Settings
+) -> None:
+    user = make_user(db)
+    token = jwt.encode(_claims(user), app_settings.jwt_key, algorithm="HS256")  # random sid
+    assert client.get(ME, headers={"Authorization": f"Bearer {token}"}).status_code == 401
 
 
 def test_outdated_hash_parameters_are_upgraded_on_login(client: TestClient, db: Session) -> None:

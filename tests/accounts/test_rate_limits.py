@@ -100,9 +100,42 @@ def test_limits_hold_across_two_api_processes(
 def test_other_endpoints_are_limited(
     client: TestClient, path: str, body: dict[str, str], limit: ratelimit.Limit | None
 ) -> None:
-    if limit is None:  # registration: count valid-looking attempts per address
-        limit = limits.REGISTER_PER_IP
+    if limit is None:  # registration: the same address tried again and again
+        limit = limits.REGISTER_PER_ACCOUNT
         body = {"email": "dup@example.com", "username": "dupname", "password": "long enough!"}
     statuses = [client.post(path, json=body).status_code for _ in range(limit.hits + 1)]
     assert 429 not in statuses[:-1]
+    assert statuses[-1] == 429
+
+
+def test_registration_is_limited_per_client_address(client: TestClient) -> None:
+    statuses = [
+        client.post(
+            "/api/v1/auth/register",
+            json={
+                "email": f"n{i}@example.com",
+                "username": f"n{i}-user",
+                "password": "long enough!",
+            },
+        ).status_code
+        for i in range(limits.REGISTER_PER_IP.hits + 1)
+    ]
+    assert statuses[:-1] == [201] * limits.REGISTER_PER_IP.hits
+    assert statuses[-1] == 429
+
+
+def test_email_and_username_share_one_login_budget(client: TestClient, db: Session) -> None:
+    make_user(db, username="uma", email="uma@example.com")
+    for i in range(limits.LOGIN_PER_ACCOUNT.hits):
+        name = "uma" if i % 2 else "uma@example.com"
+        client.post(LOGIN, json={"login": name, "password": "wrong!"})
+    assert client.post(LOGIN, json={"login": "uma", "password": PASSWORD}).status_code == 429
+
+
+def test_ipv6_clients_are_limited_by_their_64(app, client: TestClient) -> None:  # type: ignore[no-untyped-def]
+    statuses = []
+    for i in range(limits.LOGIN_PER_IP.hits + 1):
+        with TestClient(app, client=(f"2001:db8:1:2::{i + 1:x}", 50000)) as rotating:
+            response = rotating.post(LOGIN, json={"login": f"v6-{i}", "password": "wrong!"})
+            statuses.append(response.status_code)
     assert statuses[-1] == 429

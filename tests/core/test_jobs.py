@@ -81,7 +81,6 @@ def _work_until_idle(settings: Settings, mailer: Mailer, sessions: sessionmaker[
     """Run a real worker until the queue has nothing due, as `vmcloud worker` would."""
     assert settings.database_url
     jobs.configure(jobs.Runtime(settings, sessions, mailer))
-    worker_app = jobs.worker_app(settings.database_url, 2)
 
     async def work() -> None:
         async with worker_app.open_async():
@@ -89,7 +88,8 @@ def _work_until_idle(settings: Settings, mailer: Mailer, sessions: sessionmaker[
                 wait=False, install_signal_handlers=False, concurrency=1, listen_notify=False
             )
 
-    asyncio.run(asyncio.wait_for(work(), timeout=10))
+    with jobs.worker_app(settings.database_url, 2) as worker_app:
+        asyncio.run(asyncio.wait_for(work(), timeout=10))
 
 
 def _dead_smtp(settings: Settings) -> SmtpMailer:

@@ -16,7 +16,7 @@ from vmcloud.config import Settings
 from vmcloud.core import ratelimit
 from vmcloud.core.clock import utcnow
 from vmcloud.core.errors import RateLimitedError
-from vmcloud.core.ratelimit import Limit, RateLimiter
+from vmcloud.core.ratelimit import Limit, RateLimiter, address_subject, purge_old_counters
 from vmcloud.db.session import make_engine
 
 THREE_A_MINUTE = Limit("login", hits=3, period=60)
@@ -168,11 +168,28 @@ def test_namespaces_keep_installs_apart(engine: Engine, clock: Clock) -> None:
 
 
 @pytest.mark.parametrize("subject", [None, ""])
-def test_a_missing_subject_is_not_limited_nor_stored(
+def test_an_unreadable_address_is_still_limited(
     limiter: RateLimiter, engine: Engine, namespace: str, subject: str | None
 ) -> None:
-    _hit_times(limiter, 10, subject)
-    assert _rows(engine, namespace) == []
+    # Callers whose address could not be read share one budget instead of having none.
+    _hit_times(limiter, 3, subject)
+    with pytest.raises(RateLimitedError):
+        limiter.hit(THREE_A_MINUTE, None)
+    assert len(_rows(engine, namespace)) == 1
+
+
+@pytest.mark.parametrize(
+    ("ip", "subject"),
+    [
+        ("203.0.113.5", "203.0.113.5"),
+        ("2001:db8:1:2:aaaa::1", "2001:db8:1:2::/64"),
+        ("2001:db8:1:2:ffff::9", "2001:db8:1:2::/64"),
+        ("not-an-ip", None),
+        (None, None),
+    ],
+)
+def test_address_subjects_group_ipv6_by_64(ip: str | None, subject: str | None) -> None:
+    assert address_subject(ip) == subject
 
 
 def test_attempts_count_even_when_the_callers_transaction_rolls_back(
@@ -204,7 +221,9 @@ def test_purge_drops_old_windows_and_keeps_current_ones(own_engine: Engine, cloc
     clock.advance(3 * 86400)
     limiter.hit(THREE_A_MINUTE, "new@example.com")
 
-    assert limiter.purge(older_than=timedelta(days=2)) == 1
+    with Session(own_engine) as db:
+        assert purge_old_counters(db=db, older_than=timedelta(days=2)) == 1
+        db.commit()
     assert [hits for _, hits in _rows(own_engine, "")] == [1]
     # The survivor is the recent one: hitting it again adds to its count.
     limiter.hit(THREE_A_MINUTE, "new@example.com")

@@ -62,6 +62,7 @@ def test_seed_tables_gain_no_unexpected_objects(
         ("users", "users_role_check"),
         ("users", "users_status_check"),
         ("users", "uq_users_email_lower"),
+        ("users", "uq_users_username_lower"),
         ("refresh_tokens", "family_id"),
         ("refresh_tokens", "replaced_by_id"),
         ("refresh_tokens", "ip_address"),

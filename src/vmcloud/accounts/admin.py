@@ -7,7 +7,7 @@ import uuid
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
-from vmcloud.accounts import sessions
+from vmcloud.accounts import revocation
 from vmcloud.accounts.models import User
 from vmcloud.accounts.schemas import UserAdminUpdate
 from vmcloud.audit import service as audit
@@ -87,7 +87,7 @@ def update_user(*, db: Session, user_id: uuid.UUID, body: UserAdminUpdate) -> Us
         setattr(user, field, value)
     db.flush()
     if new_status in LOCKED_OUT:
-        sessions.revoke_all(db=db, user_id=user.id)
+        revocation.revoke_all(db=db, user_id=user.id)
     return user
 
 

@@ -12,6 +12,8 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from vmcloud.accounts import revocation
+from vmcloud.accounts.errors import EmailUnverifiedError
 from vmcloud.accounts.models import STAFF_ROLES, User
 from vmcloud.accounts.tokens import AccessClaims, decode_access_token
 from vmcloud.audit import service as audit
@@ -45,6 +47,10 @@ def require_user(db: DbSession, claims: TokenClaims) -> User:
         raise UnauthorizedError(
             "This account cannot be used.", headers={"WWW-Authenticate": "Bearer"}
         )
+    if not revocation.session_is_live(db=db, family_id=claims.session_id):
+        raise UnauthorizedError(
+            "This login has ended; log in again.", headers={"WWW-Authenticate": "Bearer"}
+        )
     audit.context_of(db).actor_id = user.id
     return user
 
@@ -59,11 +65,6 @@ def require_admin(user: Annotated[User, Depends(require_user)]) -> User:
     if user.role != "admin":
         raise ForbiddenError("This needs an admin account.")
     return user
-
-
-class EmailUnverifiedError(ForbiddenError):
-    type = "email-unverified"
-    title = "Email address not verified"
 
 
 def require_verified(user: Annotated[User, Depends(require_user)]) -> User:

@@ -50,3 +50,8 @@ class InvalidCodeError(ForbiddenError):
 
     def __init__(self) -> None:
         super().__init__("The two-factor code is incorrect or was already used.")
+
+
+class EmailUnverifiedError(ForbiddenError):
+    type = "email-unverified"
+    title = "Email address not verified"

@@ -31,7 +31,6 @@ from vmcloud.db.types import Inet
 
 ROLES = ("customer", "support", "admin")
 STAFF_ROLES = ("support", "admin")
-STATUSES = ("active", "suspended", "banned", "closed")
 
 
 class User(Base):
@@ -44,6 +43,7 @@ class User(Base):
         Index("idx_users_status", "status"),
         Index("idx_users_role", "role"),
         Index("uq_users_email_lower", func.lower(text("email")), unique=True),
+        Index("uq_users_username_lower", func.lower(text("username")), unique=True),
         CheckConstraint("role IN ('customer', 'support', 'admin')", name="role"),
         CheckConstraint("status IN ('active', 'suspended', 'banned', 'closed')", name="status"),
     )
@@ -66,10 +66,6 @@ class User(Base):
     updated_at: Mapped[datetime | None] = updated_at()
     # -- added: the time step of the last TOTP code accepted (a code is good once).
     totp_last_step: Mapped[int | None] = mapped_column(BigInteger)
-
-    @property
-    def is_staff(self) -> bool:
-        return self.role in STAFF_ROLES
 
 
 class RefreshToken(Base):

@@ -6,13 +6,13 @@ import uuid
 from datetime import timedelta
 from urllib.parse import urlencode
 
-from sqlalchemy import func, select, text, update
+from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from vmcloud.accounts import emails, limits
 from vmcloud.accounts.errors import InvalidTokenError, WrongPasswordError
-from vmcloud.accounts.models import EmailVerification, PasswordReset, User
+from vmcloud.accounts.models import EmailVerification, PasswordReset, RefreshToken, User
 from vmcloud.accounts.passwords import (
     generate_password,
     hash_password,
@@ -24,7 +24,7 @@ from vmcloud.accounts.validation import check_username, normalise_email
 from vmcloud.audit import service as audit
 from vmcloud.config import Settings
 from vmcloud.core.clock import utcnow
-from vmcloud.core.errors import ConflictError, ForbiddenError
+from vmcloud.core.errors import ConflictError, ForbiddenError, InvalidInputError
 from vmcloud.core.mail import Mailer
 from vmcloud.core.net import RequestMeta
 from vmcloud.core.ratelimit import RateLimiter
@@ -38,6 +38,14 @@ _FIRST_ADMIN_LOCK = 0x766D61646D696E  # serialises first-admin creation across p
 class RegistrationClosedError(ForbiddenError):
     type = "registration-disabled"
     title = "Registration is closed"
+
+
+def email_lookup_key(email: str) -> str:
+    """An address as stored: normalised like at registration when it parses, else as typed."""
+    try:
+        return normalise_email(email)
+    except InvalidInputError:
+        return email.strip().lower()
 
 
 def find_by_login(*, db: Session, login: str) -> User | None:
@@ -95,10 +103,11 @@ def ensure_first_admin(*, db: Session, email: str, username: str) -> tuple[User,
 def register(
     *, db: Session, limiter: RateLimiter, body: RegisterRequest, meta: RequestMeta
 ) -> User:
-    limiter.hit(limits.REGISTER_PER_IP, meta.ip)
+    limiter.hit_address(limits.REGISTER_PER_IP, meta.ip)
     if not site_settings.get_value(db=db, key="auth.registration_enabled", default=True):
         raise RegistrationClosedError("New accounts cannot be created at the moment.")
     email = normalise_email(body.email)
+    limiter.hit(limits.REGISTER_PER_ACCOUNT, email)
     username = check_username(body.username)
     _ensure_unique(db, email, username)
     user = User(
@@ -112,7 +121,7 @@ def register(
         last_name=body.last_name,
         phone=body.phone,
     )
-    audit.label(user, "user.register", actor_id=user.id)
+    audit.label(user, "user.register", by_self=True)
     db.add(user)
     try:
         with db.begin_nested():
@@ -135,9 +144,10 @@ def resend_verification(
 ) -> None:
     """Queue a new verification email if the account exists and is unverified; answer the
     same either way."""
-    limiter.hit(limits.RESEND_PER_IP, meta.ip)
-    limiter.hit(limits.RESEND_PER_ACCOUNT, email.strip().lower())
-    user = db.scalar(select(User).where(func.lower(User.email) == email.strip().lower()))
+    limiter.hit_address(limits.RESEND_PER_IP, meta.ip)
+    key = email_lookup_key(email)
+    limiter.hit(limits.RESEND_PER_ACCOUNT, key)
+    user = db.scalar(select(User).where(func.lower(User.email) == key))
     if user is not None and not user.email_verified and user.status == "active":
         _queue_verification(db, user)
 
@@ -166,7 +176,7 @@ def send_verification_email(
 
 
 def verify_email(*, db: Session, limiter: RateLimiter, token: str, meta: RequestMeta) -> User:
-    limiter.hit(limits.VERIFY_PER_IP, meta.ip)
+    limiter.hit_address(limits.VERIFY_PER_IP, meta.ip)
     record = db.scalar(
         select(EmailVerification)
         .where(EmailVerification.token == hash_secret(token))
@@ -181,7 +191,7 @@ def verify_email(*, db: Session, limiter: RateLimiter, token: str, meta: Request
     assert user is not None
     record.verified_at = now
     user.email_verified = True
-    audit.label(user, "user.verify_email", actor_id=user.id)
+    audit.label(user, "user.verify_email", by_self=True)
     return user
 
 
@@ -191,9 +201,10 @@ def verify_email(*, db: Session, limiter: RateLimiter, token: str, meta: Request
 def request_password_reset(
     *, db: Session, limiter: RateLimiter, email: str, meta: RequestMeta
 ) -> None:
-    limiter.hit(limits.RESET_PER_IP, meta.ip)
-    limiter.hit(limits.RESET_PER_ACCOUNT, email.strip().lower())
-    user = db.scalar(select(User).where(func.lower(User.email) == email.strip().lower()))
+    limiter.hit_address(limits.RESET_PER_IP, meta.ip)
+    key = email_lookup_key(email)
+    limiter.hit(limits.RESET_PER_ACCOUNT, key)
+    user = db.scalar(select(User).where(func.lower(User.email) == key))
     if user is not None and user.status == "active":
         from vmcloud.accounts import tasks
         from vmcloud.core import jobs
@@ -226,9 +237,9 @@ def confirm_password_reset(
     *, db: Session, limiter: RateLimiter, token: str, new_password: str, meta: RequestMeta
 ) -> None:
     """Set a new password from a reset token. Revokes every session; two-factor stays on."""
-    from vmcloud.accounts import sessions
+    from vmcloud.accounts import revocation
 
-    limiter.hit(limits.VERIFY_PER_IP, meta.ip)
+    limiter.hit_address(limits.VERIFY_PER_IP, meta.ip)
     record = db.scalar(
         select(PasswordReset).where(PasswordReset.token == hash_secret(token)).with_for_update()
     )
@@ -250,8 +261,8 @@ def confirm_password_reset(
         .where(PasswordReset.user_id == user.id, PasswordReset.used_at.is_(None))
         .values(used_at=now)
     )
-    revoked = sessions.revoke_all(db=db, user_id=user.id)
-    audit.label(user, "user.password_reset", actor_id=user.id, extra={"sessions_revoked": revoked})
+    revoked = revocation.revoke_all(db=db, user_id=user.id)
+    audit.label(user, "user.password_reset", by_self=True, extra={"sessions_revoked": revoked})
 
 
 # -- profile -------------------------------------------------------------------------------
@@ -274,7 +285,7 @@ def change_password(
     keep_session: uuid.UUID,
 ) -> None:
     """Change the password; every other login of the user is signed out."""
-    from vmcloud.accounts import sessions
+    from vmcloud.accounts import revocation
 
     limiter.hit(limits.PASSWORD_CHANGE_PER_ACCOUNT, str(user.id))
     if not verify_password(user.password_hash, current_password):
@@ -283,9 +294,21 @@ def change_password(
         )
         raise WrongPasswordError()
     user.password_hash = hash_password(new_password)
-    revoked = sessions.revoke_all(db=db, user_id=user.id, except_family=keep_session)
+    revoked = revocation.revoke_all(db=db, user_id=user.id, except_family=keep_session)
     audit.label(user, "user.password_change", extra={"sessions_revoked": revoked})
 
 
 def _link(settings: Settings, path: str, token: str) -> str:
     return f"{settings.public_url.rstrip('/')}{path}?{urlencode({'token': token})}"
+
+
+def purge_expired_tokens(*, db: Session, keep: timedelta = timedelta(days=7)) -> int:
+    """Delete refresh, verification and reset tokens that expired more than ``keep`` ago.
+    A rotated token's predecessor always expires first, so a family is deleted oldest first
+    within one statement and no successor link is left dangling."""
+    cutoff = utcnow() - keep
+    removed = 0
+    for model in (RefreshToken, EmailVerification, PasswordReset):
+        result = db.execute(delete(model).where(model.expires_at < cutoff))
+        removed += int(result.rowcount or 0)  # type: ignore[attr-defined]
+    return removed

@@ -11,7 +11,7 @@ from __future__ import annotations
 import uuid
 from datetime import timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from vmcloud.accounts import limits, two_factor
@@ -27,6 +27,7 @@ from vmcloud.accounts.passwords import (
     needs_rehash,
     verify_password,
 )
+from vmcloud.accounts.revocation import revoke_family
 from vmcloud.accounts.schemas import TokenPair
 from vmcloud.accounts.service import find_by_login
 from vmcloud.accounts.tokens import hash_secret, issue_access_token, new_secret
@@ -67,9 +68,11 @@ def login(
     totp_code: str | None,
     meta: RequestMeta,
 ) -> TokenPair:
-    limiter.hit(limits.LOGIN_PER_IP, meta.ip)
-    limiter.hit(limits.LOGIN_PER_ACCOUNT, login.strip().lower())
+    limiter.hit_address(limits.LOGIN_PER_IP, meta.ip)
     user = find_by_login(db=db, login=login)
+    # One budget per account, whether it is named by email or by username.
+    # One budget per account, whether it is named by email or by username.
+    limiter.hit(limits.LOGIN_PER_ACCOUNT, str(user.id) if user else login.strip().lower())
     if user is None:
         burn_verification_time(password)
         audit.record(
@@ -84,7 +87,9 @@ def login(
         _failed(db, user, meta, f"account_{user.status}")
         raise AccountInactiveError(f"This account is {user.status}; contact support.", commit=True)
     if user.two_factor_enabled:
-        two_factor.check_login_code(db=db, settings=settings, user=user, code=totp_code, meta=meta)
+        two_factor.check_login_code(
+            db=db, limiter=limiter, settings=settings, user=user, code=totp_code
+        )
     if needs_rehash(user.password_hash):
         user.password_hash = hash_password(password)
     user.last_login_at = utcnow()
@@ -92,7 +97,7 @@ def login(
     audit.label(
         user,
         "user.login",
-        actor_id=user.id,
+        by_self=True,
         extra={"session_id": str(row.family_id), "two_factor": bool(user.two_factor_enabled)},
     )
     return pair
@@ -113,7 +118,7 @@ def _failed(db: Session, user: User, meta: RequestMeta, reason: str) -> None:
 def refresh(
     *, db: Session, limiter: RateLimiter, settings: Settings, raw: str, meta: RequestMeta
 ) -> TokenPair:
-    limiter.hit(limits.REFRESH_PER_IP, meta.ip)
+    limiter.hit_address(limits.REFRESH_PER_IP, meta.ip)
     row = db.scalar(
         select(RefreshToken).where(RefreshToken.token == hash_secret(raw)).with_for_update()
     )
@@ -139,6 +144,7 @@ def refresh(
         raise InvalidTokenError("The refresh token has been revoked.")
     if row.expires_at <= now:
         raise InvalidTokenError("The refresh token has expired.")
+    limiter.hit(limits.REFRESH_PER_ACCOUNT, str(row.user_id))
     user = db.get(User, row.user_id)
     if user is None or user.status != "active":
         revoke_family(db=db, family_id=row.family_id)
@@ -167,22 +173,3 @@ def logout(*, db: Session, user: User, raw: str, meta: RequestMeta) -> None:
         entity_id=user.id,
         extra={"tokens_revoked": revoked},
     )
-
-
-def revoke_family(*, db: Session, family_id: uuid.UUID) -> int:
-    result = db.execute(
-        update(RefreshToken)
-        .where(RefreshToken.family_id == family_id, RefreshToken.revoked_at.is_(None))
-        .values(revoked_at=utcnow())
-    )
-    return int(result.rowcount or 0)  # type: ignore[attr-defined]
-
-
-def revoke_all(*, db: Session, user_id: uuid.UUID, except_family: uuid.UUID | None = None) -> int:
-    stmt = update(RefreshToken).where(
-        RefreshToken.user_id == user_id, RefreshToken.revoked_at.is_(None)
-    )
-    if except_family is not None:
-        stmt = stmt.where(RefreshToken.family_id != except_family)
-    result = db.execute(stmt.values(revoked_at=utcnow()))
-    return int(result.rowcount or 0)  # type: ignore[attr-defined]

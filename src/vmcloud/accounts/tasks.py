@@ -22,3 +22,10 @@ def send_password_reset(user_id: str) -> None:
         service.send_password_reset(
             db=db, settings=runtime.settings, mailer=runtime.mailer, user_id=uuid.UUID(user_id)
         )
+
+
+@jobs.app.periodic(cron="37 * * * *", periodic_id="purge-expired-tokens")
+@jobs.app.task(name="accounts.purge_expired_tokens", queue="maintenance")
+def purge_expired_tokens(timestamp: int) -> None:
+    with jobs.unit_of_work() as (db, _):
+        service.purge_expired_tokens(db=db)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+import re
 import secrets
 import time
 
@@ -16,6 +17,7 @@ DIGITS = 6
 # Accept the previous and next step too: phone clocks drift.
 WINDOW = 1
 RECOVERY_CODE_COUNT = 10
+_CODE = re.compile(rf"[0-9]{{{DIGITS}}}")
 _RECOVERY_ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"  # no 0/o, 1/l/i
 
 
@@ -48,7 +50,7 @@ def matching_step(
     Remembering the last accepted step makes each code (and every older one) single use.
     """
     code = code.strip().replace(" ", "")
-    if len(code) != DIGITS or not code.isdigit():
+    if not _CODE.fullmatch(code):  # ASCII digits only: str.isdigit() also takes "١٢٣"
         return None
     totp = pyotp.TOTP(secret, digits=DIGITS, interval=PERIOD)
     current = int((time.time() if now is None else now) // PERIOD)

@@ -14,13 +14,13 @@ from vmcloud.audit import service as audit
 from vmcloud.config import Settings
 from vmcloud.core.clock import utcnow
 from vmcloud.core.errors import ConflictError
-from vmcloud.core.net import RequestMeta
 from vmcloud.core.ratelimit import RateLimiter
 from vmcloud.site_settings import service as site_settings
 
 
 def setup(*, db: Session, settings: Settings, user: User) -> TwoFactorSetup:
     """Start (or restart) enrolment: a new secret, stored encrypted, not yet enforced."""
+    db.refresh(user, with_for_update=True)  # an `enable` running meanwhile goes first or waits
     if user.two_factor_enabled:
         raise ConflictError("Two-factor authentication is already on; disable it first.")
     secret = totp.new_secret()
@@ -83,11 +83,12 @@ def disable(
 
 
 def check_login_code(
-    *, db: Session, settings: Settings, user: User, code: str | None, meta: RequestMeta
+    *, db: Session, limiter: RateLimiter, settings: Settings, user: User, code: str | None
 ) -> None:
     """Second step of a login: a fresh TOTP code or an unused recovery code."""
     if not code:
         raise TwoFactorRequiredError(commit=False)
+    limiter.hit(limits.SECOND_FACTOR_PER_ACCOUNT, str(user.id))
     db.refresh(user, with_for_update=True)
     if _accept_totp(settings, user, code):
         return
@@ -96,7 +97,6 @@ def check_login_code(
             db=db,
             action="user.recovery_code_used",
             actor_id=user.id,
-            meta=meta,
             entity_type="user",
             entity_id=user.id,
         )
@@ -105,7 +105,6 @@ def check_login_code(
         db=db,
         action="user.login_failed",
         actor_id=user.id,
-        meta=meta,
         entity_type="user",
         entity_id=user.id,
         extra={"reason": "wrong_second_factor"},

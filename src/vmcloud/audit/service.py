@@ -48,7 +48,7 @@ class AuditContext:
 @dataclass(frozen=True)
 class _Label:
     action: str
-    actor_id: uuid.UUID | None
+    by_self: bool
     extra: Mapping[str, Any] | None
 
 
@@ -69,12 +69,12 @@ def label(
     obj: object,
     action: str,
     *,
-    actor_id: uuid.UUID | None = None,
+    by_self: bool = False,
     extra: Mapping[str, Any] | None = None,
 ) -> None:
-    """Name the action the next flush records for ``obj`` (and, for self-service events such as
-    a login, who did it)."""
-    inspect(obj).info[_LABEL_KEY] = _Label(action, actor_id, extra)
+    """Name the action recorded for ``obj`` in this unit of work. ``by_self`` says the entity
+    acted on itself (a user signing up, verifying, logging in) when nobody is logged in."""
+    inspect(obj).info[_LABEL_KEY] = _Label(action, by_self, extra)
 
 
 def redact(values: Mapping[str, Any] | None) -> dict[str, Any] | None:
@@ -244,8 +244,9 @@ def _write(session: Session) -> None:
         if change.kind == "discarded" or (change.kind == "update" and not new and tag is None):
             continue
         entity_id, keys = _entity_id(change.obj)
-        actor = tag.actor_id if tag and tag.actor_id else context.actor_id
-        extra = {**keys, **(tag.extra or {})} if tag else keys
+        actor = entity_id if tag and tag.by_self else context.actor_id
+        # Identity keys are names, never secrets, even when the column is called "key".
+        extra = {**keys, **(redact(tag.extra) or {})} if tag else keys
         session.add(
             AuditLog(
                 user_id=actor,
@@ -256,7 +257,7 @@ def _write(session: Session) -> None:
                 new_values=redact(new) or None,
                 ip_address=context.ip,
                 user_agent=_clip(context.user_agent),
-                metadata_json=redact(extra) or None,
+                metadata_json=extra or None,
             )
         )
 

@@ -56,10 +56,6 @@ class ProblemError(Exception):
             self.title = title
 
 
-class BadRequestError(ProblemError):
-    pass
-
-
 class InvalidInputError(ProblemError):
     status = 422
     type = "validation"

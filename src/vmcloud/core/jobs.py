@@ -28,7 +28,7 @@ from vmcloud.config import Settings
 from vmcloud.core.mail import Mailer
 
 # Modules that declare tasks; the worker imports them before it starts.
-TASK_MODULES = ["vmcloud.accounts.tasks"]
+TASK_MODULES = ["vmcloud.accounts.tasks", "vmcloud.ops.tasks"]
 
 app = procrastinate.App(connector=PsycopgConnector(), import_paths=TASK_MODULES)
 
@@ -104,9 +104,12 @@ def libpq_url(sqlalchemy_url: str) -> str:
     return sqlalchemy_url.replace("postgresql+psycopg://", "postgresql://", 1)
 
 
-def worker_app(database_url: str, concurrency: int) -> procrastinate.App:
-    """The task app bound to a connection pool for one worker process."""
+@contextmanager
+def worker_app(database_url: str, concurrency: int) -> Iterator[procrastinate.App]:
+    """The task app, bound for the duration of the block to a connection pool on
+    ``database_url`` (open it with ``open_async()``). Periodic tasks defer through it too."""
     connector = PsycopgConnector(
         conninfo=libpq_url(database_url), min_size=1, max_size=concurrency + 2
     )
-    return app.with_connector(connector)
+    with app.replace_connector(connector) as bound:
+        yield bound

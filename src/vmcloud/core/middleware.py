@@ -13,7 +13,7 @@ import uuid
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from vmcloud.core.errors import internal_error_response
+from vmcloud.core.errors import internal_error_response, problem_response
 from vmcloud.core.logging import get_logger
 from vmcloud.core.metrics import HTTP_LATENCY, HTTP_REQUESTS
 
@@ -64,6 +64,15 @@ class RequestContextMiddleware:
             await send(message)
 
         try:
+            if _has_nul(scope):
+                response = problem_response(
+                    status=400,
+                    type="bad-request",
+                    title="Bad request",
+                    detail="The address contains a NUL character.",
+                )
+                await response(scope, receive, send_wrapper)
+                return
             await self.app(scope, receive, send_wrapper)
         except Exception:
             log.exception("request.unhandled_error", method=scope["method"], path=scope["path"])
@@ -85,6 +94,11 @@ class RequestContextMiddleware:
                 duration_ms=round(elapsed * 1000, 2),
             )
             structlog.contextvars.clear_contextvars()
+
+
+def _has_nul(scope: Scope) -> bool:
+    raw = bytes(scope.get("raw_path") or b"") + b"?" + bytes(scope.get("query_string") or b"")
+    return "\x00" in scope["path"] or b"%00" in raw or b"\x00" in raw
 
 
 def _incoming_request_id(scope: Scope) -> str | None:

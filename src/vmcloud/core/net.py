@@ -32,10 +32,14 @@ def client_ip(request: Request, trusted: Sequence[Network] = ()) -> str | None:
     peer = request.client.host if request.client else None
     if peer is None or not _is_trusted(peer, trusted):
         return _valid_or_none(peer)
-    forwarded = request.headers.get("x-forwarded-for", "")
+    # Every X-Forwarded-For line counts: proxies may append a line of their own rather than
+    # extend the client's, and the client's own lines come first.
+    forwarded = ",".join(request.headers.getlist("x-forwarded-for"))
     hops = [hop.strip() for hop in forwarded.split(",") if hop.strip()]
     for hop in reversed(hops):
         if not _is_trusted(hop, trusted):
+            # The first hop our proxies did not vouch for; if it is garbage, the address is
+            # unknown (the caller's earlier claims are not believed instead).
             return _valid_or_none(hop)
     return _valid_or_none(peer)
 

@@ -61,17 +61,24 @@ def _encode_value(value: Any) -> Any:
     return value
 
 
+_INT64 = 2**63
+
+
 def _decode_value(raw: Any, python_type: type) -> Any:
-    if raw is None:
-        return None
-    if python_type is datetime:
-        return datetime.fromisoformat(raw)
-    if python_type is uuid.UUID:
-        return uuid.UUID(raw)
-    if python_type is Decimal:
-        return Decimal(raw)
-    if python_type in (int, str) and isinstance(raw, python_type):
-        return raw
+    if python_type is int and isinstance(raw, int) and not isinstance(raw, bool):
+        if -_INT64 <= raw < _INT64:
+            return raw
+    elif isinstance(raw, str):
+        if python_type is str:
+            return raw
+        if python_type is datetime:
+            return datetime.fromisoformat(raw)
+        if python_type is uuid.UUID:
+            return uuid.UUID(raw)
+        if python_type is Decimal:
+            value = Decimal(raw)
+            if value.is_finite():
+                return value
     raise ValueError(f"unexpected cursor value for {python_type.__name__}")
 
 

@@ -29,6 +29,8 @@ def make_engine(settings: Settings, url: str | None = None) -> Engine:
         max_overflow=settings.db_pool_size,
         pool_pre_ping=True,
         pool_recycle=1800,
+        # Bound values (password hashes, token hashes) never appear in error messages or logs.
+        hide_parameters=True,
         connect_args={
             "connect_timeout": settings.db_connect_timeout,
             "options": "-c timezone=UTC",

@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, EmailStr, Field, StringConstraints, TypeAdapter
 
+
 def _cents(value: Decimal) -> Decimal:
     return value.quantize(Decimal("0.01"))
 

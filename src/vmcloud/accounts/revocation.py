@@ -1,0 +1,46 @@
+"""Ending logins: revoking refresh-token families."""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy import exists, select, update
+from sqlalchemy.orm import Session
+
+from vmcloud.accounts.models import RefreshToken
+from vmcloud.core.clock import utcnow
+
+
+def revoke_family(*, db: Session, family_id: uuid.UUID) -> int:
+    result = db.execute(
+        update(RefreshToken)
+        .where(RefreshToken.family_id == family_id, RefreshToken.revoked_at.is_(None))
+        .values(revoked_at=utcnow())
+    )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+def revoke_all(*, db: Session, user_id: uuid.UUID, except_family: uuid.UUID | None = None) -> int:
+    stmt = update(RefreshToken).where(
+        RefreshToken.user_id == user_id, RefreshToken.revoked_at.is_(None)
+    )
+    if except_family is not None:
+        stmt = stmt.where(RefreshToken.family_id != except_family)
+    result = db.execute(stmt.values(revoked_at=utcnow()))
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+def session_is_live(*, db: Session, family_id: uuid.UUID) -> bool:
+    """Whether the login ``family_id`` still has a usable refresh token. Access tokens of a
+    login that was logged out, reset or caught reusing a token stop working with it."""
+    return bool(
+        db.scalar(
+            select(
+                exists().where(
+                    RefreshToken.family_id == family_id,
+                    RefreshToken.revoked_at.is_(None),
+                    RefreshToken.expires_at > utcnow(),
+                )
+            )
+        )
+    )
