@@ -4,8 +4,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# oathtool: an independent TOTP implementation the 2FA tests check codes against.
-APT_PACKAGES=(postgresql-15 postgresql-client-15 oathtool)
+# postgresql-15: the database (embedded by ./run, per test run by ./test).
+# qemu/libvirt/busybox/kernel: real VMs, and the tiny guest image built from Debian's parts.
+# libvirt-dev, pkg-config: to build libvirt-python. oathtool: an independent TOTP for the tests.
+APT_PACKAGES=(
+  postgresql-15 postgresql-client-15
+  qemu-system-x86 qemu-utils libvirt-daemon-system libvirt-clients libvirt-dev pkg-config
+  busybox-static linux-image-cloud-amd64
+  oathtool
+)
 
 as_root() {
   if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
@@ -36,3 +43,5 @@ fi
 
 export UV_PYTHON_DOWNLOADS=never
 uv sync --locked --quiet
+
+./scripts/start-libvirt.sh

@@ -12,6 +12,7 @@ import uvicorn
 from vmcloud.accounts import service as accounts
 from vmcloud.accounts.cli import app as users_app
 from vmcloud.app import create_app
+from vmcloud.compute.cli import app as images_app
 from vmcloud.config import Settings, get_settings
 from vmcloud.core import jobs
 from vmcloud.core.logging import configure_logging
@@ -24,6 +25,7 @@ from vmcloud.db.session import make_engine, make_session_factory
 app = typer.Typer(help="VMCloud: sell and run virtual machines.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(users_app, name="users")
+app.add_typer(images_app, name="images")
 
 HostOption = Annotated[str | None, typer.Option(help="Address to listen on.")]
 PortOption = Annotated[int | None, typer.Option(help="Port to listen on.")]

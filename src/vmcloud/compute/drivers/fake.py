@@ -1,0 +1,113 @@
+"""An in-memory driver for unit tests, with failure-mode variants. Never chosen silently: only
+a node whose URI is ``fake://…`` uses it, and only tests create such nodes."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from dataclasses import dataclass
+
+from vmcloud.compute.drivers.base import ComputeDriver, DriverError, VMSpec, VMState, VMStats
+from vmcloud.compute.tiny_image import BOOT_MARKER, READY_MARKER
+from vmcloud.core.clock import utcnow
+
+
+@dataclass
+class _FakeVM:
+    spec: VMSpec
+    state: VMState
+    boots: int = 1
+    console: str = ""
+
+
+class FakeDriver(ComputeDriver):
+    def __init__(self) -> None:
+        self.vms: dict[uuid.UUID, _FakeVM] = {}
+        self._lock = threading.Lock()
+
+    def _get(self, instance_id: uuid.UUID) -> _FakeVM:
+        vm = self.vms.get(instance_id)
+        if vm is None:
+            raise DriverError(f"no such VM {instance_id}")
+        return vm
+
+    def _boot_console(self, spec: VMSpec) -> str:
+        address = spec.network.address or ""
+        return f"{BOOT_MARKER} fake\n{READY_MARKER} hostname={spec.hostname} address={address}\n"
+
+    def create(self, spec: VMSpec) -> None:
+        with self._lock:
+            if spec.instance_id in self.vms:
+                raise DriverError(f"VM {spec.instance_id} already exists")
+            self.vms[spec.instance_id] = _FakeVM(
+                spec=spec, state=VMState.RUNNING, console=self._boot_console(spec)
+            )
+
+    def start(self, instance_id: uuid.UUID) -> None:
+        vm = self._get(instance_id)
+        if vm.state != VMState.RUNNING:
+            vm.state = VMState.RUNNING
+            vm.boots += 1
+            vm.console += self._boot_console(vm.spec)
+
+    def stop(self, instance_id: uuid.UUID, timeout: float = 60) -> None:
+        self._get(instance_id).state = VMState.STOPPED
+
+    def reboot(self, instance_id: uuid.UUID) -> None:
+        vm = self._get(instance_id)
+        if vm.state != VMState.RUNNING:
+            raise DriverError("the VM is not running")
+        vm.boots += 1
+        vm.console += self._boot_console(vm.spec)
+
+    def destroy(self, instance_id: uuid.UUID) -> None:
+        with self._lock:
+            self.vms.pop(instance_id, None)
+
+    def state(self, instance_id: uuid.UUID) -> VMState:
+        vm = self.vms.get(instance_id)
+        return VMState.MISSING if vm is None else vm.state
+
+    def stats(self, instance_id: uuid.UUID) -> VMStats:
+        vm = self._get(instance_id)
+        return VMStats(
+            cpu_time_ns=vm.boots * 1_000_000_000,
+            memory_total_mb=vm.spec.memory_mb,
+            memory_used_mb=vm.spec.memory_mb // 4,
+            disk_read_bytes=4096 * vm.boots,
+            disk_write_bytes=1024 * vm.boots,
+            net_rx_bytes=0,
+            net_tx_bytes=0,
+            collected_at=utcnow(),
+        )
+
+    def list(self) -> list[uuid.UUID]:
+        return list(self.vms)
+
+    def console_output(self, instance_id: uuid.UUID) -> str:
+        vm = self.vms.get(instance_id)
+        return "" if vm is None else vm.console
+
+
+class FailsOnCreateDriver(FakeDriver):
+    """The hypervisor refuses every new VM (out of disk, broken image)."""
+
+    def create(self, spec: VMSpec) -> None:
+        raise DriverError("the hypervisor refused to create the VM")
+
+
+class DiesWhileBootingDriver(FakeDriver):
+    """VMs are created but crash before they finish booting."""
+
+    def create(self, spec: VMSpec) -> None:
+        super().create(spec)
+        vm = self.vms[spec.instance_id]
+        vm.state = VMState.CRASHED
+        vm.console = "Kernel panic - not syncing\n"
+
+
+class LosesVMsDriver(FakeDriver):
+    """VMs vanish behind the platform's back (a node reinstalled, a domain undefined by hand)."""
+
+    def lose(self, instance_id: uuid.UUID) -> None:
+        self.vms.pop(instance_id, None)

@@ -1,0 +1,54 @@
+"""Compute fixtures: the tiny image, and a real libvirt node on this machine.
+
+`./test` installs QEMU and libvirt and starts `libvirtd`; when the daemon is not reachable
+these fixtures fail (they never skip): a missing hypervisor is a broken test machine.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import libvirt
+import pytest
+
+from vmcloud.compute import tiny_image
+from vmcloud.compute.drivers.libvirt import LibvirtDriver
+
+LIBVIRT_URI = "qemu:///system"
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tiny_image.TinyImage]:
+    # Under /tmp with searchable parents: QEMU runs as its own user and must read the files.
+    root = Path(tempfile.mkdtemp(prefix="vmc-tiny-", dir="/tmp"))
+    root.chmod(0o755)
+    yield tiny_image.build(root)
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def libvirt_node() -> Iterator[LibvirtDriver]:
+    storage = Path(tempfile.mkdtemp(prefix="vmc-disks-", dir="/tmp"))
+    storage.chmod(0o755)
+    pool = f"vmcloud-test-{uuid.uuid4().hex[:8]}"
+    driver = LibvirtDriver(LIBVIRT_URI, storage_dir=str(storage), pool_name=pool)
+    try:
+        yield driver
+    finally:
+        for instance_id in driver.list():
+            driver.destroy(instance_id)
+        conn = libvirt.open(LIBVIRT_URI)
+        try:
+            found = conn.storagePoolLookupByName(pool)
+            if found.isActive():
+                found.destroy()
+            found.undefine()
+        except libvirt.libvirtError:
+            pass
+        conn.close()
+        driver.close()
+        shutil.rmtree(storage, ignore_errors=True)

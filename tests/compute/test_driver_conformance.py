@@ -1,0 +1,198 @@
+"""One contract, every driver: the in-memory fake and libvirt with real QEMU guests."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from vmcloud.compute.drivers.base import (
+    BootSource,
+    ComputeDriver,
+    DriverError,
+    NetworkConfig,
+    VMSpec,
+    VMState,
+)
+from vmcloud.compute.drivers.fake import (
+    DiesWhileBootingDriver,
+    FailsOnCreateDriver,
+    FakeDriver,
+    LosesVMsDriver,
+)
+from vmcloud.compute.drivers.libvirt import LibvirtDriver as LibvirtDriverT
+from vmcloud.compute.tiny_image import BOOT_MARKER, READY_MARKER, TinyImage
+
+BOOT_TIMEOUT = 60.0
+
+
+@pytest.fixture(params=["fake", "libvirt"])
+def driver(
+    request: pytest.FixtureRequest, tiny: TinyImage
+) -> Iterator[tuple[ComputeDriver, BootSource]]:
+    boot = BootSource(
+        kind="kernel", kernel=str(tiny.kernel), initrd=str(tiny.initrd), cmdline=tiny.cmdline
+    )
+    if request.param == "fake":
+        yield FakeDriver(), boot
+    else:
+        node: LibvirtDriverT = request.getfixturevalue("libvirt_node")
+        yield node, boot
+
+
+def _spec(default_boot: BootSource, **overrides: object) -> VMSpec:
+    values: dict[str, object] = {
+        "instance_id": uuid.uuid4(),
+        "hostname": "conformance",
+        "vcpus": 1,
+        "memory_mb": 192,
+        "disk_gb": 1,
+        "boot": default_boot,
+        "network": NetworkConfig(address="192.0.2.10", prefix=24, gateway="192.0.2.1"),
+    }
+    values.update(overrides)
+    return VMSpec(**values)  # type: ignore[arg-type]
+
+
+def _wait_for(driver: ComputeDriver, instance_id: uuid.UUID, text: str, count: int = 1) -> str:
+    deadline = time.monotonic() + BOOT_TIMEOUT
+    output = ""
+    while time.monotonic() < deadline:
+        output = driver.console_output(instance_id)
+        if output.count(text) >= count:
+            return output
+        time.sleep(0.2)
+    raise AssertionError(f"{text!r} x{count} never appeared on the console:\n{output[-2000:]}")
+
+
+def test_full_lifecycle(driver: tuple[ComputeDriver, BootSource]) -> None:
+    node, boot = driver
+    spec = _spec(boot)
+    node.create(spec)
+    try:
+        assert node.state(spec.instance_id) == VMState.RUNNING
+        assert spec.instance_id in node.list()
+        console = _wait_for(node, spec.instance_id, READY_MARKER)
+        assert BOOT_MARKER in console
+        assert "hostname=conformance" in console
+
+        stats = node.stats(spec.instance_id)
+        assert stats.memory_total_mb == 192
+        assert stats.cpu_time_ns > 0
+        assert 0 <= stats.memory_used_mb <= stats.memory_total_mb
+
+        started = time.monotonic()
+        node.stop(spec.instance_id, timeout=20)
+        # The guest powered itself off on the ACPI request, well before the forced stop.
+        assert time.monotonic() - started < 15
+        assert node.state(spec.instance_id) == VMState.STOPPED
+        node.stop(spec.instance_id, timeout=5)  # stopping a stopped VM is fine
+
+        node.start(spec.instance_id)
+        assert node.state(spec.instance_id) == VMState.RUNNING
+        _wait_for(node, spec.instance_id, BOOT_MARKER, count=2)
+        node.start(spec.instance_id)  # starting a running VM is fine
+
+        node.reboot(spec.instance_id)
+        _wait_for(node, spec.instance_id, BOOT_MARKER, count=3)
+        assert node.state(spec.instance_id) == VMState.RUNNING
+    finally:
+        node.destroy(spec.instance_id)
+    assert node.state(spec.instance_id) == VMState.MISSING
+    assert spec.instance_id not in node.list()
+    assert node.console_output(spec.instance_id) == ""
+    node.destroy(spec.instance_id)  # destroying a missing VM succeeds
+
+
+def test_creating_the_same_vm_twice_fails_and_keeps_the_first(
+    driver: tuple[ComputeDriver, BootSource],
+) -> None:
+    node, boot = driver
+    spec = _spec(boot)
+    node.create(spec)
+    try:
+        with pytest.raises(DriverError):
+            node.create(spec)
+        assert node.state(spec.instance_id) == VMState.RUNNING
+    finally:
+        node.destroy(spec.instance_id)
+
+
+def test_unknown_vms(driver: tuple[ComputeDriver, BootSource]) -> None:
+    node, _ = driver
+    missing = uuid.uuid4()
+    assert node.state(missing) == VMState.MISSING
+    assert node.console_output(missing) == ""
+    for action in (node.start, node.reboot, node.stats):
+        with pytest.raises(DriverError):
+            action(missing)
+    node.destroy(missing)
+
+
+def test_reboot_of_a_stopped_vm_is_refused(driver: tuple[ComputeDriver, BootSource]) -> None:
+    node, boot = driver
+    spec = _spec(boot)
+    node.create(spec)
+    try:
+        _wait_for(node, spec.instance_id, READY_MARKER)
+        node.stop(spec.instance_id, timeout=5)
+        with pytest.raises(DriverError):
+            node.reboot(spec.instance_id)
+    finally:
+        node.destroy(spec.instance_id)
+
+
+def test_a_failed_create_leaves_nothing(driver: tuple[ComputeDriver, BootSource]) -> None:
+    node, boot = driver
+    broken = BootSource(kind="kernel", kernel="/nonexistent/vmlinuz", initrd="/nonexistent/initrd")
+    spec = _spec(boot, boot=broken)
+    if isinstance(node, FakeDriver):
+        node = FailsOnCreateDriver()
+    before = set(node.list())
+    with pytest.raises(DriverError):
+        node.create(spec)
+    assert node.state(spec.instance_id) == VMState.MISSING
+    assert set(node.list()) == before
+
+
+def test_libvirt_failed_create_removes_its_disk(libvirt_node: LibvirtDriverT) -> None:
+    spec = _spec(BootSource(kind="kernel", kernel="/nonexistent/vmlinuz", initrd="/none"))
+    with pytest.raises(DriverError):
+        libvirt_node.create(spec)
+    assert not (Path(libvirt_node.storage_dir) / f"{spec.instance_id}.qcow2").exists()
+
+
+def test_libvirt_destroy_removes_disk_and_console(
+    libvirt_node: LibvirtDriverT, tiny: TinyImage
+) -> None:
+    boot = BootSource(
+        kind="kernel", kernel=str(tiny.kernel), initrd=str(tiny.initrd), cmdline=tiny.cmdline
+    )
+    spec = _spec(boot, disk_gb=2)
+    libvirt_node.create(spec)
+    disk = Path(libvirt_node.storage_dir) / f"{spec.instance_id}.qcow2"
+    console = Path(libvirt_node.storage_dir) / f"{spec.instance_id}.console.log"
+    assert disk.exists()
+    _wait_for(libvirt_node, spec.instance_id, BOOT_MARKER)
+    assert console.exists()
+    libvirt_node.destroy(spec.instance_id)
+    assert not disk.exists()
+    assert not console.exists()
+
+
+def test_fake_failure_variants(tiny: TinyImage) -> None:
+    boot = BootSource(kind="kernel", kernel=str(tiny.kernel), initrd=str(tiny.initrd))
+    dying = DiesWhileBootingDriver()
+    spec = _spec(boot)
+    dying.create(spec)
+    assert dying.state(spec.instance_id) == VMState.CRASHED
+    assert READY_MARKER not in dying.console_output(spec.instance_id)
+
+    losing = LosesVMsDriver()
+    losing.create(spec)
+    losing.lose(spec.instance_id)
+    assert losing.state(spec.instance_id) == VMState.MISSING
+    assert losing.list() == []
