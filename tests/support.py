@@ -6,12 +6,15 @@ import email
 import email.policy
 import importlib
 import re
+import time
 from dataclasses import dataclass
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
 from fastapi.testclient import TestClient
+from procrastinate import JobContext
+from procrastinate.jobs import Job
 from sqlalchemy import Connection, text
 
 from vmcloud.core import jobs
@@ -54,25 +57,48 @@ class JobRunner:
 
     connection: Connection
 
-    def pending(self) -> list[tuple[int, str, dict[str, Any]]]:
+    attempts: int = 0  # what the job context reports (set high to test a last attempt)
+
+    def pending(self, task_prefix: str = "") -> list[tuple[int, str, dict[str, Any], str]]:
         rows = self.connection.execute(
             text(
-                "SELECT id, task_name, args FROM procrastinate_jobs"
-                " WHERE status = 'todo' ORDER BY id"
-            )
+                "SELECT id, task_name, args, queue_name FROM procrastinate_jobs"
+                " WHERE status = 'todo' AND task_name LIKE :prefix ORDER BY id"
+            ),
+            {"prefix": f"{task_prefix}%"},
         ).all()
-        return [(int(r[0]), str(r[1]), dict(r[2])) for r in rows]
+        return [(int(r[0]), str(r[1]), dict(r[2]), str(r[3])) for r in rows]
 
-    def run(self) -> int:
+    def _call(self, job_id: int, task_name: str, args: dict[str, Any], queue: str) -> None:
+        task = jobs.app.tasks[task_name]
+        if task.pass_context:
+            job = Job(
+                id=job_id,
+                queue=queue,
+                lock=None,
+                queueing_lock=None,
+                task_name=task_name,
+                task_kwargs=args,
+                attempts=self.attempts,
+            )
+            context = JobContext(
+                app=jobs.app, job=job, start_timestamp=time.time(), abort_reason=lambda: None
+            )
+            task.func(context, **args)
+        else:
+            task.func(**args)
+
+    def run(self, task_prefix: str = "") -> int:
+        """Run queued jobs (and the jobs they queue) until none is left; returns how many."""
         for module in jobs.TASK_MODULES:
             importlib.import_module(module)
         ran = 0
-        while batch := self.pending():
-            for job_id, task_name, args in batch:
-                jobs.app.tasks[task_name].func(**args)
+        while batch := self.pending(task_prefix):
+            for job_id, task_name, args, queue in batch:
                 self.connection.execute(
                     text("DELETE FROM procrastinate_jobs WHERE id = :id"), {"id": job_id}
                 )
+                self._call(job_id, task_name, args, queue)
                 ran += 1
         return ran
 

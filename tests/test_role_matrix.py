@@ -1,9 +1,9 @@
 """The role matrix: every endpoint under ``/api/v1/admin`` called as anonymous, customer, support
 and admin.
 
-Anonymous callers get 401 and customers 403 everywhere; support reads users and plans (the
-staff GETs) and is refused everything else; admins succeed. The table is checked against the
-app's own routes, so a new admin endpoint without a row here fails the suite.
+Anonymous callers get 401 and customers 403 everywhere; support reads users, plans and
+instances (the staff GETs) and is refused everything else; admins succeed. The table is
+checked against the app's own routes, so a new admin endpoint without a row here fails.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from tests.factories.accounts import PASSWORD, make_user
+from tests.factories.compute import make_node
 from tests.support import bearer, login
 from vmcloud.audit.models import AuditLog
 from vmcloud.catalog.models import Product
@@ -31,6 +32,17 @@ NEW_PLAN = {
     "slug": "matrix-plan",
     "specs_json": {"vcpus": 1, "memory_mb": 1024, "disk_gb": 20},
     "pricing_json": {"monthly": "5.00"},
+}
+
+
+NEW_NODE = {
+    "name": "matrix-node",
+    "region": "local",
+    "uri": "qemu:///system",
+    "storage_dir": "/var/lib/vmcloud/disks",
+    "vcpus": 4,
+    "memory_mb": 8192,
+    "disk_gb": 100,
 }
 
 
@@ -56,6 +68,11 @@ MATRIX: dict[tuple[str, str], Case] = {
     ("GET", "/admin/settings"): Case(ADMIN_ONLY, 200),
     ("PUT", "/admin/settings/{key}"): Case(ADMIN_ONLY, 200, {"value": "Matrix Cloud"}),
     ("GET", "/admin/audit-logs"): Case(ADMIN_ONLY, 200),
+    ("GET", "/admin/instances"): Case(STAFF, 200),
+    ("GET", "/admin/nodes"): Case(ADMIN_ONLY, 200),
+    ("GET", "/admin/nodes/{node_id}"): Case(ADMIN_ONLY, 200),
+    ("POST", "/admin/nodes"): Case(ADMIN_ONLY, 201, NEW_NODE),
+    ("PATCH", "/admin/nodes/{node_id}"): Case(ADMIN_ONLY, 200, {"status": "maintenance"}),
 }
 
 
@@ -94,8 +111,14 @@ def path_params(db: Session) -> dict[str, str]:
         features_json=[],
     )
     db.add(plan)
+    node = make_node(db)
     db.flush()
-    return {"user_id": str(customer.id), "ref": str(plan.id), "key": "site.name"}
+    return {
+        "user_id": str(customer.id),
+        "ref": str(plan.id),
+        "key": "site.name",
+        "node_id": str(node.id),
+    }
 
 
 def _audit_rows(db: Session) -> int:

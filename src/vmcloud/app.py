@@ -15,6 +15,7 @@ from vmcloud import __version__
 from vmcloud.accounts import api as accounts_api
 from vmcloud.audit import api as audit_api
 from vmcloud.catalog import api as catalog_api
+from vmcloud.compute import api as compute_api
 from vmcloud.config import Settings, get_settings
 from vmcloud.core import jobs
 from vmcloud.core.errors import install_problem_handlers
@@ -45,6 +46,8 @@ def api_router() -> APIRouter:
         settings_api.public,
         settings_api.admin,
         audit_api.router,
+        compute_api.router,
+        compute_api.admin,
     ):
         router.include_router(domain_router)
     return router

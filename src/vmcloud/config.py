@@ -54,6 +54,12 @@ class Settings(BaseSettings):
     # alone (scale-out).
     run_worker: bool = False
     worker_concurrency: int = Field(default=4, ge=1, le=64)
+    # Compute: seconds a graceful stop may take before the VM is forced off; seconds an instance
+    # may sit in a transitional state before the reconciler repairs it from the node's truth.
+    instance_stop_timeout: float = Field(default=60, gt=0, le=3600)
+    stale_transition_seconds: int = Field(default=300, ge=1)
+    # The in-memory compute driver exists for tests; a real install refuses fake:// nodes.
+    allow_fake_driver: bool = False
     # Prefix for rate-limit keys; lets test suites or several installs share one database.
     rate_limit_namespace: str = ""
 

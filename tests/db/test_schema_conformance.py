@@ -75,6 +75,11 @@ def test_seed_tables_gain_no_unexpected_objects(
         # 0005 catalogue and audit
         ("products", "products_status_check"),
         ("settings", "settings_type_check"),
+        # 0008 compute
+        ("instances", "node_id"),
+        ("instances", "instances_node_id_fkey"),
+        ("instances", "ix_instances_node_id"),
+        ("instances", "uq_instances_live_ip_address"),
     }
     for kind in ("columns", "constraints", "indexes"):
         extra = {

@@ -12,7 +12,6 @@ from sqlalchemy.orm import Session
 from vmcloud.audit import service as audit
 from vmcloud.catalog.models import Image, Product, Region
 from vmcloud.catalog.schemas import ProductCreate, ProductUpdate
-from vmcloud.compute import service as compute
 from vmcloud.core.errors import ConflictError, NotFoundError
 from vmcloud.core.pagination import PageParams, paginate
 
@@ -105,6 +104,8 @@ def delete_product(*, db: Session, ref: str) -> Product | None:
     """Delete a plan nobody ever ran; archive one that instances use or used (their history and
     billing keep pointing at it). Returns the archived plan, or ``None`` when deleted."""
     product = get_product(db=db, ref=ref, lock=True)
+    from vmcloud.compute import service as compute
+
     if compute.product_in_use(db=db, product_id=product.id):
         if product.status != "archived":
             audit.label(product, "product.archive")
@@ -136,3 +137,36 @@ def list_images(*, db: Session, params: PageParams) -> tuple[list[Image], str | 
     return paginate(
         db, stmt, order_by=(Image.sort_order, Image.id), params=params, descending=False
     )
+
+
+def find_orderable_product(*, db: Session, ref: str) -> Product | None:
+    return db.scalar(select(Product).where(_by_ref(ref), Product.status.in_(PUBLIC_STATUSES)))
+
+
+def find_active_region(*, db: Session, ref: str) -> Region | None:
+    ref_id = _as_uuid(ref)
+    where = Region.id == ref_id if ref_id else Region.slug == ref
+    return db.scalar(select(Region).where(where, Region.status == "active"))
+
+
+def find_active_image(*, db: Session, ref: str) -> Image | None:
+    ref_id = _as_uuid(ref)
+    where = Image.id == ref_id if ref_id else Image.slug == ref
+    return db.scalar(select(Image).where(where, Image.status == "active"))
+
+
+def get_region(*, db: Session, region_id: uuid.UUID) -> Region | None:
+    return db.get(Region, region_id)
+
+
+def get_image(*, db: Session, image_id: uuid.UUID) -> Image | None:
+    return db.get(Image, image_id)
+
+
+def get_product_by_id(*, db: Session, product_id: uuid.UUID) -> Product | None:
+    return db.get(Product, product_id)
+
+
+def find_image_by_slug(*, db: Session, slug: str) -> Image | None:
+    """Any status: an instance keeps booting from its image after the image is withdrawn."""
+    return db.scalar(select(Image).where(Image.slug == slug))

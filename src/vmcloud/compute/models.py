@@ -1,27 +1,65 @@
-"""Compute: customers' virtual machines (seed table ``instances``)."""
+"""Compute: customers' virtual machines (seed table ``instances``), the hypervisor nodes they
+run on, the IP pools their addresses come from, and their usage samples."""
 
 from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import DateTime, ForeignKey, Index, String, text
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    Numeric,
+    String,
+    text,
+)
+from sqlalchemy.dialects.postgresql import CIDR, JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 from sqlalchemy.types import Uuid
 
-from vmcloud.db.base import Base, created_at, uuid_pk
+from vmcloud.db.base import Base, created_at, updated_at, uuid_pk
 from vmcloud.db.types import Inet
+
+INSTANCE_STATUSES = (
+    "pending",
+    "provisioning",
+    "running",
+    "stopped",
+    "starting",
+    "stopping",
+    "rebooting",
+    "suspended",
+    "error",
+    "deleting",
+    "deleted",
+)
+TRANSITIONAL = ("pending", "provisioning", "starting", "stopping", "rebooting", "deleting")
 
 
 class Instance(Base):
     __tablename__ = "instances"
+    __audit__ = "instance"
+    __audit_ignore__ = ("resources_json",)
     __table_args__ = (
         Index("idx_instances_user_id", "user_id"),
         Index("idx_instances_product_id", "product_id"),
         Index("idx_instances_status", "status"),
         Index("idx_instances_created_at", "created_at"),
+        # -- added by 0008: one live instance per address, and the node it runs on.
+        Index(
+            "uq_instances_live_ip_address",
+            "ip_address",
+            unique=True,
+            postgresql_where=text("deleted_at IS NULL AND ip_address IS NOT NULL"),
+        ),
+        Index("ix_instances_node_id", "node_id"),
     )
 
     id: Mapped[uuid.UUID] = uuid_pk()
@@ -38,3 +76,100 @@ class Instance(Base):
     stopped_at: Mapped[datetime | None] = mapped_column(DateTime())
     expires_at: Mapped[datetime | None] = mapped_column(DateTime())
     deleted_at: Mapped[datetime | None] = mapped_column(DateTime())
+    # -- added
+    node_id: Mapped[uuid.UUID | None] = mapped_column(Uuid(), ForeignKey("nodes.id"))
+
+
+class Node(Base):
+    """A hypervisor host. ``allocated_*`` is what live instances reserved on it; a create
+    reserves with one guarded UPDATE, so concurrent creates can never overbook a node."""
+
+    __tablename__ = "nodes"
+    __audit__ = "node"
+    __audit_ignore__ = (
+        "allocated_vcpus",
+        "allocated_memory_mb",
+        "allocated_disk_gb",
+        "last_seen_at",
+    )
+    __table_args__ = (
+        CheckConstraint("status IN ('enabled', 'disabled', 'maintenance')", name="status"),
+        CheckConstraint("driver IN ('libvirt', 'fake')", name="driver"),
+        CheckConstraint("network_mode IN ('user', 'bridge')", name="network_mode"),
+        CheckConstraint("virt_type IN ('qemu', 'kvm')", name="virt_type"),
+        CheckConstraint("vcpus > 0 AND memory_mb > 0 AND disk_gb > 0", name="capacity"),
+        CheckConstraint(
+            "allocated_vcpus >= 0 AND allocated_memory_mb >= 0 AND allocated_disk_gb >= 0",
+            name="allocated",
+        ),
+        CheckConstraint(
+            "allocated_vcpus <= vcpus * cpu_overcommit"
+            " AND allocated_memory_mb <= memory_mb * ram_overcommit"
+            " AND allocated_disk_gb <= disk_gb * disk_overcommit",
+            name="not_overbooked",
+        ),
+        Index("ix_nodes_region_id", "region_id"),
+    )
+
+    id: Mapped[uuid.UUID] = uuid_pk()
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    region_id: Mapped[uuid.UUID] = mapped_column(Uuid(), ForeignKey("regions.id"))
+    driver: Mapped[str] = mapped_column(String(20), server_default=text("'libvirt'"))
+    uri: Mapped[str] = mapped_column(String(500))
+    storage_dir: Mapped[str] = mapped_column(String(500))
+    network_mode: Mapped[str] = mapped_column(String(20), server_default=text("'user'"))
+    bridge: Mapped[str | None] = mapped_column(String(64))
+    virt_type: Mapped[str] = mapped_column(String(10), server_default=text("'qemu'"))
+    vcpus: Mapped[int] = mapped_column(Integer)
+    memory_mb: Mapped[int] = mapped_column(Integer)
+    disk_gb: Mapped[int] = mapped_column(Integer)
+    cpu_overcommit: Mapped[Decimal] = mapped_column(Numeric(5, 2), server_default=text("4.0"))
+    ram_overcommit: Mapped[Decimal] = mapped_column(Numeric(5, 2), server_default=text("1.0"))
+    disk_overcommit: Mapped[Decimal] = mapped_column(Numeric(5, 2), server_default=text("1.0"))
+    allocated_vcpus: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    allocated_memory_mb: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    allocated_disk_gb: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    status: Mapped[str] = mapped_column(String(20), server_default=text("'enabled'"))
+    last_seen_at: Mapped[datetime | None] = mapped_column(DateTime())
+    created_at: Mapped[datetime | None] = created_at()
+    updated_at: Mapped[datetime | None] = updated_at()
+
+
+class IpPool(Base):
+    """Addresses a region hands out: ``cidr`` minus the network, broadcast, gateway and
+    ``reserved`` addresses."""
+
+    __tablename__ = "ip_pools"
+    __audit__ = "ip_pool"
+    __table_args__ = (
+        CheckConstraint("status IN ('active', 'disabled')", name="status"),
+        Index("ix_ip_pools_region_id", "region_id"),
+    )
+
+    id: Mapped[uuid.UUID] = uuid_pk()
+    region_id: Mapped[uuid.UUID] = mapped_column(Uuid(), ForeignKey("regions.id"))
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    cidr: Mapped[str] = mapped_column(CIDR)
+    gateway: Mapped[str | None] = mapped_column(Inet())
+    reserved: Mapped[list[str]] = mapped_column(JSONB, server_default=text("'[]'::jsonb"))
+    status: Mapped[str] = mapped_column(String(20), server_default=text("'active'"))
+    created_at: Mapped[datetime | None] = created_at()
+    updated_at: Mapped[datetime | None] = updated_at()
+
+
+class InstanceMetric(Base):
+    """One usage sample of a running instance (kept ``compute.metrics_retention_days``)."""
+
+    __tablename__ = "instance_metrics"
+    __table_args__ = (Index("ix_instance_metrics_instance_time", "instance_id", "collected_at"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    instance_id: Mapped[uuid.UUID] = mapped_column(Uuid(), ForeignKey("instances.id"))
+    collected_at: Mapped[datetime] = mapped_column(DateTime())
+    cpu_percent: Mapped[float] = mapped_column(Float)
+    memory_used_mb: Mapped[int] = mapped_column(Integer)
+    disk_read_bytes: Mapped[int] = mapped_column(BigInteger)
+    disk_write_bytes: Mapped[int] = mapped_column(BigInteger)
+    net_rx_bytes: Mapped[int] = mapped_column(BigInteger)
+    net_tx_bytes: Mapped[int] = mapped_column(BigInteger)
+    cpu_time_ns: Mapped[int] = mapped_column(BigInteger)

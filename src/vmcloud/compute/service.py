@@ -1,15 +1,223 @@
-"""Compute operations (instances, nodes, scheduling arrive with step 4)."""
+"""Instance lifecycle: create, act, delete, read. The slow work (talking to hypervisors) runs in
+jobs (``compute.tasks``), one at a time per instance; this module decides and records."""
 
 from __future__ import annotations
 
+import re
 import uuid
+from datetime import datetime
+from typing import Any
 
-from sqlalchemy import exists, select
+from sqlalchemy import exists, func, select
 from sqlalchemy.orm import Session
 
-from vmcloud.compute.models import Instance
+from vmcloud.accounts.models import User
+from vmcloud.audit import service as audit
+from vmcloud.catalog import service as catalog
+from vmcloud.compute import ips, nodes
+from vmcloud.compute.models import Instance, InstanceMetric, Node
+from vmcloud.compute.schemas import InstanceCreate
+from vmcloud.core.clock import utcnow
+from vmcloud.core.errors import ConflictError, ForbiddenError, InvalidInputError, NotFoundError
+from vmcloud.core.pagination import PageParams, paginate
+from vmcloud.site_settings import service as site_settings
+
+# Which action may start from which state, and the state it moves the instance to.
+ACTIONS: dict[str, tuple[tuple[str, ...], str]] = {
+    "start": (("stopped",), "starting"),
+    "stop": (("running",), "stopping"),
+    "reboot": (("running",), "rebooting"),
+}
+NOT_DELETABLE = ("deleting", "deleted")
+
+
+class QuotaExceededError(ForbiddenError):
+    type = "quota-exceeded"
+    title = "Instance limit reached"
 
 
 def product_in_use(*, db: Session, product_id: uuid.UUID) -> bool:
     """Whether any instance, live or deleted, was created from the product."""
     return bool(db.scalar(select(exists().where(Instance.product_id == product_id))))
+
+
+def need_of(specs: dict[str, Any]) -> nodes.Need:
+    return nodes.Need(
+        vcpus=int(specs["vcpus"]), memory_mb=int(specs["memory_mb"]), disk_gb=int(specs["disk_gb"])
+    )
+
+
+def _invalid(field: str, message: str) -> InvalidInputError:
+    return InvalidInputError(
+        f"The {field} is not valid: {message}.", errors=[{"field": field, "message": message}]
+    )
+
+
+def _default_hostname(name: str, instance_id: uuid.UUID) -> str:
+    label = re.sub(r"[^a-z0-9-]+", "-", name.lower()).strip("-")[:63].strip("-")
+    return label or f"vm-{instance_id.hex[:8]}"
+
+
+def create_instance(*, db: Session, owner: User, body: InstanceCreate) -> Instance:
+    """Validate, reserve capacity and an address, write the instance ``pending`` and queue its
+    provisioning, all in the caller's transaction: either all of it happens or none."""
+    product = catalog.find_orderable_product(db=db, ref=body.product)
+    if product is None:
+        raise _invalid("product", "no such plan on sale")
+    if body.billing_cycle not in product.pricing_json:
+        raise _invalid("billing_cycle", f"the plan has no {body.billing_cycle} price")
+    region = catalog.find_active_region(db=db, ref=body.region)
+    if region is None:
+        raise _invalid("region", "no such region")
+    image = catalog.find_active_image(db=db, ref=body.image)
+    if image is None:
+        raise _invalid("image", "no such image")
+    need = need_of(product.specs_json)
+    if image.min_disk_gb > need.disk_gb:
+        raise _invalid("image", f"needs a disk of at least {image.min_disk_gb} GB")
+
+    limit = site_settings.get_value(db=db, key="compute.max_instances_per_user", default=10)
+    db.execute(select(User.id).where(User.id == owner.id).with_for_update())  # serialise per user
+    live = db.scalar(
+        select(func.count(Instance.id)).where(
+            Instance.user_id == owner.id, Instance.deleted_at.is_(None)
+        )
+    )
+    if live is not None and live >= int(limit):
+        raise QuotaExceededError(f"An account may have {limit} instances at a time.")
+
+    node = nodes.reserve(db=db, region_id=region.id, need=need)
+    lease = ips.allocate(db=db, region_id=region.id)
+    instance = Instance(
+        id=uuid.uuid4(),
+        user_id=owner.id,
+        product_id=product.id,
+        name=body.name,
+        ip_address=lease.address,
+        status="pending",
+        node_id=node.id,
+    )
+    instance.hostname = body.hostname or _default_hostname(body.name, instance.id)
+    instance.metadata_json = {
+        "region": region.slug,
+        "image": image.slug,
+        "node": node.name,
+        "billing_cycle": body.billing_cycle,
+        "prefix": lease.prefix,
+        "gateway": lease.gateway,
+        "ssh_keys": body.ssh_keys,
+        "user_data": body.user_data,
+        "transition_at": utcnow().isoformat(),
+    }
+    audit.label(
+        instance,
+        "instance.create",
+        extra={"region": region.slug, "image": image.slug, "node": node.name},
+    )
+    db.add(instance)
+    db.flush()
+    _queue(db, "provision", instance.id)
+    return instance
+
+
+def _queue(db: Session, what: str, instance_id: uuid.UUID) -> None:
+    from vmcloud.compute import tasks
+    from vmcloud.core import jobs
+
+    task = {
+        "provision": tasks.provision_instance,
+        "action": tasks.run_instance_action,
+        "destroy": tasks.destroy_instance,
+    }[what]
+    # The lock makes an instance's jobs run one at a time, in the order they were queued.
+    jobs.defer(db, task, lock=f"instance:{instance_id}", instance_id=str(instance_id))
+
+
+def set_status(instance: Instance, status: str) -> None:
+    instance.status = status
+    instance.metadata_json = {
+        **(instance.metadata_json or {}),
+        "transition_at": utcnow().isoformat(),
+    }
+
+
+def request_action(*, db: Session, instance: Instance, action: str) -> Instance:
+    allowed, transitional = ACTIONS[action]
+    if instance.status not in allowed:
+        raise ConflictError(
+            f"An instance that is {instance.status} cannot {action}.",
+            type="invalid-state",
+            title="Not allowed in this state",
+        )
+    audit.label(instance, f"instance.{action}")
+    set_status(instance, transitional)
+    db.flush()
+    _queue(db, "action", instance.id)
+    return instance
+
+
+def delete_instance(*, db: Session, instance: Instance) -> Instance:
+    if instance.status in NOT_DELETABLE:
+        raise ConflictError(
+            "The instance is already being deleted.", type="invalid-state", title="Not allowed"
+        )
+    audit.label(instance, "instance.delete")
+    set_status(instance, "deleting")
+    db.flush()
+    _queue(db, "destroy", instance.id)
+    return instance
+
+
+def rename_instance(*, db: Session, instance: Instance, name: str) -> Instance:
+    instance.name = name
+    db.flush()
+    return instance
+
+
+# -- reading ---------------------------------------------------------------------------------
+
+
+def get_owned_instance(
+    *, db: Session, instance_id: uuid.UUID, user: User, lock: bool = False
+) -> Instance:
+    """The instance if ``user`` owns it — or is staff (admin for changes; callers check) —
+    else 404, never 403: another user's instance does not exist for them."""
+    stmt = select(Instance).where(Instance.id == instance_id, Instance.deleted_at.is_(None))
+    if user.role not in ("support", "admin"):
+        stmt = stmt.where(Instance.user_id == user.id)
+    instance = db.scalar(stmt.with_for_update() if lock else stmt)
+    if instance is None:
+        raise NotFoundError("There is no such instance.")
+    return instance
+
+
+def list_instances(
+    *,
+    db: Session,
+    params: PageParams,
+    user_id: uuid.UUID | None = None,
+    status: str | None = None,
+    node: str | None = None,
+    include_deleted: bool = False,
+) -> tuple[list[Instance], str | None]:
+    stmt = select(Instance)
+    if user_id is not None:
+        stmt = stmt.where(Instance.user_id == user_id)
+    if not include_deleted:
+        stmt = stmt.where(Instance.deleted_at.is_(None))
+    if status:
+        stmt = stmt.where(Instance.status == status)
+    if node:
+        stmt = stmt.join(Node, Node.id == Instance.node_id).where(Node.name == node)
+    return paginate(db, stmt, order_by=(Instance.created_at, Instance.id), params=params)
+
+
+def list_metrics(
+    *, db: Session, instance: Instance, since: datetime | None, params: PageParams
+) -> tuple[list[InstanceMetric], str | None]:
+    stmt = select(InstanceMetric).where(InstanceMetric.instance_id == instance.id)
+    if since is not None:
+        stmt = stmt.where(InstanceMetric.collected_at >= since)
+    return paginate(
+        db, stmt, order_by=(InstanceMetric.collected_at, InstanceMetric.id), params=params
+    )

@@ -28,7 +28,7 @@ from vmcloud.config import Settings
 from vmcloud.core.mail import Mailer
 
 # Modules that declare tasks; the worker imports them before it starts.
-TASK_MODULES = ["vmcloud.accounts.tasks", "vmcloud.ops.tasks"]
+TASK_MODULES = ["vmcloud.accounts.tasks", "vmcloud.compute.tasks", "vmcloud.ops.tasks"]
 
 app = procrastinate.App(connector=PsycopgConnector(), import_paths=TASK_MODULES)
 
@@ -39,14 +39,21 @@ DEFAULT_RETRY = procrastinate.RetryStrategy(max_attempts=8, exponential_wait=4)
 _DEFER = text(
     """
     SELECT procrastinate_defer_jobs_v1(ARRAY[
-        ROW(:queue, :task, :priority, NULL, NULL, CAST(:args AS jsonb), NULL)
+        ROW(:queue, :task, :priority, :lock, NULL, CAST(:args AS jsonb), NULL)
     ]::procrastinate_job_to_defer_v1[])
     """
 )
 
 
-def defer(db: Session, task: procrastinate.tasks.Task[Any, Any, Any], **kwargs: Any) -> int:
-    """Queue ``task(**kwargs)`` in ``db``'s transaction; returns the job id.
+def defer(
+    db: Session,
+    task: procrastinate.tasks.Task[Any, Any, Any],
+    *,
+    lock: str | None = None,
+    **kwargs: Any,
+) -> int:
+    """Queue ``task(**kwargs)`` in ``db``'s transaction; returns the job id. Jobs sharing a
+    ``lock`` run one at a time, in queue order.
 
     Arguments must be JSON values; secrets never go into them (job rows are readable by
     operators), so tasks receive ids and look the rest up.
@@ -57,6 +64,7 @@ def defer(db: Session, task: procrastinate.tasks.Task[Any, Any, Any], **kwargs: 
             "queue": task.queue,
             "task": task.name,
             "priority": task.priority,
+            "lock": lock,
             "args": json.dumps(kwargs),
         },
     ).scalar_one()

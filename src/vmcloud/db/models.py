@@ -10,7 +10,7 @@ from vmcloud.accounts.models import (
 from vmcloud.audit.models import AuditLog
 from vmcloud.billing.models import Subscription, Transaction
 from vmcloud.catalog.models import Image, Product, Region
-from vmcloud.compute.models import Instance
+from vmcloud.compute.models import Instance, InstanceMetric, IpPool, Node
 from vmcloud.core.ratelimit import RateLimitCounter
 from vmcloud.db.base import Base
 from vmcloud.site_settings.models import Setting
@@ -22,6 +22,9 @@ __all__ = [
     "EmailVerification",
     "Image",
     "Instance",
+    "InstanceMetric",
+    "IpPool",
+    "Node",
     "PasswordReset",
     "Product",
     "RateLimitCounter",

@@ -1,0 +1,144 @@
+"""Routes: customers' instances, and the staff views of instances and nodes."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query, Request, status
+
+from vmcloud.accounts.deps import AdminUser, CurrentUser, StaffUser, VerifiedUser
+from vmcloud.compute import nodes, service
+from vmcloud.compute.models import INSTANCE_STATUSES
+from vmcloud.compute.schemas import (
+    InstanceAction,
+    InstanceCreate,
+    InstanceRead,
+    InstanceUpdate,
+    MetricRead,
+    NodeCreate,
+    NodeRead,
+    NodeUpdate,
+)
+from vmcloud.core.clock import to_utc_naive
+from vmcloud.core.errors import NotFoundError
+from vmcloud.core.pagination import Page, PageQuery
+from vmcloud.db.session import DbSession
+
+router = APIRouter(prefix="/instances", tags=["instances"])
+admin = APIRouter(prefix="/admin", tags=["admin: compute"])
+
+Status = Literal[INSTANCE_STATUSES]  # type: ignore[valid-type]
+
+
+def _page(items: list[object], cursor: str | None) -> Page[InstanceRead]:
+    return Page(items=[InstanceRead.model_validate(i) for i in items], next_cursor=cursor)
+
+
+@router.get("", response_model=Page[InstanceRead], summary="Your instances")
+def list_instances(
+    db: DbSession, user: CurrentUser, page: PageQuery, status: Status | None = None
+) -> Page[InstanceRead]:
+    items, cursor = service.list_instances(db=db, params=page, user_id=user.id, status=status)
+    return _page(list(items), cursor)
+
+
+@router.post(
+    "", response_model=InstanceRead, status_code=status.HTTP_202_ACCEPTED, summary="Order a VM"
+)
+def create_instance(body: InstanceCreate, db: DbSession, user: VerifiedUser) -> InstanceRead:
+    return InstanceRead.model_validate(service.create_instance(db=db, owner=user, body=body))
+
+
+@router.get("/{instance_id}", response_model=InstanceRead)
+def get_instance(instance_id: uuid.UUID, db: DbSession, user: CurrentUser) -> InstanceRead:
+    return InstanceRead.model_validate(
+        service.get_owned_instance(db=db, instance_id=instance_id, user=user)
+    )
+
+
+def _owned_for_change(db: DbSession, instance_id: uuid.UUID, user: CurrentUser) -> object:
+    instance = service.get_owned_instance(db=db, instance_id=instance_id, user=user, lock=True)
+    if user.role == "support" and instance.user_id != user.id:
+        # Support staff read every instance but change only their own.
+        raise NotFoundError("There is no such instance.")
+    return instance
+
+
+@router.patch("/{instance_id}", response_model=InstanceRead)
+def rename_instance(
+    instance_id: uuid.UUID, body: InstanceUpdate, db: DbSession, user: CurrentUser
+) -> InstanceRead:
+    instance = service.get_owned_instance(db=db, instance_id=instance_id, user=user, lock=True)
+    return InstanceRead.model_validate(
+        service.rename_instance(db=db, instance=instance, name=body.name)
+    )
+
+
+@router.delete("/{instance_id}", response_model=InstanceRead, status_code=202)
+def delete_instance(instance_id: uuid.UUID, db: DbSession, user: CurrentUser) -> InstanceRead:
+    instance = _owned_for_change(db, instance_id, user)
+    return InstanceRead.model_validate(service.delete_instance(db=db, instance=instance))  # type: ignore[arg-type]
+
+
+@router.post("/{instance_id}/actions", response_model=InstanceRead, status_code=202)
+def instance_action(
+    instance_id: uuid.UUID, body: InstanceAction, db: DbSession, user: CurrentUser
+) -> InstanceRead:
+    instance = _owned_for_change(db, instance_id, user)
+    return InstanceRead.model_validate(
+        service.request_action(db=db, instance=instance, action=body.type)  # type: ignore[arg-type]
+    )
+
+
+@router.get("/{instance_id}/metrics", response_model=Page[MetricRead])
+def instance_metrics(
+    instance_id: uuid.UUID,
+    db: DbSession,
+    user: CurrentUser,
+    page: PageQuery,
+    since: datetime | None = None,
+) -> Page[MetricRead]:
+    instance = service.get_owned_instance(db=db, instance_id=instance_id, user=user)
+    items, cursor = service.list_metrics(
+        db=db, instance=instance, since=to_utc_naive(since) if since else None, params=page
+    )
+    return Page(items=[MetricRead.model_validate(m) for m in items], next_cursor=cursor)
+
+
+@admin.get("/instances", response_model=Page[InstanceRead], summary="Every instance")
+def admin_list_instances(
+    db: DbSession,
+    _: StaffUser,
+    page: PageQuery,
+    user_id: uuid.UUID | None = None,
+    status: Status | None = None,
+    node: Annotated[str | None, Query(max_length=100)] = None,
+) -> Page[InstanceRead]:
+    items, cursor = service.list_instances(
+        db=db, params=page, user_id=user_id, status=status, node=node
+    )
+    return _page(list(items), cursor)
+
+
+@admin.get("/nodes", response_model=Page[NodeRead], summary="Hypervisor nodes")
+def list_nodes(db: DbSession, _: AdminUser, page: PageQuery) -> Page[NodeRead]:
+    items, cursor = nodes.list_nodes(db=db, params=page)
+    return Page(items=[NodeRead.model_validate(n) for n in items], next_cursor=cursor)
+
+
+@admin.get("/nodes/{node_id}", response_model=NodeRead)
+def get_node(node_id: uuid.UUID, db: DbSession, _: AdminUser) -> NodeRead:
+    return NodeRead.model_validate(nodes.get_node(db=db, node_id=node_id))
+
+
+@admin.post("/nodes", response_model=NodeRead, status_code=status.HTTP_201_CREATED)
+def create_node(body: NodeCreate, request: Request, db: DbSession, _: AdminUser) -> NodeRead:
+    allow_fake = bool(request.app.state.settings.allow_fake_driver)
+    return NodeRead.model_validate(nodes.create_node(db=db, body=body, allow_fake=allow_fake))
+
+
+@admin.patch("/nodes/{node_id}", response_model=NodeRead)
+def update_node(node_id: uuid.UUID, body: NodeUpdate, db: DbSession, _: AdminUser) -> NodeRead:
+    return NodeRead.model_validate(nodes.update_node(db=db, node_id=node_id, body=body))

@@ -1,0 +1,87 @@
+"""Usage samples of running instances: ``resources_json`` and ``instance_metrics``."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from vmcloud.compute import nodes
+from vmcloud.compute.drivers.base import DriverError
+from vmcloud.compute.models import Instance, InstanceMetric, Node
+from vmcloud.core.clock import isoformat_z, utcnow
+from vmcloud.core.logging import get_logger
+from vmcloud.site_settings import service as site_settings
+
+log = get_logger(__name__)
+
+
+def collect_all(db: Session) -> int:
+    """Sample every running instance once; returns how many were sampled."""
+    interval = int(
+        site_settings.get_value(db=db, key="compute.metrics_interval_seconds", default=60)
+    )
+    sampled = 0
+    for node in db.scalars(select(Node).where(Node.status != "disabled")).all():
+        driver = nodes.driver_for(node)
+        running = db.scalars(
+            select(Instance).where(
+                Instance.node_id == node.id,
+                Instance.status == "running",
+                Instance.deleted_at.is_(None),
+            )
+        ).all()
+        for instance in running:
+            previous = db.scalar(
+                select(InstanceMetric)
+                .where(InstanceMetric.instance_id == instance.id)
+                .order_by(InstanceMetric.collected_at.desc())
+                .limit(1)
+            )
+            if previous and utcnow() - previous.collected_at < timedelta(seconds=interval - 5):
+                continue
+            try:
+                stats = driver.stats(instance.id)
+            except DriverError as exc:
+                log.warning("metrics.unavailable", instance_id=str(instance.id), error=str(exc))
+                continue
+            vcpus = int((instance.metadata_json or {}).get("vcpus") or 1)
+            cpu_percent = 0.0
+            if previous is not None and stats.cpu_time_ns >= previous.cpu_time_ns:
+                wall_ns = (stats.collected_at - previous.collected_at).total_seconds() * 1e9
+                if wall_ns > 0:
+                    used = (stats.cpu_time_ns - previous.cpu_time_ns) / (wall_ns * vcpus)
+                    cpu_percent = round(min(100.0, max(0.0, used * 100)), 2)
+            sample = InstanceMetric(
+                instance_id=instance.id,
+                collected_at=stats.collected_at,
+                cpu_percent=cpu_percent,
+                memory_used_mb=stats.memory_used_mb,
+                disk_read_bytes=stats.disk_read_bytes,
+                disk_write_bytes=stats.disk_write_bytes,
+                net_rx_bytes=stats.net_rx_bytes,
+                net_tx_bytes=stats.net_tx_bytes,
+                cpu_time_ns=stats.cpu_time_ns,
+            )
+            db.add(sample)
+            instance.resources_json = {
+                "cpu_percent": cpu_percent,
+                "memory_used_mb": stats.memory_used_mb,
+                "disk_read_bytes": stats.disk_read_bytes,
+                "disk_write_bytes": stats.disk_write_bytes,
+                "net_rx_bytes": stats.net_rx_bytes,
+                "net_tx_bytes": stats.net_tx_bytes,
+                "collected_at": isoformat_z(stats.collected_at),
+            }
+            sampled += 1
+    retention = int(
+        site_settings.get_value(db=db, key="compute.metrics_retention_days", default=30)
+    )
+    db.execute(
+        delete(InstanceMetric).where(
+            InstanceMetric.collected_at < utcnow() - timedelta(days=retention)
+        )
+    )
+    db.flush()
+    return sampled

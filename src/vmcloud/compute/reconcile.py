@@ -1,0 +1,127 @@
+"""Reconciliation: make the database and the hypervisors agree again.
+
+Run every minute (``compute.reconcile``) and after a crash. For each enabled node it compares
+the VMs the node has with the live instances placed on it:
+
+- a VM with no live instance is destroyed (an orphan of an interrupted delete or provision);
+- a running instance whose VM vanished becomes ``error``; one whose VM was stopped outside
+  the platform becomes ``stopped`` (and the reverse);
+- an instance stuck in a transitional state longer than ``stale_transition_seconds`` (its job
+  died with its worker) is settled from what the node reports; a stuck delete is finished.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from vmcloud.catalog import service as catalog
+from vmcloud.compute import nodes
+from vmcloud.compute.drivers.base import ComputeDriver, DriverError, VMState
+from vmcloud.compute.models import TRANSITIONAL, Instance, Node
+from vmcloud.compute.service import need_of, set_status
+from vmcloud.core import jobs
+from vmcloud.core.clock import utcnow
+from vmcloud.core.logging import get_logger
+
+log = get_logger(__name__)
+
+
+def _stale_after() -> timedelta:
+    try:
+        return timedelta(seconds=jobs.runtime().settings.stale_transition_seconds)
+    except RuntimeError:
+        return timedelta(minutes=5)
+
+
+def finish_deletion(db: Session, instance_id: uuid.UUID) -> None:
+    """Release the instance's capacity and address and mark it deleted (exactly once: only an
+    instance still ``deleting``, under its row lock)."""
+    instance = db.get(Instance, instance_id, with_for_update=True)
+    if instance is None or instance.status != "deleting":
+        return
+    product = catalog.get_product_by_id(db=db, product_id=instance.product_id)
+    if instance.node_id is not None and product is not None:
+        nodes.release(db=db, node_id=instance.node_id, need=need_of(product.specs_json))
+    set_status(instance, "deleted")
+    instance.deleted_at = utcnow()  # the address is free again: only live rows hold one
+
+
+def _since(instance: Instance) -> timedelta:
+    raw = (instance.metadata_json or {}).get("transition_at")
+    if not raw:
+        return timedelta.max
+    return utcnow() - datetime.fromisoformat(raw)
+
+
+def _error(instance: Instance, reason: str) -> None:
+    set_status(instance, "error")
+    instance.metadata_json = {**(instance.metadata_json or {}), "error": reason}
+    log.warning("reconcile.error", instance_id=str(instance.id), reason=reason)
+
+
+def reconcile_node(db: Session, node: Node) -> None:
+    driver = nodes.driver_for(node)
+    try:
+        on_node = set(driver.list())
+    except DriverError as exc:
+        log.warning("reconcile.node_unreachable", node=node.name, error=str(exc))
+        return
+    live = db.scalars(
+        select(Instance)
+        .where(Instance.node_id == node.id, Instance.deleted_at.is_(None))
+        .with_for_update(skip_locked=True)  # an instance a job is working on waits a pass
+    ).all()
+    live_ids = {instance.id for instance in live}
+    for orphan in on_node - live_ids:
+        if db.scalar(
+            select(Instance.id).where(Instance.id == orphan, Instance.deleted_at.is_(None))
+        ):
+            continue  # live but locked by a job this pass
+        log.warning("reconcile.orphan_destroyed", node=node.name, instance_id=str(orphan))
+        driver.destroy(orphan)
+    stale = _stale_after()
+    for instance in live:
+        state = driver.state(instance.id) if instance.id in on_node else VMState.MISSING
+        _settle(db, driver, instance, state, stale)
+    node.last_seen_at = utcnow()
+
+
+def _settle(
+    db: Session, driver: ComputeDriver, instance: Instance, state: VMState, stale: timedelta
+) -> None:
+    status = instance.status or ""
+    if status == "running":
+        if state == VMState.MISSING:
+            _error(instance, "the VM disappeared from its node")
+        elif state in (VMState.STOPPED, VMState.CRASHED):
+            set_status(instance, "stopped")
+            instance.stopped_at = utcnow()
+        return
+    if status == "stopped":
+        if state == VMState.RUNNING:
+            set_status(instance, "running")
+            instance.started_at = utcnow()
+        return
+    if status not in TRANSITIONAL or _since(instance) < stale:
+        return
+    if status == "deleting":
+        driver.destroy(instance.id)
+        finish_deletion(db, instance.id)
+    elif state == VMState.RUNNING:
+        set_status(instance, "running")
+        instance.started_at = instance.started_at or utcnow()
+    elif state == VMState.STOPPED and status != "pending":
+        set_status(instance, "stopped")
+    else:
+        if state != VMState.MISSING:
+            driver.destroy(instance.id)
+        _error(instance, f"{status} was interrupted; delete the instance or ask support")
+
+
+def reconcile_all(db: Session) -> None:
+    for node in db.scalars(select(Node).where(Node.status != "disabled")).all():
+        reconcile_node(db, node)

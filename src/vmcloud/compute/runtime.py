@@ -1,0 +1,67 @@
+"""What a job needs to act on an instance: its node's driver and the VM's specification."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy.orm import Session
+
+from vmcloud.catalog import service as catalog
+from vmcloud.compute import nodes
+from vmcloud.compute.drivers.base import (
+    BootSource,
+    ComputeDriver,
+    DriverError,
+    NetworkConfig,
+    VMSpec,
+)
+from vmcloud.compute.models import Instance, Node
+from vmcloud.core import jobs
+
+DEFAULT_STOP_TIMEOUT = 60.0
+
+
+@dataclass(frozen=True)
+class Target:
+    node: Node
+    driver: ComputeDriver
+    spec: VMSpec
+
+
+def stop_timeout() -> float:
+    try:
+        return float(jobs.runtime().settings.instance_stop_timeout)
+    except RuntimeError:
+        return DEFAULT_STOP_TIMEOUT
+
+
+def target_of(db: Session, instance: Instance) -> Target:
+    node = db.get(Node, instance.node_id) if instance.node_id else None
+    if node is None:
+        raise DriverError("the instance has no node")
+    product = catalog.get_product_by_id(db=db, product_id=instance.product_id)
+    meta = instance.metadata_json or {}
+    image = catalog.find_image_by_slug(db=db, slug=str(meta.get("image", "")))
+    specs = product.specs_json if product else {}
+    boot_json = image.boot_json if image else {}
+    spec = VMSpec(
+        instance_id=instance.id,
+        hostname=instance.hostname or "vm",
+        vcpus=int(specs.get("vcpus", 1)),
+        memory_mb=int(specs.get("memory_mb", 512)),
+        disk_gb=int(specs.get("disk_gb", 1)),
+        boot=BootSource(
+            kind=str(boot_json.get("kind", "kernel")),
+            kernel=boot_json.get("kernel"),
+            initrd=boot_json.get("initrd"),
+            cmdline=str(boot_json.get("cmdline", "")),
+            disk_path=boot_json.get("path"),
+            disk_format=str(boot_json.get("format", "qcow2")),
+        ),
+        network=NetworkConfig(
+            address=instance.ip_address, prefix=meta.get("prefix"), gateway=meta.get("gateway")
+        ),
+        ssh_keys=tuple(meta.get("ssh_keys") or ()),
+        user_data=meta.get("user_data"),
+    )
+    return Target(node=node, driver=nodes.driver_for(node), spec=spec)

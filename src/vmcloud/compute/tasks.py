@@ -1,0 +1,136 @@
+"""Compute jobs: provisioning, power actions, deletion, reconciliation and usage metrics.
+
+An instance's jobs share a procrastinate lock, so they run one at a time and in order. Each job
+reads the instance, talks to the hypervisor outside any transaction, then records the outcome
+in a short transaction of its own. Transient failures are retried with growing waits; the last
+failed attempt leaves the instance ``error`` with the reason in ``metadata_json.error``.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import procrastinate
+from procrastinate import JobContext
+
+from vmcloud.compute import reconcile as reconciler
+from vmcloud.compute import runtime
+from vmcloud.compute.drivers.base import DriverError, VMState
+from vmcloud.compute.models import Instance
+from vmcloud.compute.service import set_status
+from vmcloud.core import jobs
+from vmcloud.core.clock import utcnow
+from vmcloud.core.logging import get_logger
+
+log = get_logger(__name__)
+RETRY = procrastinate.RetryStrategy(max_attempts=5, exponential_wait=2)
+FINAL_STATES = {"starting": "running", "stopping": "stopped", "rebooting": "running"}
+
+
+def _is_last_attempt(context: JobContext) -> bool:
+    job = context.job
+    if job is None or RETRY.max_attempts is None:
+        return True
+    return job.attempts + 1 >= RETRY.max_attempts
+
+
+def _give_up(instance_id: uuid.UUID, exc: Exception) -> None:
+    with jobs.unit_of_work() as (db, _):
+        instance = db.get(Instance, instance_id, with_for_update=True)
+        if instance is not None and instance.status not in ("deleting", "deleted"):
+            set_status(instance, "error")
+            instance.metadata_json = {**(instance.metadata_json or {}), "error": str(exc)[:500]}
+    log.warning("instance.error", instance_id=str(instance_id), error=str(exc))
+
+
+def _fail(context: JobContext, instance_id: uuid.UUID, exc: Exception) -> None:
+    if _is_last_attempt(context):
+        _give_up(instance_id, exc)
+        return
+    raise exc  # procrastinate retries the job later
+
+
+@jobs.app.task(name="compute.provision_instance", queue="compute", retry=RETRY, pass_context=True)
+def provision_instance(context: JobContext, instance_id: str) -> None:
+    iid = uuid.UUID(instance_id)
+    with jobs.unit_of_work() as (db, _):
+        instance = db.get(Instance, iid, with_for_update=True)
+        if instance is None or instance.status not in ("pending", "provisioning"):
+            return
+        set_status(instance, "provisioning")
+        target = runtime.target_of(db, instance)
+    try:
+        if target.driver.state(iid) != VMState.MISSING:
+            target.driver.destroy(iid)  # what an interrupted earlier attempt left behind
+        target.driver.create(target.spec)
+    except DriverError as exc:
+        _fail(context, iid, exc)
+        return
+    with jobs.unit_of_work() as (db, _):
+        instance = db.get(Instance, iid, with_for_update=True)
+        if instance is not None and instance.status == "provisioning":
+            set_status(instance, "running")
+            instance.started_at = utcnow()
+    log.info("instance.provisioned", instance_id=instance_id)
+
+
+@jobs.app.task(name="compute.instance_action", queue="compute", retry=RETRY, pass_context=True)
+def run_instance_action(context: JobContext, instance_id: str) -> None:
+    iid = uuid.UUID(instance_id)
+    with jobs.unit_of_work() as (db, _):
+        instance = db.get(Instance, iid)
+        if instance is None or instance.status not in FINAL_STATES:
+            return
+        status = instance.status
+        target = runtime.target_of(db, instance)
+    try:
+        if status == "starting":
+            target.driver.start(iid)
+        elif status == "stopping":
+            target.driver.stop(iid, timeout=runtime.stop_timeout())
+        else:
+            target.driver.reboot(iid)
+    except DriverError as exc:
+        _fail(context, iid, exc)
+        return
+    with jobs.unit_of_work() as (db, _):
+        instance = db.get(Instance, iid, with_for_update=True)
+        if instance is not None and instance.status == status:
+            set_status(instance, FINAL_STATES[status])
+            if status == "stopping":
+                instance.stopped_at = utcnow()
+            else:
+                instance.started_at = utcnow()
+
+
+@jobs.app.task(name="compute.destroy_instance", queue="compute", retry=RETRY, pass_context=True)
+def destroy_instance(context: JobContext, instance_id: str) -> None:
+    iid = uuid.UUID(instance_id)
+    with jobs.unit_of_work() as (db, _):
+        instance = db.get(Instance, iid)
+        if instance is None or instance.status != "deleting":
+            return
+        target = runtime.target_of(db, instance)
+    try:
+        target.driver.destroy(iid)
+    except DriverError as exc:
+        _fail(context, iid, exc)
+        return
+    with jobs.unit_of_work() as (db, _):
+        reconciler.finish_deletion(db, iid)
+
+
+@jobs.app.periodic(cron="* * * * *", periodic_id="reconcile-nodes")
+@jobs.app.task(name="compute.reconcile", queue="maintenance")
+def reconcile_nodes(timestamp: int) -> None:
+    with jobs.unit_of_work() as (db, _):
+        reconciler.reconcile_all(db)
+
+
+@jobs.app.periodic(cron="* * * * *", periodic_id="collect-metrics")
+@jobs.app.task(name="compute.collect_metrics", queue="maintenance")
+def collect_metrics(timestamp: int) -> None:
+    from vmcloud.compute import metrics
+
+    with jobs.unit_of_work() as (db, _):
+        metrics.collect_all(db)

@@ -1,0 +1,57 @@
+"""Compute objects for tests: nodes (fake-driver by default), IP pools, instances."""
+
+from __future__ import annotations
+
+import itertools
+import uuid
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from vmcloud.catalog.models import Region
+from vmcloud.compute.models import IpPool, Node
+
+_counter = itertools.count(1)
+
+
+def local_region(db: Session) -> Region:
+    region = db.scalar(select(Region).where(Region.slug == "local"))
+    assert region is not None
+    return region
+
+
+def make_node(db: Session, **overrides: Any) -> Node:
+    n = next(_counter)
+    values: dict[str, Any] = {
+        "name": f"node-{n}-{uuid.uuid4().hex[:6]}",
+        "region_id": local_region(db).id,
+        "driver": "fake",
+        "uri": f"fake://node-{n}-{uuid.uuid4().hex[:6]}",
+        "storage_dir": "/var/lib/vmcloud/disks",
+        "vcpus": 8,
+        "memory_mb": 16384,
+        "disk_gb": 500,
+        "status": "enabled",
+    }
+    values.update(overrides)
+    node = Node(**values)
+    db.add(node)
+    db.flush()
+    return node
+
+
+def make_pool(db: Session, cidr: str = "198.18.0.0/24", **overrides: Any) -> IpPool:
+    n = next(_counter)
+    values: dict[str, Any] = {
+        "name": f"pool-{n}-{uuid.uuid4().hex[:6]}",
+        "region_id": local_region(db).id,
+        "cidr": cidr,
+        "gateway": str(cidr.rsplit(".", 1)[0]) + ".1",
+        "reserved": [],
+    }
+    values.update(overrides)
+    pool = IpPool(**values)
+    db.add(pool)
+    db.flush()
+    return pool
