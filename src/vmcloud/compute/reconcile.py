@@ -125,3 +125,4 @@ def _settle(
 def reconcile_all(db: Session) -> None:
     for node in db.scalars(select(Node).where(Node.status != "disabled")).all():
         reconcile_node(db, node)
+    db.flush()

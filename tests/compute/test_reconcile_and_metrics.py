@@ -1,0 +1,169 @@
+"""The reconciler repairs drift between database and nodes; the metrics job samples usage."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import select, text
+from sqlalchemy.orm import Session
+
+from tests.compute.test_driver_conformance import _spec
+from tests.compute.test_instances_api import _order
+from tests.factories.accounts import PASSWORD, make_user
+from tests.factories.compute import make_node, make_pool
+from tests.support import JobRunner, bearer, login
+from vmcloud.compute import metrics, nodes, reconcile
+from vmcloud.compute.drivers.base import VMState
+from vmcloud.compute.drivers.fake import FakeDriver
+from vmcloud.compute.models import Instance, InstanceMetric, Node
+from vmcloud.core.clock import utcnow
+
+
+@pytest.fixture
+def setup(client: TestClient, db: Session) -> tuple[Node, FakeDriver, dict[str, str]]:
+    node = make_node(db)
+    make_pool(db, "198.18.20.0/28")
+    driver = nodes.driver_for(node)
+    assert isinstance(driver, FakeDriver)
+    user = make_user(db)
+    return node, driver, bearer(login(client, user.username, PASSWORD))
+
+
+def _instance(db: Session, instance_id: str) -> Instance:
+    row = db.get(Instance, uuid.UUID(instance_id))
+    assert row is not None
+    db.refresh(row)
+    return row
+
+
+def _age(db: Session, instance: Instance, seconds: int) -> None:
+    instance.metadata_json = {
+        **(instance.metadata_json or {}),
+        "transition_at": (utcnow() - timedelta(seconds=seconds)).isoformat(),
+    }
+    db.flush()
+
+
+def test_worker_killed_after_creating_the_vm(
+    client: TestClient, db: Session, setup: tuple[Node, FakeDriver, dict[str, str]]
+) -> None:
+    _node, driver, headers = setup
+    instance_id = _order(client, headers).json()["id"]
+    instance = _instance(db, instance_id)
+    # The provisioning job made the VM, then its worker died before recording it.
+    instance.status = "provisioning"
+    driver.create(_spec(None, instance_id=instance.id))  # type: ignore[arg-type]
+    _age(db, instance, 3600)
+    reconcile.reconcile_all(db)
+    assert _instance(db, instance_id).status == "running"
+    assert driver.list() == [instance.id]
+
+
+def test_worker_killed_before_creating_the_vm(
+    client: TestClient, db: Session, setup: tuple[Node, FakeDriver, dict[str, str]]
+) -> None:
+    _node, driver, headers = setup
+    instance_id = _order(client, headers).json()["id"]
+    instance = _instance(db, instance_id)
+    instance.status = "provisioning"
+    _age(db, instance, 3600)
+    reconcile.reconcile_all(db)
+    settled = _instance(db, instance_id)
+    assert settled.status == "error"
+    assert "interrupted" in (settled.metadata_json or {})["error"]
+    assert driver.list() == []
+    # Deleting it then frees its capacity and address: nothing leaks.
+    assert client.delete(f"/api/v1/instances/{instance_id}", headers=headers).status_code == 202
+
+
+def test_a_fresh_transition_is_left_to_its_job(
+    client: TestClient, db: Session, setup: tuple[Node, FakeDriver, dict[str, str]]
+) -> None:
+    _, _, headers = setup
+    instance_id = _order(client, headers).json()["id"]
+    reconcile.reconcile_all(db)
+    assert _instance(db, instance_id).status == "pending"
+
+
+def test_drift_is_repaired(
+    client: TestClient,
+    db: Session,
+    setup: tuple[Node, FakeDriver, dict[str, str]],
+    job_runner: JobRunner,
+) -> None:
+    node, driver, headers = setup
+    vanished = _order(client, headers, name="vanished").json()["id"]
+    halted = _order(client, headers, name="halted").json()["id"]
+    job_runner.run("compute.")
+    driver.vms.pop(uuid.UUID(vanished))  # undefined by hand on the node
+    driver.stop(uuid.UUID(halted))  # shut down from inside the guest
+    orphan = uuid.uuid4()  # a VM the platform has no live instance for
+    driver.create(_spec(None, instance_id=orphan))  # type: ignore[arg-type]
+
+    reconcile.reconcile_all(db)
+    assert _instance(db, vanished).status == "error"
+    assert _instance(db, halted).status == "stopped"
+    assert driver.state(orphan) == VMState.MISSING
+    db.refresh(node)
+    assert node.last_seen_at is not None
+
+
+def test_a_stuck_delete_is_finished(
+    client: TestClient,
+    db: Session,
+    setup: tuple[Node, FakeDriver, dict[str, str]],
+    job_runner: JobRunner,
+) -> None:
+    node, driver, headers = setup
+    instance_id = _order(client, headers).json()["id"]
+    job_runner.run("compute.")
+    client.delete(f"/api/v1/instances/{instance_id}", headers=headers)
+    instance = _instance(db, instance_id)
+    _age(db, instance, 3600)  # the destroy job died with its worker
+    job_runner.connection.execute(text("DELETE FROM procrastinate_jobs"))
+    reconcile.reconcile_all(db)
+    done = _instance(db, instance_id)
+    assert done.status == "deleted" and done.deleted_at is not None
+    assert driver.list() == []
+    db.refresh(node)
+    assert node.allocated_vcpus == 0
+
+
+def test_metrics_fill_resources_and_the_time_series(
+    client: TestClient,
+    db: Session,
+    setup: tuple[Node, FakeDriver, dict[str, str]],
+    job_runner: JobRunner,
+) -> None:
+    _, _driver, headers = setup
+    instance_id = _order(client, headers).json()["id"]
+    job_runner.run("compute.")
+    assert metrics.collect_all(db) == 1
+    instance = _instance(db, instance_id)
+    assert instance.resources_json is not None
+    assert set(instance.resources_json) == {
+        "cpu_percent",
+        "memory_used_mb",
+        "disk_read_bytes",
+        "disk_write_bytes",
+        "net_rx_bytes",
+        "net_tx_bytes",
+        "collected_at",
+    }
+    assert instance.resources_json["collected_at"].endswith("Z")
+    # A second pass within the interval takes no new sample.
+    assert metrics.collect_all(db) == 0
+    series = client.get(f"/api/v1/instances/{instance_id}/metrics", headers=headers).json()
+    assert len(series["items"]) == 1
+    assert series["items"][0]["memory_used_mb"] == instance.resources_json["memory_used_mb"]
+    future = client.get(
+        f"/api/v1/instances/{instance_id}/metrics",
+        params={"since": "2999-01-01T00:00:00Z"},
+        headers=headers,
+    ).json()
+    assert future["items"] == []
+    rows = db.scalars(select(InstanceMetric).where(InstanceMetric.instance_id == instance.id))
+    assert len(list(rows)) == 1
