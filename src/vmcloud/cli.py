@@ -12,7 +12,9 @@ import uvicorn
 from vmcloud.accounts import service as accounts
 from vmcloud.accounts.cli import app as users_app
 from vmcloud.app import create_app
+from vmcloud.compute import local
 from vmcloud.compute.cli import app as images_app
+from vmcloud.compute.cli import nodes_app, pools_app
 from vmcloud.config import Settings, get_settings
 from vmcloud.core import jobs
 from vmcloud.core.logging import configure_logging
@@ -26,6 +28,8 @@ app = typer.Typer(help="VMCloud: sell and run virtual machines.", no_args_is_hel
 app.add_typer(db_app, name="db")
 app.add_typer(users_app, name="users")
 app.add_typer(images_app, name="images")
+app.add_typer(nodes_app, name="nodes")
+app.add_typer(pools_app, name="pools")
 
 HostOption = Annotated[str | None, typer.Option(help="Address to listen on.")]
 PortOption = Annotated[int | None, typer.Option(help="Port to listen on.")]
@@ -80,8 +84,14 @@ def up(host: HostOption = None, port: PortOption = None) -> None:
                 created = accounts.ensure_first_admin(
                     db=db, email=settings.admin_email, username=settings.admin_username
                 )
+                compute_lines = [
+                    local.ensure_tiny_image(db, settings.data_dir),
+                    local.ensure_local_node(db, settings.data_dir),
+                ]
         finally:
             engine.dispose()
+        for line in compute_lines:
+            typer.echo(f"  {line}")
         if created:
             user, password = created
             typer.echo("")

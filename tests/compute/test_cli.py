@@ -33,3 +33,61 @@ def test_build_tiny_registers_the_image(
     assert b"070701" in archive[:6]  # a newc cpio archive
     assert BOOT_MARKER.encode() in archive  # the init script that prints the marker
     assert b"virtio_net.ko" in archive
+
+
+def test_nodes_and_pools_from_the_command_line(
+    clean_env: pytest.MonkeyPatch, fresh_database_url: str, tmp_path: Path
+) -> None:
+    clean_env.setenv("DATABASE_URL", fresh_database_url)
+    runner = CliRunner()
+    added = runner.invoke(
+        app,
+        [
+            "nodes", "add", "--name", "hv-01", "--uri", "qemu+ssh://root@hv-01/system",
+            "--storage-dir", "/srv/vmcloud", "--vcpus", "16", "--memory-mb", "65536",
+            "--disk-gb", "2000",
+        ],
+    )  # fmt: skip
+    assert added.exit_code == 0, added.output
+    again = runner.invoke(
+        app,
+        [
+            "nodes", "add", "--name", "hv-01", "--uri", "qemu:///system", "--storage-dir", "/x",
+            "--vcpus", "1", "--memory-mb", "1", "--disk-gb", "1",
+        ],
+    )  # fmt: skip
+    assert again.exit_code == 1 and "name" in again.output
+    bad = runner.invoke(
+        app,
+        [
+            "nodes", "add", "--name", "hv-02", "--uri", "qemu:///system", "--storage-dir",
+            "relative", "--vcpus", "0", "--memory-mb", "1", "--disk-gb", "1",
+        ],
+    )  # fmt: skip
+    assert bad.exit_code == 1
+    listed = runner.invoke(app, ["nodes", "list"])
+    assert "hv-01" in listed.output and "vcpu 0/16" in listed.output
+    assert runner.invoke(app, ["nodes", "disable", "hv-01"]).exit_code == 0
+    assert "disabled" in runner.invoke(app, ["nodes", "list"]).output
+
+    pool = runner.invoke(
+        app,
+        [
+            "pools",
+            "add",
+            "--name",
+            "public-1",
+            "--cidr",
+            "203.0.113.0/24",
+            "--gateway",
+            "203.0.113.1",
+        ],
+    )
+    assert pool.exit_code == 0, pool.output
+    outside = runner.invoke(
+        app, ["pools", "add", "--name", "p2", "--cidr", "203.0.113.0/24", "--gateway", "10.0.0.1"]
+    )
+    assert outside.exit_code == 1
+    with psycopg.connect(fresh_database_url.replace("+psycopg", "")) as conn:
+        row = conn.execute("SELECT cidr::text, host(gateway) FROM ip_pools").fetchone()
+    assert row == ("203.0.113.0/24", "203.0.113.1")

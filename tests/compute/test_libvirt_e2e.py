@@ -62,7 +62,7 @@ def real_node(db: Session, tiny: TinyImage) -> Iterator[Node]:
             driver.destroy(leftover)
         conn = libvirt.open(LIBVIRT_URI)
         try:
-            pool = conn.storagePoolLookupByName(f"vmcloud-{node.name}")
+            pool = conn.storagePoolLookupByName(nodes.pool_name(node.storage_dir))
             if pool.isActive():
                 pool.destroy()
             pool.undefine()

@@ -7,7 +7,7 @@ from datetime import timedelta
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select, text
+from sqlalchemy import select, text, update
 from sqlalchemy.orm import Session
 
 from tests.compute.test_driver_conformance import _spec
@@ -138,10 +138,10 @@ def test_metrics_fill_resources_and_the_time_series(
     setup: tuple[Node, FakeDriver, dict[str, str]],
     job_runner: JobRunner,
 ) -> None:
-    _, _driver, headers = setup
+    _, _, headers = setup
     instance_id = _order(client, headers).json()["id"]
     job_runner.run("compute.")
-    assert metrics.collect_all(db) == 1
+    # Provisioning takes the first sample, so figures show from the first minute.
     instance = _instance(db, instance_id)
     assert instance.resources_json is not None
     assert set(instance.resources_json) == {
@@ -154,16 +154,29 @@ def test_metrics_fill_resources_and_the_time_series(
         "collected_at",
     }
     assert instance.resources_json["collected_at"].endswith("Z")
-    # A second pass within the interval takes no new sample.
-    assert metrics.collect_all(db) == 0
+    assert metrics.collect_all(db) == 0  # within the interval: no new sample
+    # A minute later the periodic job samples again.
+    db.execute(
+        update(InstanceMetric)
+        .where(InstanceMetric.instance_id == instance.id)
+        .values(collected_at=InstanceMetric.collected_at - timedelta(minutes=2))
+    )
+    assert metrics.collect_all(db) == 1
     series = client.get(f"/api/v1/instances/{instance_id}/metrics", headers=headers).json()
-    assert len(series["items"]) == 1
-    assert series["items"][0]["memory_used_mb"] == instance.resources_json["memory_used_mb"]
+    assert len(series["items"]) == 2
+    assert all(0 <= item["cpu_percent"] <= 100 for item in series["items"])
     future = client.get(
         f"/api/v1/instances/{instance_id}/metrics",
         params={"since": "2999-01-01T00:00:00Z"},
         headers=headers,
     ).json()
     assert future["items"] == []
+    # Samples older than the retention are purged.
+    db.execute(
+        update(InstanceMetric)
+        .where(InstanceMetric.instance_id == instance.id)
+        .values(collected_at=InstanceMetric.collected_at - timedelta(days=31))
+    )
+    metrics.collect_all(db)
     rows = db.scalars(select(InstanceMetric).where(InstanceMetric.instance_id == instance.id))
-    assert len(list(rows)) == 1
+    assert len(list(rows)) == 1  # only the new one

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from vmcloud.compute import nodes
-from vmcloud.compute.drivers.base import DriverError
+from vmcloud.compute.drivers.base import ComputeDriver, DriverError
 from vmcloud.compute.models import Instance, InstanceMetric, Node
 from vmcloud.core.clock import isoformat_z, utcnow
 from vmcloud.core.logging import get_logger
@@ -17,8 +17,54 @@ from vmcloud.site_settings import service as site_settings
 log = get_logger(__name__)
 
 
+def sample(db: Session, instance: Instance, driver: ComputeDriver) -> bool:
+    """Take one usage sample of ``instance``; ``False`` when the node could not say."""
+    previous = db.scalar(
+        select(InstanceMetric)
+        .where(InstanceMetric.instance_id == instance.id)
+        .order_by(InstanceMetric.collected_at.desc())
+        .limit(1)
+    )
+    try:
+        stats = driver.stats(instance.id)
+    except DriverError as exc:
+        log.warning("metrics.unavailable", instance_id=str(instance.id), error=str(exc))
+        return False
+    vcpus = max(1, int((instance.metadata_json or {}).get("vcpus") or 1))
+    cpu_percent = 0.0
+    if previous is not None and stats.cpu_time_ns >= previous.cpu_time_ns:
+        wall_ns = (stats.collected_at - previous.collected_at).total_seconds() * 1e9
+        if wall_ns > 0:
+            used = (stats.cpu_time_ns - previous.cpu_time_ns) / (wall_ns * vcpus)
+            cpu_percent = round(min(100.0, max(0.0, used * 100)), 2)
+    db.add(
+        InstanceMetric(
+            instance_id=instance.id,
+            collected_at=stats.collected_at,
+            cpu_percent=cpu_percent,
+            memory_used_mb=stats.memory_used_mb,
+            disk_read_bytes=stats.disk_read_bytes,
+            disk_write_bytes=stats.disk_write_bytes,
+            net_rx_bytes=stats.net_rx_bytes,
+            net_tx_bytes=stats.net_tx_bytes,
+            cpu_time_ns=stats.cpu_time_ns,
+        )
+    )
+    instance.resources_json = {
+        "cpu_percent": cpu_percent,
+        "memory_used_mb": stats.memory_used_mb,
+        "disk_read_bytes": stats.disk_read_bytes,
+        "disk_write_bytes": stats.disk_write_bytes,
+        "net_rx_bytes": stats.net_rx_bytes,
+        "net_tx_bytes": stats.net_tx_bytes,
+        "collected_at": isoformat_z(stats.collected_at),
+    }
+    return True
+
+
 def collect_all(db: Session) -> int:
-    """Sample every running instance once; returns how many were sampled."""
+    """Sample every running instance whose last sample is older than the interval; purge
+    samples past the retention. Returns how many were sampled."""
     interval = int(
         site_settings.get_value(db=db, key="compute.metrics_interval_seconds", default=60)
     )
@@ -33,48 +79,14 @@ def collect_all(db: Session) -> int:
             )
         ).all()
         for instance in running:
-            previous = db.scalar(
-                select(InstanceMetric)
-                .where(InstanceMetric.instance_id == instance.id)
-                .order_by(InstanceMetric.collected_at.desc())
-                .limit(1)
+            last = db.scalar(
+                select(func.max(InstanceMetric.collected_at)).where(
+                    InstanceMetric.instance_id == instance.id
+                )
             )
-            if previous and utcnow() - previous.collected_at < timedelta(seconds=interval - 5):
+            if last is not None and utcnow() - last < timedelta(seconds=interval - 5):
                 continue
-            try:
-                stats = driver.stats(instance.id)
-            except DriverError as exc:
-                log.warning("metrics.unavailable", instance_id=str(instance.id), error=str(exc))
-                continue
-            vcpus = int((instance.metadata_json or {}).get("vcpus") or 1)
-            cpu_percent = 0.0
-            if previous is not None and stats.cpu_time_ns >= previous.cpu_time_ns:
-                wall_ns = (stats.collected_at - previous.collected_at).total_seconds() * 1e9
-                if wall_ns > 0:
-                    used = (stats.cpu_time_ns - previous.cpu_time_ns) / (wall_ns * vcpus)
-                    cpu_percent = round(min(100.0, max(0.0, used * 100)), 2)
-            sample = InstanceMetric(
-                instance_id=instance.id,
-                collected_at=stats.collected_at,
-                cpu_percent=cpu_percent,
-                memory_used_mb=stats.memory_used_mb,
-                disk_read_bytes=stats.disk_read_bytes,
-                disk_write_bytes=stats.disk_write_bytes,
-                net_rx_bytes=stats.net_rx_bytes,
-                net_tx_bytes=stats.net_tx_bytes,
-                cpu_time_ns=stats.cpu_time_ns,
-            )
-            db.add(sample)
-            instance.resources_json = {
-                "cpu_percent": cpu_percent,
-                "memory_used_mb": stats.memory_used_mb,
-                "disk_read_bytes": stats.disk_read_bytes,
-                "disk_write_bytes": stats.disk_write_bytes,
-                "net_rx_bytes": stats.net_rx_bytes,
-                "net_tx_bytes": stats.net_tx_bytes,
-                "collected_at": isoformat_z(stats.collected_at),
-            }
-            sampled += 1
+            sampled += sample(db, instance, driver)
     retention = int(
         site_settings.get_value(db=db, key="compute.metrics_retention_days", default=30)
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import uuid
 from dataclasses import dataclass
@@ -54,13 +55,20 @@ def driver_for(node: Node) -> ComputeDriver:
                 driver = LibvirtDriver(
                     node.uri,
                     storage_dir=node.storage_dir,
-                    pool_name=f"vmcloud-{node.name}",
+                    pool_name=pool_name(node.storage_dir),
                     virt_type=node.virt_type,
                     network=node.network_mode,
                     bridge=node.bridge,
                 )
             _drivers[key] = driver
         return driver
+
+
+def pool_name(storage_dir: str) -> str:
+    """The libvirt storage pool of a disk directory: named after the directory, so two
+    installations (or a reinstall in a new place) never reuse each other's pool."""
+    digest = hashlib.sha256(storage_dir.rstrip("/").encode()).hexdigest()[:12]
+    return f"vmcloud-{digest}"
 
 
 def forget_drivers() -> None:

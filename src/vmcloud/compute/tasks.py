@@ -13,8 +13,8 @@ import uuid
 import procrastinate
 from procrastinate import JobContext
 
+from vmcloud.compute import metrics, runtime
 from vmcloud.compute import reconcile as reconciler
-from vmcloud.compute import runtime
 from vmcloud.compute.drivers.base import DriverError, VMState
 from vmcloud.compute.models import Instance
 from vmcloud.compute.service import set_status
@@ -71,6 +71,7 @@ def provision_instance(context: JobContext, instance_id: str) -> None:
         if instance is not None and instance.status == "provisioning":
             set_status(instance, "running")
             instance.started_at = utcnow()
+            metrics.sample(db, instance, target.driver)  # usage figures from the first minute
     log.info("instance.provisioned", instance_id=instance_id)
 
 

@@ -283,13 +283,17 @@ class LibvirtDriver(ComputeDriver):
         domain = self._require(instance_id)
         if not domain.isActive():
             return
-        # A guest with no ACPI listener refuses: the deadline below then pulls the plug.
-        with contextlib.suppress(libvirt.libvirtError):
-            domain.shutdown()
+        # Press the power button every few seconds: a guest still booting (no ACPI listener
+        # yet) misses the first press. Past the deadline, pull the plug.
         deadline = time.monotonic() + timeout
+        next_press = 0.0
         while time.monotonic() < deadline:
             if not domain.isActive():
                 return
+            if time.monotonic() >= next_press:
+                with contextlib.suppress(libvirt.libvirtError):
+                    domain.shutdown()
+                next_press = time.monotonic() + 2
             time.sleep(0.2)
         try:
             domain.destroy()
