@@ -91,3 +91,32 @@ def test_nodes_and_pools_from_the_command_line(
     with psycopg.connect(fresh_database_url.replace("+psycopg", "")) as conn:
         row = conn.execute("SELECT cidr::text, host(gateway) FROM ip_pools").fetchone()
     assert row == ("203.0.113.0/24", "203.0.113.1")
+
+
+def test_register_a_cloud_image(clean_env: pytest.MonkeyPatch, fresh_database_url: str) -> None:
+    clean_env.setenv("DATABASE_URL", fresh_database_url)
+    runner = CliRunner()
+    done = runner.invoke(
+        app, ["images", "register", "--slug", "debian-12", "--path", "/srv/images/debian-12.qcow2"]
+    )
+    assert done.exit_code == 0, done.output
+    with psycopg.connect(fresh_database_url.replace("+psycopg", "")) as conn:
+        row = conn.execute(
+            "SELECT status, boot_json FROM images WHERE slug = 'debian-12'"
+        ).fetchone()
+    assert row == (
+        "active",
+        {
+            "kind": "disk",
+            "path": "/srv/images/debian-12.qcow2",
+            "format": "qcow2",
+            "cloud_init": True,
+        },
+    )
+    assert (
+        runner.invoke(app, ["images", "register", "--slug", "nope", "--path", "/x"]).exit_code == 1
+    )
+    relative = runner.invoke(
+        app, ["images", "register", "--slug", "debian-12", "--path", "x.qcow2"]
+    )
+    assert relative.exit_code == 1

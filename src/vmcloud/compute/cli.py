@@ -175,3 +175,30 @@ def add_pool(
             )
         )
         typer.echo(f"pool {name} added: {network}")
+
+
+@app.command("register")
+def register_image(
+    slug: Annotated[str, typer.Option(help="The image's slug, e.g. debian-12.")],
+    path: Annotated[str, typer.Option(help="Base disk on the nodes, e.g. /srv/images/x.qcow2.")],
+    disk_format: Annotated[str, typer.Option("--format", help="qcow2 or raw.")] = "qcow2",
+    cloud_init: Annotated[bool, typer.Option(help="Attach a NoCloud seed.")] = True,
+) -> None:
+    """Point an image at a distribution cloud image (every node needs the file at ``path``)
+    and make it available."""
+    if disk_format not in ("qcow2", "raw") or not path.startswith("/"):
+        typer.echo("error: --format is qcow2 or raw, and --path is absolute", err=True)
+        raise typer.Exit(1)
+    for db in _session():
+        image = db.scalar(select(Image).where(Image.slug == slug))
+        if image is None:
+            typer.echo(f"error: no image {slug!r}", err=True)
+            raise typer.Exit(1)
+        image.boot_json = {
+            "kind": "disk",
+            "path": path,
+            "format": disk_format,
+            "cloud_init": cloud_init,
+        }
+        image.status = "active"
+        typer.echo(f"image {slug} now boots from {path}")

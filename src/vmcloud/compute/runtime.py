@@ -57,6 +57,7 @@ def target_of(db: Session, instance: Instance) -> Target:
             cmdline=str(boot_json.get("cmdline", "")),
             disk_path=boot_json.get("path"),
             disk_format=str(boot_json.get("format", "qcow2")),
+            cloud_init=bool(boot_json.get("cloud_init", False)),
         ),
         network=NetworkConfig(
             address=instance.ip_address, prefix=meta.get("prefix"), gateway=meta.get("gateway")

@@ -46,6 +46,7 @@ class BootSource:
     cmdline: str = ""
     disk_path: str | None = None
     disk_format: str = "qcow2"
+    cloud_init: bool = False  # attach a NoCloud seed (hostname, SSH keys, user data)
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from typing import TypeVar
 
 import libvirt
 
+from vmcloud.compute import cloud_init
 from vmcloud.compute.drivers.base import ComputeDriver, DriverError, VMSpec, VMState, VMStats
 from vmcloud.core.clock import utcnow
 from vmcloud.core.logging import get_logger
@@ -181,18 +182,43 @@ class LibvirtDriver(ComputeDriver):
             ET.SubElement(backing, "format", type=spec.boot.disk_format)
         return pool.createXML(ET.tostring(volume, encoding="unicode"), 0)
 
+    def _seed_name(self, instance_id: uuid.UUID) -> str:
+        return f"{instance_id}-seed.iso"
+
+    def _create_seed(self, spec: VMSpec) -> libvirt.virStorageVol:
+        """Upload a NoCloud seed through libvirt, so it works on remote nodes too."""
+        data = cloud_init.seed_iso(
+            instance_id=spec.instance_id,
+            hostname=spec.hostname,
+            ssh_keys=spec.ssh_keys,
+            user_data=spec.user_data,
+        )
+        pool = self._pool()
+        volume = ET.Element("volume", type="file")
+        ET.SubElement(volume, "name").text = self._seed_name(spec.instance_id)
+        ET.SubElement(volume, "capacity", unit="bytes").text = str(len(data))
+        target = ET.SubElement(volume, "target")
+        ET.SubElement(target, "format", type="raw")
+        vol = pool.createXML(ET.tostring(volume, encoding="unicode"), 0)
+        stream = self._connection().newStream(0)
+        vol.upload(stream, 0, len(data), 0)
+        stream.send(data)
+        stream.finish()
+        return vol
+
     def _delete_volume(self, instance_id: uuid.UUID) -> None:
         pool = self._pool()
         pool.refresh(0)
-        try:
-            pool.storageVolLookupByName(self._volume_name(instance_id)).delete(0)
-        except libvirt.libvirtError as exc:
-            if exc.get_error_code() != libvirt.VIR_ERR_NO_STORAGE_VOL:
-                raise
+        for name in (self._volume_name(instance_id), self._seed_name(instance_id)):
+            try:
+                pool.storageVolLookupByName(name).delete(0)
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() != libvirt.VIR_ERR_NO_STORAGE_VOL:
+                    raise
 
     # -- domain XML ------------------------------------------------------------------------
 
-    def _domain_xml(self, spec: VMSpec, disk_path: str) -> str:
+    def _domain_xml(self, spec: VMSpec, disk_path: str, seed_path: str | None = None) -> str:
         domain = ET.Element("domain", type=self.virt_type)
         ET.SubElement(domain, "name").text = self._name(spec.instance_id)
         ET.SubElement(domain, "uuid").text = str(spec.instance_id)
@@ -219,6 +245,12 @@ class LibvirtDriver(ComputeDriver):
         ET.SubElement(disk, "driver", name="qemu", type="qcow2")
         ET.SubElement(disk, "source", file=disk_path)
         ET.SubElement(disk, "target", dev="vda", bus="virtio")
+        if seed_path:
+            seed = ET.SubElement(devices, "disk", type="file", device="cdrom")
+            ET.SubElement(seed, "driver", name="qemu", type="raw")
+            ET.SubElement(seed, "source", file=seed_path)
+            ET.SubElement(seed, "target", dev="sda", bus="sata")
+            ET.SubElement(seed, "readonly")
         if self.network == "bridge":
             interface = ET.SubElement(devices, "interface", type="bridge")
             ET.SubElement(interface, "source", bridge=str(self.bridge))
@@ -257,7 +289,10 @@ class LibvirtDriver(ComputeDriver):
         try:
             volume = self._create_volume(spec)
             made_volume = True
-            xml = self._domain_xml(spec, volume.path())
+            seed_path = None
+            if spec.boot.kind == "disk" and spec.boot.cloud_init:
+                seed_path = self._create_seed(spec).path()
+            xml = self._domain_xml(spec, volume.path(), seed_path)
             domain = self._call(lambda conn: conn.defineXML(xml))
             domain.create()
         except (libvirt.libvirtError, DriverError) as exc:
