@@ -53,7 +53,8 @@ RULES: dict[str, TypeAdapter[Any]] = {
     "compute.default_region": TypeAdapter(
         Annotated[str, StringConstraints(pattern=r"^[a-z0-9]+(-[a-z0-9]+)*$", max_length=64)]
     ),
-    "compute.metrics_interval_seconds": TypeAdapter(Annotated[int, Field(ge=10, le=3600)]),
+    # Sampling runs from a once-a-minute job: intervals are whole minutes or more.
+    "compute.metrics_interval_seconds": TypeAdapter(Annotated[int, Field(ge=60, le=3600)]),
     "compute.metrics_retention_days": TypeAdapter(Annotated[int, Field(ge=1, le=3650)]),
     "support.categories": TypeAdapter(
         Annotated[list[Label], Field(min_length=1, max_length=50), AfterValidator(_unique)]
