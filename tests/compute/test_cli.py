@@ -120,3 +120,35 @@ def test_register_a_cloud_image(clean_env: pytest.MonkeyPatch, fresh_database_ur
         app, ["images", "register", "--slug", "debian-12", "--path", "x.qcow2"]
     )
     assert relative.exit_code == 1
+
+
+def test_set_a_nodes_own_image_path(clean_env: pytest.MonkeyPatch, fresh_database_url: str) -> None:
+    clean_env.setenv("DATABASE_URL", fresh_database_url)
+    runner = CliRunner()
+    runner.invoke(
+        app,
+        [
+            "nodes", "add", "--name", "hv-09", "--uri", "qemu:///system", "--storage-dir", "/srv",
+            "--vcpus", "2", "--memory-mb", "2048", "--disk-gb", "20",
+        ],
+    )  # fmt: skip
+    done = runner.invoke(
+        app,
+        ["nodes", "set-image", "--node", "hv-09", "--image", "debian-12", "--path", "/srv/d.qcow2"],
+    )
+    assert done.exit_code == 0, done.output
+    assert (
+        runner.invoke(
+            app, ["nodes", "set-image", "--node", "hv-09", "--image", "debian-12", "--path", "rel"]
+        ).exit_code
+        == 1
+    )
+    assert (
+        runner.invoke(
+            app, ["nodes", "set-image", "--node", "nope", "--image", "debian-12", "--path", "/x"]
+        ).exit_code
+        == 1
+    )
+    with psycopg.connect(fresh_database_url.replace("+psycopg", "")) as conn:
+        row = conn.execute("SELECT image_boot_json FROM nodes WHERE name = 'hv-09'").fetchone()
+    assert row == ({"debian-12": {"path": "/srv/d.qcow2"}},)

@@ -202,3 +202,26 @@ def register_image(
         }
         image.status = "active"
         typer.echo(f"image {slug} now boots from {path}")
+
+
+@nodes_app.command("set-image")
+def set_node_image(
+    node: Annotated[str, typer.Option(help="The node's name.")],
+    image: Annotated[str, typer.Option(help="The image's slug.")],
+    path: Annotated[str | None, typer.Option(help="Base disk on this node.")] = None,
+    kernel: Annotated[str | None, typer.Option(help="Kernel on this node.")] = None,
+    initrd: Annotated[str | None, typer.Option(help="Initrd on this node.")] = None,
+) -> None:
+    """Tell the platform where one node keeps an image's files, when not at the image's own
+    paths."""
+    given = {k: v for k, v in {"path": path, "kernel": kernel, "initrd": initrd}.items() if v}
+    if not given or not all(v.startswith("/") for v in given.values()):
+        typer.echo("error: give --path, or --kernel and --initrd, as absolute paths", err=True)
+        raise typer.Exit(1)
+    for db in _session():
+        found = db.scalar(select(Node).where(Node.name == node))
+        if found is None or db.scalar(select(Image.id).where(Image.slug == image)) is None:
+            typer.echo("error: no such node or image", err=True)
+            raise typer.Exit(1)
+        found.image_boot_json = {**(found.image_boot_json or {}), image: given}
+        typer.echo(f"node {node} boots {image} from {', '.join(given.values())}")

@@ -133,6 +133,11 @@ class Node(Base):
     last_seen_at: Mapped[datetime | None] = mapped_column(DateTime())
     created_at: Mapped[datetime | None] = created_at()
     updated_at: Mapped[datetime | None] = updated_at()
+    # Where this node keeps each image's files, by image slug, when not where the image's own
+    # boot_json says: {"debian-12": {"path": "/srv/images/debian-12.qcow2"}}.
+    image_boot_json: Mapped[dict[str, Any]] = mapped_column(
+        JSONB, server_default=text("'{}'::jsonb")
+    )
 
 
 class IpPool(Base):

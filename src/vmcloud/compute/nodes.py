@@ -174,7 +174,12 @@ def create_node(*, db: Session, body: NodeCreate, allow_fake: bool) -> Node:
 
 def update_node(*, db: Session, node_id: uuid.UUID, body: NodeUpdate) -> Node:
     node = get_node(db=db, node_id=node_id, lock=True)
-    changes = body.model_dump(include=body.model_fields_set)
+    changes = body.model_dump(include=body.model_fields_set, exclude_none=False)
+    if changes.get("image_boot_json") is not None:
+        changes["image_boot_json"] = {
+            slug: {k: v for k, v in files.items() if v is not None}
+            for slug, files in changes["image_boot_json"].items()
+        }
     nulls = [field for field, value in changes.items() if value is None]
     if nulls:
         raise InvalidInputError(

@@ -43,7 +43,11 @@ def target_of(db: Session, instance: Instance) -> Target:
     meta = instance.metadata_json or {}
     image = catalog.find_image_by_slug(db=db, slug=str(meta.get("image", "")))
     specs = product.specs_json if product else {}
-    boot_json = image.boot_json if image else {}
+    image_slug = str(meta.get("image", ""))
+    boot_json = {
+        **(image.boot_json if image else {}),
+        **((node.image_boot_json or {}).get(image_slug) or {}),  # this node's own copy
+    }
     spec = VMSpec(
         instance_id=instance.id,
         hostname=instance.hostname or "vm",

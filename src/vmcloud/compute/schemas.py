@@ -104,7 +104,21 @@ class NodeCreate(InputModel):
     status: Literal["enabled", "disabled", "maintenance"] = "enabled"
 
 
+AbsolutePath = Annotated[str, StringConstraints(pattern=r"^/.{0,499}$")]
+
+
+class ImageFiles(InputModel):
+    """Where one node keeps one image's files."""
+
+    path: AbsolutePath | None = None
+    kernel: AbsolutePath | None = None
+    initrd: AbsolutePath | None = None
+
+
 class NodeUpdate(InputModel):
+    image_boot_json: dict[Annotated[str, StringConstraints(max_length=64)], ImageFiles] | None = (
+        None
+    )
     status: Literal["enabled", "disabled", "maintenance"] | None = None
     vcpus: Annotated[int, Field(gt=0, le=4096)] | None = None
     memory_mb: Annotated[int, Field(gt=0, le=64 * 1024 * 1024)] | None = None
@@ -134,5 +148,6 @@ class NodeRead(OutputModel):
     allocated_memory_mb: int
     allocated_disk_gb: int
     status: str
+    image_boot_json: dict[str, Any]
     last_seen_at: UTCDateTime | None
     created_at: UTCDateTime | None
