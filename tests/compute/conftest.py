@@ -35,7 +35,10 @@ def libvirt_node() -> Iterator[LibvirtDriver]:
     storage = Path(tempfile.mkdtemp(prefix="vmc-disks-", dir="/tmp"))
     storage.chmod(0o755)
     pool = f"vmcloud-test-{uuid.uuid4().hex[:8]}"
-    driver = LibvirtDriver(LIBVIRT_URI, storage_dir=str(storage), pool_name=pool)
+    # A namespace of its own: teardown destroys this session's VMs and nobody else's.
+    driver = LibvirtDriver(
+        LIBVIRT_URI, storage_dir=str(storage), pool_name=pool, namespace=uuid.uuid4().hex[:8]
+    )
     try:
         yield driver
     finally:

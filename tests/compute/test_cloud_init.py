@@ -36,15 +36,20 @@ def test_seed_carries_hostname_and_ssh_keys() -> None:
     assert json.loads(files["meta-data"]) == {
         "instance-id": str(instance_id),
         "local-hostname": "web-1",
+        "public-keys": [key],
     }
     assert files["user-data"].startswith("#cloud-config\n")
     assert json.loads(files["user-data"].split("\n", 1)[1]) == {"ssh_authorized_keys": [key]}
 
 
-def test_customer_user_data_is_passed_untouched() -> None:
+def test_customer_user_data_is_passed_untouched_and_keys_still_arrive() -> None:
     script = "#!/bin/sh\necho hello > /tmp/hello\n"
-    _, files = _read(seed_iso(instance_id=uuid.uuid4(), hostname="h", user_data=script))
+    key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIG3 me@laptop"
+    _, files = _read(
+        seed_iso(instance_id=uuid.uuid4(), hostname="h", ssh_keys=(key,), user_data=script)
+    )
     assert files["user-data"] == script
+    assert json.loads(files["meta-data"])["public-keys"] == [key]
 
 
 def test_a_disk_image_vm_gets_an_overlay_and_a_seed_both_removed(

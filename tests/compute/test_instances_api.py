@@ -17,7 +17,7 @@ from tests.support import JobRunner, bearer, login
 from vmcloud.catalog.models import Image
 from vmcloud.compute import nodes
 from vmcloud.compute.drivers.base import VMState
-from vmcloud.compute.drivers.fake import FailsOnCreateDriver, FakeDriver
+from vmcloud.compute.drivers.fake import DiesWhileBootingDriver, FailsOnCreateDriver, FakeDriver
 from vmcloud.compute.models import Instance, Node
 from vmcloud.site_settings.models import Setting
 
@@ -317,3 +317,58 @@ def test_user_data_is_not_shown_back(
     body = _order(client, customer, user_data="#cloud-config\npassword: hunter2").json()
     assert "user_data" not in body["metadata_json"]
     assert "hunter2" not in str(body)
+
+
+def test_capacity_released_is_what_was_reserved_even_if_the_plan_changed(
+    client: TestClient, db: Session, node: Node, customer: dict[str, str], job_runner: JobRunner
+) -> None:
+    instance_id = _order(client, customer).json()["id"]
+    job_runner.run("compute.")
+    from vmcloud.catalog.models import Product
+
+    db.execute(
+        update(Product)
+        .where(Product.slug == "nano")
+        .values(specs_json={"vcpus": 4, "memory_mb": 4096, "disk_gb": 80})
+    )
+    db.flush()
+    assert client.delete(f"{INSTANCES}/{instance_id}", headers=customer).status_code == 202
+    job_runner.run("compute.")
+    db.refresh(node)
+    assert (node.allocated_vcpus, node.allocated_memory_mb, node.allocated_disk_gb) == (0, 0, 0)
+    assert _instance_status(db, instance_id) == "deleted"
+
+
+def test_a_vm_that_dies_while_booting_ends_in_error(
+    client: TestClient, db: Session, customer: dict[str, str], job_runner: JobRunner
+) -> None:
+    dying = make_node(db)
+    make_pool(db, "198.18.11.0/29")
+    nodes.fake_drivers[dying.uri] = DiesWhileBootingDriver()
+    instance_id = _order(client, customer).json()["id"]
+    job_runner.attempts = 4
+    job_runner.run("compute.")
+    shown = client.get(f"{INSTANCES}/{instance_id}", headers=customer).json()
+    assert shown["status"] == "error"
+    assert "did not stay up" in shown["metadata_json"]["error"]
+    assert nodes.fake_drivers[dying.uri].list() == []  # the crashed VM was removed
+
+
+def test_user_data_stays_out_of_the_audit_trail(
+    client: TestClient, db: Session, node: Node, customer: dict[str, str]
+) -> None:
+    from vmcloud.audit.models import AuditLog
+
+    _order(client, customer, user_data="#cloud-config\npassword: hunter2")
+    dump = " ".join(
+        str((r.old_values, r.new_values, r.metadata_json)) for r in db.scalars(select(AuditLog))
+    )
+    assert "instance.create" in {r.action for r in db.scalars(select(AuditLog))}
+    assert "hunter2" not in dump
+
+
+def _instance_status(db: Session, instance_id: str) -> str | None:
+    row = db.get(Instance, uuid.UUID(instance_id))
+    assert row is not None
+    db.refresh(row)
+    return row.status

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import libvirt
 import pytest
-from sqlalchemy import update
+from sqlalchemy import text, update
 
 from tests.compute.conftest import LIBVIRT_URI
 from tests.factories.accounts import make_user
@@ -126,6 +126,12 @@ def test_reconciler_repairs_a_provision_cut_short(
         worker.wait(timeout=10)
 
         time.sleep(1.2)  # past stale_transition_seconds
+        with sessions() as db:
+            # A minute later the dead worker's heartbeat is stale.
+            db.execute(
+                text("UPDATE procrastinate_workers SET last_heartbeat = now() - interval '1 hour'")
+            )
+            db.commit()
         monkeypatch.setattr(jobs, "_runtime", None)
         jobs.configure(jobs.Runtime(own, sessions, MailboxMailer(tmp_path / "mail", "x@y")))
         with sessions() as db:

@@ -47,6 +47,29 @@ def _age(db: Session, instance: Instance, seconds: int) -> None:
     db.flush()
 
 
+def _worker_died_running_its_job(db: Session, instance_id: str) -> None:
+    """The provision job was taken by a worker that then died: 'doing', heartbeat long gone."""
+    worker_id = db.execute(
+        text(
+            "INSERT INTO procrastinate_workers (last_heartbeat)"
+            " VALUES (now() - interval '1 hour') RETURNING id"
+        )
+    ).scalar_one()
+    db.execute(
+        text("UPDATE procrastinate_jobs SET status = 'doing', worker_id = :w WHERE lock = :lock"),
+        {"w": worker_id, "lock": f"instance:{instance_id}"},
+    )
+
+
+def _job_status(db: Session, instance_id: str) -> list[str]:
+    return list(
+        db.scalars(
+            text("SELECT status::text FROM procrastinate_jobs WHERE lock = :lock"),
+            {"lock": f"instance:{instance_id}"},
+        )
+    )
+
+
 def test_worker_killed_after_creating_the_vm(
     client: TestClient, db: Session, setup: tuple[Node, FakeDriver, dict[str, str]]
 ) -> None:
@@ -57,9 +80,12 @@ def test_worker_killed_after_creating_the_vm(
     instance.status = "provisioning"
     driver.create(_spec(None, instance_id=instance.id))  # type: ignore[arg-type]
     _age(db, instance, 3600)
+    _worker_died_running_its_job(db, instance_id)
     reconcile.reconcile_all(db)
     assert _instance(db, instance_id).status == "running"
     assert driver.list() == [instance.id]
+    # The stalled job no longer holds the instance's job lock.
+    assert _job_status(db, instance_id) == ["failed"]
 
 
 def test_worker_killed_before_creating_the_vm(
@@ -70,6 +96,7 @@ def test_worker_killed_before_creating_the_vm(
     instance = _instance(db, instance_id)
     instance.status = "provisioning"
     _age(db, instance, 3600)
+    _worker_died_running_its_job(db, instance_id)
     reconcile.reconcile_all(db)
     settled = _instance(db, instance_id)
     assert settled.status == "error"
@@ -77,6 +104,17 @@ def test_worker_killed_before_creating_the_vm(
     assert driver.list() == []
     # Deleting it then frees its capacity and address: nothing leaks.
     assert client.delete(f"/api/v1/instances/{instance_id}", headers=headers).status_code == 202
+
+
+def test_a_queued_job_is_left_to_run_however_long_it_waits(
+    client: TestClient, db: Session, setup: tuple[Node, FakeDriver, dict[str, str]]
+) -> None:
+    _, _, headers = setup
+    instance_id = _order(client, headers).json()["id"]
+    _age(db, _instance(db, instance_id), 3600)  # the workers were down for an hour
+    reconcile.reconcile_all(db)
+    assert _instance(db, instance_id).status == "pending"
+    assert _job_status(db, instance_id) == ["todo"]
 
 
 def test_a_fresh_transition_is_left_to_its_job(

@@ -25,7 +25,11 @@ def seed_iso(
     ssh_keys: tuple[str, ...] = (),
     user_data: str | None = None,
 ) -> bytes:
-    meta = json.dumps({"instance-id": str(instance_id), "local-hostname": hostname}) + "\n"
+    meta_data: dict[str, object] = {"instance-id": str(instance_id), "local-hostname": hostname}
+    if ssh_keys:
+        # In meta-data too, so the keys reach the guest even when user_data is the customer's.
+        meta_data["public-keys"] = list(ssh_keys)
+    meta = json.dumps(meta_data) + "\n"
     files = {"meta-data": meta, "user-data": _user_data(ssh_keys, user_data)}
     iso = pycdlib.PyCdlib()
     iso.new(interchange_level=3, joliet=3, rock_ridge="1.09", vol_ident="cidata")

@@ -46,7 +46,9 @@ TRANSITIONAL = ("pending", "provisioning", "starting", "stopping", "rebooting", 
 class Instance(Base):
     __tablename__ = "instances"
     __audit__ = "instance"
-    __audit_ignore__ = ("resources_json",)
+    # metadata_json carries the customer's user_data (may hold secrets) and bookkeeping; the
+    # audit row of each change names region, image and node itself.
+    __audit_ignore__ = ("resources_json", "metadata_json")
     __table_args__ = (
         Index("idx_instances_user_id", "user_id"),
         Index("idx_instances_product_id", "product_id"),

@@ -44,7 +44,7 @@ def driver_for(node: Node) -> ComputeDriver:
         node.network_mode,
         node.bridge or "",
         node.virt_type,
-        node.name,
+        str(node.id),
     )
     with _drivers_lock:
         driver = _drivers.get(key)
@@ -59,6 +59,7 @@ def driver_for(node: Node) -> ComputeDriver:
                     virt_type=node.virt_type,
                     network=node.network_mode,
                     bridge=node.bridge,
+                    namespace=node.id.hex[:12],
                 )
             _drivers[key] = driver
         return driver
@@ -168,7 +169,13 @@ def create_node(*, db: Session, body: NodeCreate, allow_fake: bool) -> Node:
     values = body.model_dump(exclude={"region"})
     node = Node(region_id=region.id, **values)
     db.add(node)
-    db.flush()
+    try:
+        with db.begin_nested():
+            db.flush()
+    except IntegrityError as exc:  # a concurrent add of the same name won
+        raise ConflictError(
+            "A node with this name exists.", errors=[{"field": "name", "message": "in use"}]
+        ) from exc
     return node
 
 

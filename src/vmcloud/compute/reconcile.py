@@ -20,9 +20,9 @@ from sqlalchemy.orm import Session
 
 from vmcloud.catalog import service as catalog
 from vmcloud.compute import nodes
-from vmcloud.compute.drivers.base import ComputeDriver, DriverError, VMState
+from vmcloud.compute.drivers.base import ComputeDriver, VMState
 from vmcloud.compute.models import TRANSITIONAL, Instance, Node
-from vmcloud.compute.service import need_of, set_status
+from vmcloud.compute.service import reserved_need, set_status
 from vmcloud.core import jobs
 from vmcloud.core.clock import utcnow
 from vmcloud.core.logging import get_logger
@@ -44,8 +44,9 @@ def finish_deletion(db: Session, instance_id: uuid.UUID) -> None:
     if instance is None or instance.status != "deleting":
         return
     product = catalog.get_product_by_id(db=db, product_id=instance.product_id)
-    if instance.node_id is not None and product is not None:
-        nodes.release(db=db, node_id=instance.node_id, need=need_of(product.specs_json))
+    need = reserved_need(instance, product.specs_json if product else None)
+    if instance.node_id is not None and need is not None:
+        nodes.release(db=db, node_id=instance.node_id, need=need)
     set_status(instance, "deleted")
     instance.deleted_at = utcnow()  # the address is free again: only live rows hold one
 
@@ -63,30 +64,43 @@ def _error(instance: Instance, reason: str) -> None:
     log.warning("reconcile.error", instance_id=str(instance.id), reason=reason)
 
 
+def _busy(db: Session, instance_id: uuid.UUID) -> bool:
+    """Whether a job for the instance is queued or running on a live worker: its outcome, not
+    the reconciler, decides the instance's next state. A job whose worker stopped sending
+    heartbeats is stalled: it is marked failed, freeing the instance's job lock, and the
+    reconciler settles the instance instead."""
+    lock = jobs.instance_lock(instance_id)
+    jobs.fail_stalled(db, lock=lock)
+    return jobs.has_active(db, lock=lock)
+
+
 def reconcile_node(db: Session, node: Node) -> None:
     driver = nodes.driver_for(node)
     try:
         on_node = set(driver.list())
-    except DriverError as exc:
+    except Exception as exc:
         log.warning("reconcile.node_unreachable", node=node.name, error=str(exc))
         return
     live = db.scalars(
-        select(Instance)
-        .where(Instance.node_id == node.id, Instance.deleted_at.is_(None))
-        .with_for_update(skip_locked=True)  # an instance a job is working on waits a pass
+        select(Instance).where(Instance.node_id == node.id, Instance.deleted_at.is_(None))
     ).all()
-    live_ids = {instance.id for instance in live}
-    for orphan in on_node - live_ids:
-        if db.scalar(
-            select(Instance.id).where(Instance.id == orphan, Instance.deleted_at.is_(None))
-        ):
-            continue  # live but locked by a job this pass
-        log.warning("reconcile.orphan_destroyed", node=node.name, instance_id=str(orphan))
-        driver.destroy(orphan)
+    for orphan in on_node - {instance.id for instance in live}:
+        try:
+            log.warning("reconcile.orphan_destroyed", node=node.name, instance_id=str(orphan))
+            driver.destroy(orphan)
+        except Exception as exc:
+            log.warning("reconcile.orphan_failed", instance_id=str(orphan), error=str(exc))
     stale = _stale_after()
     for instance in live:
-        state = driver.state(instance.id) if instance.id in on_node else VMState.MISSING
-        _settle(db, driver, instance, state, stale)
+        if _busy(db, instance.id):
+            continue
+        try:
+            with db.begin_nested():
+                db.refresh(instance, with_for_update=True)
+                state = driver.state(instance.id) if instance.id in on_node else VMState.MISSING
+                _settle(db, driver, instance, state, stale)
+        except Exception as exc:
+            log.warning("reconcile.instance_failed", instance_id=str(instance.id), error=str(exc))
     node.last_seen_at = utcnow()
 
 

@@ -41,6 +41,14 @@ def product_in_use(*, db: Session, product_id: uuid.UUID) -> bool:
     return bool(db.scalar(select(exists().where(Instance.product_id == product_id))))
 
 
+def reserved_need(instance: Instance, product_specs: dict[str, Any] | None) -> nodes.Need | None:
+    """What the instance holds on its node (recorded at creation; older rows: the plan)."""
+    reserved = (instance.metadata_json or {}).get("reserved")
+    if isinstance(reserved, dict):
+        return need_of(reserved)
+    return need_of(product_specs) if product_specs else None
+
+
 def need_of(specs: dict[str, Any]) -> nodes.Need:
     return nodes.Need(
         vcpus=int(specs["vcpus"]), memory_mb=int(specs["memory_mb"]), disk_gb=int(specs["disk_gb"])
@@ -108,6 +116,8 @@ def create_instance(*, db: Session, owner: User, body: InstanceCreate) -> Instan
         "ssh_keys": body.ssh_keys,
         "user_data": body.user_data,
         "transition_at": utcnow().isoformat(),
+        # What was reserved on the node: released exactly, whatever the plan becomes later.
+        "reserved": {"vcpus": need.vcpus, "memory_mb": need.memory_mb, "disk_gb": need.disk_gb},
     }
     audit.label(
         instance,
@@ -130,7 +140,7 @@ def _queue(db: Session, what: str, instance_id: uuid.UUID) -> None:
         "destroy": tasks.destroy_instance,
     }[what]
     # The lock makes an instance's jobs run one at a time, in the order they were queued.
-    jobs.defer(db, task, lock=f"instance:{instance_id}", instance_id=str(instance_id))
+    jobs.defer(db, task, lock=jobs.instance_lock(instance_id), instance_id=str(instance_id))
 
 
 def set_status(instance: Instance, status: str) -> None:

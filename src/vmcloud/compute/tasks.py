@@ -60,10 +60,15 @@ def provision_instance(context: JobContext, instance_id: str) -> None:
         set_status(instance, "provisioning")
         target = runtime.target_of(db, instance)
     try:
-        if target.driver.state(iid) != VMState.MISSING:
-            target.driver.destroy(iid)  # what an interrupted earlier attempt left behind
+        # Whatever an interrupted earlier attempt left (a domain, a disk, a seed) goes first;
+        # destroy is idempotent.
+        target.driver.destroy(iid)
         target.driver.create(target.spec)
-    except DriverError as exc:
+        state = target.driver.state(iid)
+        if state != VMState.RUNNING:
+            target.driver.destroy(iid)
+            raise DriverError(f"the VM did not stay up after it was created (it is {state})")
+    except Exception as exc:
         _fail(context, iid, exc)
         return
     with jobs.unit_of_work() as (db, _):
@@ -91,7 +96,7 @@ def run_instance_action(context: JobContext, instance_id: str) -> None:
             target.driver.stop(iid, timeout=runtime.stop_timeout())
         else:
             target.driver.reboot(iid)
-    except DriverError as exc:
+    except Exception as exc:
         _fail(context, iid, exc)
         return
     with jobs.unit_of_work() as (db, _):
@@ -114,7 +119,7 @@ def destroy_instance(context: JobContext, instance_id: str) -> None:
         target = runtime.target_of(db, instance)
     try:
         target.driver.destroy(iid)
-    except DriverError as exc:
+    except Exception as exc:
         _fail(context, iid, exc)
         return
     with jobs.unit_of_work() as (db, _):

@@ -71,6 +71,55 @@ def defer(
     return int(job_ids[0])
 
 
+# A worker that has not sent a heartbeat for this long is gone (procrastinate workers beat
+# every 10 s by default).
+STALLED_AFTER_SECONDS = 60
+
+
+def instance_lock(instance_id: object) -> str:
+    return f"instance:{instance_id}"
+
+
+def has_active(db: Session, *, lock: str) -> bool:
+    """A job with ``lock`` is waiting, or running on a worker that is alive."""
+    return bool(
+        db.execute(
+            text(
+                """
+                SELECT EXISTS (
+                    SELECT 1 FROM procrastinate_jobs j
+                    LEFT JOIN procrastinate_workers w ON w.id = j.worker_id
+                     WHERE j.lock = :lock
+                       AND (j.status = 'todo'
+                            OR (j.status = 'doing' AND w.last_heartbeat
+                                > now() - make_interval(secs => :stalled)))
+                )
+                """
+            ),
+            {"lock": lock, "stalled": STALLED_AFTER_SECONDS},
+        ).scalar_one()
+    )
+
+
+def fail_stalled(db: Session, *, lock: str) -> int:
+    """Mark failed the jobs with ``lock`` whose worker died while running them, so the lock
+    (and the jobs queued behind it) is free again; returns how many."""
+    result = db.execute(
+        text(
+            """
+            UPDATE procrastinate_jobs j SET status = 'failed'
+             WHERE j.lock = :lock AND j.status = 'doing'
+               AND NOT EXISTS (
+                   SELECT 1 FROM procrastinate_workers w
+                    WHERE w.id = j.worker_id
+                      AND w.last_heartbeat > now() - make_interval(secs => :stalled))
+            """
+        ),
+        {"lock": lock, "stalled": STALLED_AFTER_SECONDS},
+    )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
 @dataclass
 class Runtime:
     """What task bodies need from the process that runs them."""

@@ -58,6 +58,7 @@ class LibvirtDriver(ComputeDriver):
         virt_type: str = "qemu",
         network: str = "user",
         bridge: str | None = None,
+        namespace: str = "",
     ) -> None:
         """``storage_dir`` is a path on the node; ``network`` is ``user`` (QEMU's own NAT, for
         development nodes) or ``bridge`` (the instance's address on ``bridge``)."""
@@ -71,6 +72,9 @@ class LibvirtDriver(ComputeDriver):
         self.virt_type = virt_type
         self.network = network
         self.bridge = bridge
+        # Domains are named vmcloud-<namespace>-<instance id>: an installation sees (and its
+        # reconciler destroys) only its own, even on a hypervisor it shares.
+        self.prefix = f"{PREFIX}{namespace}-" if namespace else PREFIX
         self._conn: libvirt.virConnect | None = None
         self._lock = threading.RLock()
 
@@ -116,9 +120,8 @@ class LibvirtDriver(ComputeDriver):
 
     # -- naming ----------------------------------------------------------------------------
 
-    @staticmethod
-    def _name(instance_id: uuid.UUID) -> str:
-        return f"{PREFIX}{instance_id}"
+    def _name(self, instance_id: uuid.UUID) -> str:
+        return f"{self.prefix}{instance_id}"
 
     def _volume_name(self, instance_id: uuid.UUID) -> str:
         return f"{instance_id}.qcow2"
@@ -152,11 +155,11 @@ class LibvirtDriver(ComputeDriver):
             except libvirt.libvirtError as exc:
                 if exc.get_error_code() != libvirt.VIR_ERR_NO_STORAGE_POOL:
                     raise
-                xml = (
-                    f"<pool type='dir'><name>{self.pool_name}</name>"
-                    f"<target><path>{self.storage_dir}</path></target></pool>"
-                )
-                pool = conn.storagePoolDefineXML(xml, 0)
+                pool_el = ET.Element("pool", type="dir")
+                ET.SubElement(pool_el, "name").text = self.pool_name
+                target = ET.SubElement(pool_el, "target")
+                ET.SubElement(target, "path").text = self.storage_dir
+                pool = conn.storagePoolDefineXML(ET.tostring(pool_el, encoding="unicode"), 0)
                 pool.build(0)
                 pool.setAutostart(1)
             if not pool.isActive():
@@ -418,9 +421,9 @@ class LibvirtDriver(ComputeDriver):
         found = []
         for domain in self._call(lambda conn: conn.listAllDomains(0)):
             name = domain.name()
-            if name.startswith(PREFIX):
+            if name.startswith(self.prefix):
                 try:
-                    found.append(uuid.UUID(name.removeprefix(PREFIX)))
+                    found.append(uuid.UUID(name.removeprefix(self.prefix)))
                 except ValueError:
                     continue
         return found
