@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import exists, func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from vmcloud.accounts.models import User
@@ -125,7 +126,14 @@ def create_instance(*, db: Session, owner: User, body: InstanceCreate) -> Instan
         extra={"region": region.slug, "image": image.slug, "node": node.name},
     )
     db.add(instance)
-    db.flush()
+    try:
+        with db.begin_nested():
+            db.flush()
+    except IntegrityError as exc:
+        # Only possible when pools of two regions overlap and both handed out the address.
+        raise ips.PoolExhaustedError(
+            "The address picked is taken by another region's instance; try again."
+        ) from exc
     _queue(db, "provision", instance.id)
     return instance
 
