@@ -152,6 +152,17 @@ def resend_verification(
         _queue_verification(db, user)
 
 
+def _mint(
+    db: Session, model: type[EmailVerification] | type[PasswordReset], user: User, ttl: timedelta
+) -> str:
+    """A new single-use token for ``user``: its hash is stored, the token itself returned to be
+    mailed (and never stored)."""
+    raw, digest = new_secret()
+    db.add(model(user_id=user.id, token=digest, expires_at=utcnow() + ttl))
+    db.flush()
+    return raw
+
+
 def send_verification_email(
     *, db: Session, settings: Settings, mailer: Mailer, user_id: uuid.UUID
 ) -> None:
@@ -160,9 +171,7 @@ def send_verification_email(
     user = db.get(User, user_id)
     if user is None or user.email_verified:
         return
-    raw, digest = new_secret()
-    db.add(EmailVerification(user_id=user.id, token=digest, expires_at=utcnow() + VERIFICATION_TTL))
-    db.flush()
+    raw = _mint(db, EmailVerification, user, VERIFICATION_TTL)
     site = site_settings.get_value(db=db, key="site.name", default="VMCloud")
     mailer.send(
         emails.verification(
@@ -218,9 +227,7 @@ def send_password_reset(
     user = db.get(User, user_id)
     if user is None or user.status != "active":
         return
-    raw, digest = new_secret()
-    db.add(PasswordReset(user_id=user.id, token=digest, expires_at=utcnow() + RESET_TTL))
-    db.flush()
+    raw = _mint(db, PasswordReset, user, RESET_TTL)
     site = site_settings.get_value(db=db, key="site.name", default="VMCloud")
     mailer.send(
         emails.password_reset(
