@@ -73,6 +73,9 @@ MATRIX: dict[tuple[str, str], Case] = {
     ("GET", "/admin/nodes/{node_id}"): Case(ADMIN_ONLY, 200),
     ("POST", "/admin/nodes"): Case(ADMIN_ONLY, 201, NEW_NODE),
     ("PATCH", "/admin/nodes/{node_id}"): Case(ADMIN_ONLY, 200, {"status": "maintenance"}),
+    ("POST", "/admin/users/{user_id}/credits"): Case(
+        ADMIN_ONLY, 201, {"amount": "5.00", "reason": "goodwill"}
+    ),
 }
 
 

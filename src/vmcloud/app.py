@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from vmcloud import __version__
 from vmcloud.accounts import api as accounts_api
 from vmcloud.audit import api as audit_api
+from vmcloud.billing import api as billing_api
 from vmcloud.catalog import api as catalog_api
 from vmcloud.compute import api as compute_api
 from vmcloud.config import Settings, get_settings
@@ -48,6 +49,8 @@ def api_router() -> APIRouter:
         audit_api.router,
         compute_api.router,
         compute_api.admin,
+        billing_api.router,
+        billing_api.admin,
     ):
         router.include_router(domain_router)
     return router

@@ -12,6 +12,7 @@ import uvicorn
 from vmcloud.accounts import service as accounts
 from vmcloud.accounts.cli import app as users_app
 from vmcloud.app import create_app
+from vmcloud.billing.cli import app as billing_app
 from vmcloud.compute import local
 from vmcloud.compute.cli import app as images_app
 from vmcloud.compute.cli import nodes_app, pools_app
@@ -30,6 +31,7 @@ app.add_typer(users_app, name="users")
 app.add_typer(images_app, name="images")
 app.add_typer(nodes_app, name="nodes")
 app.add_typer(pools_app, name="pools")
+app.add_typer(billing_app, name="billing")
 
 HostOption = Annotated[str | None, typer.Option(help="Address to listen on.")]
 PortOption = Annotated[int | None, typer.Option(help="Port to listen on.")]

@@ -80,6 +80,12 @@ def test_seed_tables_gain_no_unexpected_objects(
         ("instances", "instances_node_id_fkey"),
         ("instances", "ix_instances_node_id"),
         ("instances", "uq_instances_live_ip_address"),
+        # 0010 ledger
+        ("users", "users_balance_not_negative_check"),
+        ("transactions", "transactions_amount_positive_check"),
+        ("transactions", "transactions_type_check"),
+        ("transactions", "transactions_status_check"),
+        ("transactions", "uq_transactions_provider_id"),
     }
     for kind in ("columns", "constraints", "indexes"):
         extra = {

@@ -46,6 +46,7 @@ class User(Base):
         Index("uq_users_username_lower", func.lower(text("username")), unique=True),
         CheckConstraint("role IN ('customer', 'support', 'admin')", name="role"),
         CheckConstraint("status IN ('active', 'suspended', 'banned', 'closed')", name="status"),
+        CheckConstraint("balance >= 0", name="balance_not_negative"),
     )
 
     id: Mapped[uuid.UUID] = uuid_pk()

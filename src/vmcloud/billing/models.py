@@ -7,7 +7,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Boolean, DateTime, ForeignKey, Index, Numeric, String, text
+from sqlalchemy import Boolean, CheckConstraint, DateTime, ForeignKey, Index, Numeric, String, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 from sqlalchemy.types import Uuid
@@ -40,12 +40,27 @@ class Subscription(Base):
 
 
 class Transaction(Base):
+    """One ledger entry. ``amount`` is always positive; ``type`` gives the direction
+    (payment, credit, refund add; charge, debit subtract). Only ``completed`` entries count."""
+
     __tablename__ = "transactions"
+    __audit__ = "transaction"
     __table_args__ = (
         Index("idx_transactions_user_id", "user_id"),
         Index("idx_transactions_subscription_id", "subscription_id"),
         Index("idx_transactions_status", "status"),
         Index("idx_transactions_created_at", "created_at"),
+        # -- added by 0010: the ledger's invariants, in the database too.
+        CheckConstraint("amount > 0", name="amount_positive"),
+        CheckConstraint("type IN ('payment', 'credit', 'refund', 'charge', 'debit')", name="type"),
+        CheckConstraint("status IN ('pending', 'completed', 'failed', 'cancelled')", name="status"),
+        Index(
+            "uq_transactions_provider_id",
+            "payment_provider",
+            "provider_transaction_id",
+            unique=True,
+            postgresql_where=text("provider_transaction_id IS NOT NULL"),
+        ),
     )
 
     id: Mapped[uuid.UUID] = uuid_pk()

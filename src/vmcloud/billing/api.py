@@ -1,0 +1,40 @@
+"""Routes: balance and ledger for customers; credits for admins."""
+
+from __future__ import annotations
+
+import uuid
+
+from fastapi import APIRouter, status
+
+from vmcloud.accounts.deps import AdminUser, CurrentUser
+from vmcloud.billing import service
+from vmcloud.billing.schemas import Balance, CreditCreate, TransactionRead
+from vmcloud.core.pagination import Page, PageQuery
+from vmcloud.db.session import DbSession
+
+router = APIRouter(prefix="/billing", tags=["billing"])
+admin = APIRouter(prefix="/admin", tags=["admin: billing"])
+
+
+@router.get("/balance", response_model=Balance)
+def get_balance(db: DbSession, user: CurrentUser) -> Balance:
+    amount, currency = service.balance_of(db=db, user=user)
+    return Balance(balance=amount, currency=currency)
+
+
+@router.get("/transactions", response_model=Page[TransactionRead], summary="Your ledger")
+def list_transactions(db: DbSession, user: CurrentUser, page: PageQuery) -> Page[TransactionRead]:
+    items, cursor = service.list_transactions(db=db, user=user, params=page)
+    return Page(items=[TransactionRead.model_validate(t) for t in items], next_cursor=cursor)
+
+
+@admin.post(
+    "/users/{user_id}/credits", response_model=TransactionRead, status_code=status.HTTP_201_CREATED
+)
+def grant_credit(
+    user_id: uuid.UUID, body: CreditCreate, db: DbSession, user: AdminUser
+) -> TransactionRead:
+    entry = service.grant_credit(
+        db=db, user_id=user_id, amount=body.amount, reason=body.reason, admin=user
+    )
+    return TransactionRead.model_validate(entry)

@@ -1,0 +1,147 @@
+"""The ledger: the only code that changes ``users.balance``.
+
+Every change of a balance is exactly one ``transactions`` row written in the same database
+transaction, and for every user ``balance = Σ payment + Σ credit + Σ refund - Σ charge -
+Σ debit`` over completed entries. Balances change with one guarded ``UPDATE``: a debit that
+the balance does not cover matches no row and changes nothing, so concurrent debits can never
+take a balance below zero (a CHECK constraint says so too).
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
+
+from sqlalchemy import func, text, update
+from sqlalchemy.orm import Session
+
+from vmcloud.accounts.models import User
+from vmcloud.billing.models import Transaction
+from vmcloud.core.clock import utcnow
+from vmcloud.core.errors import InvalidInputError, ProblemError
+
+ADDS = ("payment", "credit", "refund")
+SUBTRACTS = ("charge", "debit")
+CENT = Decimal("0.01")
+MAX_AMOUNT = Decimal("99999999.99")
+
+
+class InsufficientFundsError(ProblemError):
+    status = 402
+    type = "insufficient-funds"
+    title = "Insufficient funds"
+
+
+def money(value: Decimal | str | int) -> Decimal:
+    """An amount in cents; ``InvalidInputError`` unless positive, finite and in range."""
+    amount = Decimal(value)
+    if not amount.is_finite() or amount != amount.quantize(CENT, rounding=ROUND_HALF_UP):
+        raise InvalidInputError(
+            "Amounts have at most two decimal places.",
+            errors=[{"field": "amount", "message": "at most two decimal places"}],
+        )
+    if not CENT <= amount <= MAX_AMOUNT:
+        raise InvalidInputError(
+            "The amount is out of range.",
+            errors=[{"field": "amount", "message": "between 0.01 and 99999999.99"}],
+        )
+    return amount.quantize(CENT)
+
+
+def _apply(db: Session, *, user_id: uuid.UUID, type_: str, amount: Decimal) -> None:
+    if type_ in ADDS:
+        stmt = (
+            update(User)
+            .where(User.id == user_id)
+            .values(balance=func.coalesce(User.balance, 0) + amount)
+            .returning(User.id)
+        )
+    else:
+        stmt = (
+            update(User)
+            .where(User.id == user_id, func.coalesce(User.balance, 0) >= amount)
+            .values(balance=func.coalesce(User.balance, 0) - amount)
+            .returning(User.id)
+        )
+    changed = db.execute(stmt.execution_options(synchronize_session="fetch")).scalar_one_or_none()
+    if changed is None:
+        raise InsufficientFundsError("The balance does not cover this amount.")
+
+
+def post(
+    *,
+    db: Session,
+    user_id: uuid.UUID,
+    type_: str,
+    amount: Decimal,
+    currency: str,
+    status: str = "completed",
+    subscription_id: uuid.UUID | None = None,
+    payment_method: str | None = None,
+    payment_provider: str | None = None,
+    provider_transaction_id: str | None = None,
+    metadata: dict[str, Any] | None = None,
+) -> Transaction:
+    """Write one ledger entry; a completed one moves the balance in the same transaction."""
+    if type_ not in ADDS + SUBTRACTS:
+        raise ValueError(f"unknown transaction type {type_!r}")
+    amount = money(amount)
+    if status == "completed":
+        _apply(db, user_id=user_id, type_=type_, amount=amount)
+    entry = Transaction(
+        user_id=user_id,
+        subscription_id=subscription_id,
+        amount=amount,
+        currency=currency,
+        type=type_,
+        status=status,
+        payment_method=payment_method,
+        payment_provider=payment_provider,
+        provider_transaction_id=provider_transaction_id,
+        metadata_json=metadata,
+        processed_at=utcnow() if status == "completed" else None,
+    )
+    db.add(entry)
+    db.flush()
+    return entry
+
+
+def complete(*, db: Session, entry_id: uuid.UUID) -> Transaction | None:
+    """Complete a pending entry (a payment the provider confirmed); completing one twice does
+    nothing the second time. Returns the entry, or ``None`` if there is none."""
+    entry = db.get(Transaction, entry_id, with_for_update=True)
+    if entry is None or entry.status != "pending":
+        return entry
+    _apply(db, user_id=entry.user_id, type_=entry.type, amount=entry.amount)
+    entry.status = "completed"
+    entry.processed_at = utcnow()
+    db.flush()
+    return entry
+
+
+@dataclass(frozen=True)
+class Mismatch:
+    user_id: uuid.UUID
+    balance: Decimal
+    ledger: Decimal
+
+
+_VERIFY = text(
+    """
+    SELECT u.id, COALESCE(u.balance, 0) AS balance,
+           COALESCE(SUM(CASE WHEN t.type IN ('payment', 'credit', 'refund') THEN t.amount
+                             ELSE -t.amount END)
+                    FILTER (WHERE t.status = 'completed'), 0) AS ledger
+      FROM users u LEFT JOIN transactions t ON t.user_id = u.id
+     GROUP BY u.id, u.balance
+    HAVING COALESCE(u.balance, 0) <> COALESCE(SUM(CASE WHEN t.type IN ('payment', 'credit',
+           'refund') THEN t.amount ELSE -t.amount END) FILTER (WHERE t.status = 'completed'), 0)
+    """
+)
+
+
+def verify(*, db: Session) -> list[Mismatch]:
+    """Every user whose balance differs from the sum of their completed ledger entries."""
+    return [Mismatch(row[0], Decimal(row[1]), Decimal(row[2])) for row in db.execute(_VERIFY)]

@@ -1,0 +1,53 @@
+"""Billing operations built on the ledger."""
+
+from __future__ import annotations
+
+import uuid
+from decimal import Decimal
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from vmcloud.accounts.models import User
+from vmcloud.audit import service as audit
+from vmcloud.billing import ledger
+from vmcloud.billing.models import Transaction
+from vmcloud.core.errors import NotFoundError
+from vmcloud.core.pagination import PageParams, paginate
+from vmcloud.site_settings import service as site_settings
+
+
+def currency(db: Session) -> str:
+    return str(site_settings.get_value(db=db, key="billing.currency", default="USD"))
+
+
+def balance_of(*, db: Session, user: User) -> tuple[Decimal, str]:
+    db.refresh(user, attribute_names=["balance"])
+    return Decimal(user.balance or 0), currency(db)
+
+
+def list_transactions(
+    *, db: Session, user: User, params: PageParams
+) -> tuple[list[Transaction], str | None]:
+    stmt = select(Transaction).where(Transaction.user_id == user.id)
+    return paginate(db, stmt, order_by=(Transaction.created_at, Transaction.id), params=params)
+
+
+def grant_credit(
+    *, db: Session, user_id: uuid.UUID, amount: str, reason: str, admin: User
+) -> Transaction:
+    """Staff credit: adds to the customer's balance, with the reason in the ledger."""
+    if db.get(User, user_id) is None:
+        raise NotFoundError("There is no such user.")
+    entry = ledger.post(
+        db=db,
+        user_id=user_id,
+        type_="credit",
+        amount=ledger.money(amount),
+        currency=currency(db),
+        payment_method="manual",
+        payment_provider="manual",
+        metadata={"reason": reason, "granted_by": str(admin.id)},
+    )
+    audit.label(entry, "transaction.credit")
+    return entry
