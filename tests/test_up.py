@@ -16,11 +16,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
-import libvirt
 import psycopg
 import pytest
 
 from tests.accounts.test_two_factor import oathtool
+from tests.compute.conftest import drop_pool
 from tests.support import TOKEN_IN_LINK, Mailbox
 from vmcloud.accounts.passwords import verify_password
 from vmcloud.compute.nodes import pool_name
@@ -39,16 +39,7 @@ def data_root() -> Iterator[Path]:
     path.chmod(0o711)
     yield path
     # `vmcloud up` made this machine a node with a storage pool in libvirt: remove it too.
-    conn = libvirt.open("qemu:///system")
-    try:
-        pool = conn.storagePoolLookupByName(pool_name(str((path / "disks").resolve())))
-        if pool.isActive():
-            pool.destroy()
-        pool.undefine()
-    except libvirt.libvirtError:
-        pass
-    finally:
-        conn.close()
+    drop_pool(pool_name(str((path / "disks").resolve())))
     shutil.rmtree(path, ignore_errors=True)
 
 

@@ -21,6 +21,20 @@ from vmcloud.compute.drivers.libvirt import LibvirtDriver
 LIBVIRT_URI = "qemu:///system"
 
 
+def drop_pool(name: str) -> None:
+    """Remove a libvirt storage pool a test (or `vmcloud up` under test) defined, if any."""
+    conn = libvirt.open(LIBVIRT_URI)
+    try:
+        pool = conn.storagePoolLookupByName(name)
+        if pool.isActive():
+            pool.destroy()
+        pool.undefine()
+    except libvirt.libvirtError:
+        pass
+    finally:
+        conn.close()
+
+
 @pytest.fixture(scope="session")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tiny_image.TinyImage]:
     # Under /tmp with searchable parents: QEMU runs as its own user and must read the files.
@@ -44,14 +58,6 @@ def libvirt_node() -> Iterator[LibvirtDriver]:
     finally:
         for instance_id in driver.list():
             driver.destroy(instance_id)
-        conn = libvirt.open(LIBVIRT_URI)
-        try:
-            found = conn.storagePoolLookupByName(pool)
-            if found.isActive():
-                found.destroy()
-            found.undefine()
-        except libvirt.libvirtError:
-            pass
-        conn.close()
+        drop_pool(pool)
         driver.close()
         shutil.rmtree(storage, ignore_errors=True)

@@ -13,11 +13,10 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import libvirt
 import pytest
 from sqlalchemy import text, update
 
-from tests.compute.conftest import LIBVIRT_URI
+from tests.compute.conftest import LIBVIRT_URI, drop_pool
 from tests.factories.accounts import make_user
 from tests.factories.catalog import make_product
 from tests.factories.compute import make_node, make_pool
@@ -37,16 +36,7 @@ def storage() -> Iterator[Path]:
     path = Path(tempfile.mkdtemp(prefix="vmc-kill-", dir="/tmp"))
     path.chmod(0o755)
     yield path
-    conn = libvirt.open(LIBVIRT_URI)
-    try:
-        pool = conn.storagePoolLookupByName(nodes.pool_name(str(path)))
-        if pool.isActive():
-            pool.destroy()
-        pool.undefine()
-    except libvirt.libvirtError:
-        pass
-    finally:
-        conn.close()
+    drop_pool(nodes.pool_name(str(path)))
     shutil.rmtree(path, ignore_errors=True)
 
 

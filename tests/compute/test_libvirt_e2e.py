@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
-from tests.compute.conftest import LIBVIRT_URI
+from tests.compute.conftest import LIBVIRT_URI, drop_pool
 from tests.factories.accounts import PASSWORD, make_user
 from tests.factories.catalog import make_product
 from tests.factories.compute import make_node, make_pool
@@ -60,15 +60,7 @@ def real_node(db: Session, tiny: TinyImage) -> Iterator[Node]:
         driver = nodes.driver_for(node)
         for leftover in driver.list():
             driver.destroy(leftover)
-        conn = libvirt.open(LIBVIRT_URI)
-        try:
-            pool = conn.storagePoolLookupByName(nodes.pool_name(node.storage_dir))
-            if pool.isActive():
-                pool.destroy()
-            pool.undefine()
-        except libvirt.libvirtError:
-            pass
-        conn.close()
+        drop_pool(nodes.pool_name(node.storage_dir))
         shutil.rmtree(storage, ignore_errors=True)
 
 
