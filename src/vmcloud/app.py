@@ -15,6 +15,7 @@ from vmcloud import __version__
 from vmcloud.accounts import api as accounts_api
 from vmcloud.audit import api as audit_api
 from vmcloud.billing import api as billing_api
+from vmcloud.billing.payments import api as payments_api
 from vmcloud.catalog import api as catalog_api
 from vmcloud.compute import api as compute_api
 from vmcloud.config import Settings, get_settings
@@ -50,7 +51,10 @@ def api_router() -> APIRouter:
         compute_api.router,
         compute_api.admin,
         billing_api.router,
+        billing_api.subscriptions,
         billing_api.admin,
+        payments_api.router,
+        payments_api.admin,
     ):
         router.include_router(domain_router)
     return router
@@ -96,6 +100,7 @@ def create_app(
     app.include_router(ops_router)
     app.include_router(api_router())
     app.include_router(pages_router)
+    app.include_router(payments_api.pages)
     return app
 
 

@@ -14,14 +14,50 @@ from sqlalchemy.types import Uuid
 
 from vmcloud.db.base import Base, created_at, updated_at, uuid_pk
 
+SUBSCRIPTION_TYPES = ("hourly", "monthly", "yearly")
+# active: in force (auto_renew false = ends at period_end); past_due: unpaid, instance
+# suspended; cancelled: ended by the customer (cancel, delete) or a failed provisioning;
+# expired: ended unpaid after the grace days.
+SUBSCRIPTION_STATUSES = ("active", "past_due", "cancelled", "expired")
+
 
 class Subscription(Base):
+    """What an instance costs and until when it is paid.
+
+    ``monthly``/``yearly``: charged up front; ``period_start``..``period_end`` is the paid period.
+    ``hourly``: charged in arrears; ``period_start``..``period_end`` is the clock hour now
+    accruing, ``rate`` the exact hourly price, ``accrued`` the exact fraction of a cent
+    earned but not yet charged, ``month_charged`` what the calendar month of the last billed
+    hour has been charged (never above ``monthly_cap``).
+    """
+
     __tablename__ = "subscriptions"
+    __audit__ = "subscription"
+    __audit_ignore__ = ("accrued", "month_charged", "updated_at")
     __table_args__ = (
         Index("idx_subscriptions_user_id", "user_id"),
         Index("idx_subscriptions_instance_id", "instance_id"),
         Index("idx_subscriptions_status", "status"),
         Index("idx_subscriptions_period_end", "period_end"),
+        # -- added by 0011
+        CheckConstraint("type IN ('hourly', 'monthly', 'yearly')", name="type"),
+        CheckConstraint("status IN ('active', 'past_due', 'cancelled', 'expired')", name="status"),
+        CheckConstraint("price >= 0", name="price_not_negative"),
+        CheckConstraint("accrued >= 0 AND month_charged >= 0", name="accrual_not_negative"),
+        CheckConstraint("type <> 'hourly' OR rate IS NOT NULL", name="hourly_has_rate"),
+        # The billing run's scan: subscriptions in force, by the end of their period.
+        Index(
+            "ix_subscriptions_due",
+            "period_end",
+            postgresql_where=text("status IN ('active', 'past_due')"),
+        ),
+        # An instance has at most one subscription in force.
+        Index(
+            "uq_subscriptions_live_instance",
+            "instance_id",
+            unique=True,
+            postgresql_where=text("status IN ('active', 'past_due')"),
+        ),
     )
 
     id: Mapped[uuid.UUID] = uuid_pk()
@@ -37,6 +73,17 @@ class Subscription(Base):
     cancelled_at: Mapped[datetime | None] = mapped_column(DateTime())
     created_at: Mapped[datetime | None] = created_at()
     updated_at: Mapped[datetime | None] = updated_at()
+    # -- added by 0011
+    rate: Mapped[Decimal | None] = mapped_column(Numeric(14, 6))
+    accrued: Mapped[Decimal] = mapped_column(
+        Numeric(14, 6), default=Decimal(0), server_default=text("0")
+    )
+    month_charged: Mapped[Decimal] = mapped_column(
+        Numeric(10, 2), default=Decimal(0), server_default=text("0")
+    )
+    monthly_cap: Mapped[Decimal | None] = mapped_column(Numeric(10, 2))
+    amount_due: Mapped[Decimal | None] = mapped_column(Numeric(10, 2))
+    past_due_since: Mapped[datetime | None] = mapped_column(DateTime())
 
 
 class Transaction(Base):
@@ -61,6 +108,18 @@ class Transaction(Base):
             unique=True,
             postgresql_where=text("provider_transaction_id IS NOT NULL"),
         ),
+        # -- added by 0011: one charge per subscription and billing period, and refunds
+        # pointing at what they give back.
+        Index(
+            "uq_transactions_subscription_period",
+            "subscription_id",
+            "period_key",
+            unique=True,
+            postgresql_where=text("period_key IS NOT NULL"),
+        ),
+        Index(
+            "ix_transactions_refund_of", "refund_of", postgresql_where=text("refund_of IS NOT NULL")
+        ),
     )
 
     id: Mapped[uuid.UUID] = uuid_pk()
@@ -78,3 +137,6 @@ class Transaction(Base):
     metadata_json: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     processed_at: Mapped[datetime | None] = mapped_column(DateTime())
     created_at: Mapped[datetime | None] = created_at()
+    # -- added by 0011
+    period_key: Mapped[str | None] = mapped_column(String(64))
+    refund_of: Mapped[uuid.UUID | None] = mapped_column(Uuid(), ForeignKey("transactions.id"))

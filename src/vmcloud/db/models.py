@@ -11,6 +11,7 @@ from vmcloud.audit.models import AuditLog
 from vmcloud.billing.models import Subscription, Transaction
 from vmcloud.catalog.models import Image, Product, Region
 from vmcloud.compute.models import Instance, InstanceMetric, IpPool, Node
+from vmcloud.core.idempotency import IdempotencyKey
 from vmcloud.core.ratelimit import RateLimitCounter
 from vmcloud.db.base import Base
 from vmcloud.site_settings.models import Setting
@@ -20,6 +21,7 @@ __all__ = [
     "AuditLog",
     "Base",
     "EmailVerification",
+    "IdempotencyKey",
     "Image",
     "Instance",
     "InstanceMetric",

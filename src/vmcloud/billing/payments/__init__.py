@@ -1,0 +1,1 @@
+"""Payments: top-ups through payment providers, their webhooks, and refunds."""
