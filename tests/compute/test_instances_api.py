@@ -40,7 +40,7 @@ def fake(node: Node) -> FakeDriver:
 
 @pytest.fixture
 def customer(client: TestClient, db: Session) -> dict[str, str]:
-    user = make_user(db, username="vm-owner")
+    user = make_user(db, balance="500.00", username="vm-owner")
     return bearer(login(client, user.username, PASSWORD))
 
 
@@ -142,7 +142,7 @@ def test_another_customers_instance_is_404_everywhere(
     client: TestClient, db: Session, node: Node, customer: dict[str, str]
 ) -> None:
     instance_id = _order(client, customer).json()["id"]
-    stranger = make_user(db, username="stranger")
+    stranger = make_user(db, balance="500.00", username="stranger")
     other = bearer(login(client, stranger.username, PASSWORD))
     base = f"{INSTANCES}/{instance_id}"
     calls = [
@@ -165,7 +165,7 @@ def test_support_reads_any_instance_but_changes_none(
     client: TestClient, db: Session, node: Node, customer: dict[str, str]
 ) -> None:
     instance_id = _order(client, customer).json()["id"]
-    staff = make_user(db, role="support")
+    staff = make_user(db, balance="500.00", role="support")
     headers = bearer(login(client, staff.username, PASSWORD))
     assert client.get(f"{INSTANCES}/{instance_id}", headers=headers).status_code == 200
     listed = client.get("/api/v1/admin/instances", headers=headers).json()["items"]
@@ -226,7 +226,7 @@ def test_an_image_too_big_for_the_plan_is_422(
 
 
 def test_unverified_customers_cannot_order(client: TestClient, db: Session, node: Node) -> None:
-    user = make_user(db, email_verified=False)
+    user = make_user(db, balance="500.00", email_verified=False)
     response = _order(client, bearer(login(client, user.username, PASSWORD)))
     assert response.status_code == 403
     assert response.json()["type"] == "/problems/email-unverified"

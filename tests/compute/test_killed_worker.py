@@ -81,7 +81,7 @@ def test_reconciler_repairs_a_provision_cut_short(
                     }
                 )
             )
-            owner = make_user(db)
+            owner = make_user(db, balance="500.00")
             ids = []
             for n in range(3):
                 body = InstanceCreate(

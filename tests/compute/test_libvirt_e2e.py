@@ -85,7 +85,7 @@ def test_a_real_vm_from_order_to_deletion(
         specs_json={"vcpus": 1, "memory_mb": 192, "disk_gb": 1},
         pricing_json={"monthly": "1.00"},
     )
-    user = make_user(db)
+    user = make_user(db, balance="500.00")
     headers = bearer(login(client, user.username, PASSWORD))
     order = {
         "name": "real-one",

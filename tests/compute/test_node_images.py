@@ -23,7 +23,7 @@ from vmcloud.compute.tiny_image import TinyImage
 def test_a_node_boots_an_image_from_its_own_copy(
     client: TestClient, db: Session, job_runner: JobRunner
 ) -> None:
-    admin = bearer(login(client, make_user(db, role="admin").username, PASSWORD))
+    admin = bearer(login(client, make_user(db, balance="500.00", role="admin").username, PASSWORD))
     node = make_node(db)
     make_pool(db, "198.18.60.0/29")
     patched = client.patch(
@@ -44,7 +44,7 @@ def test_a_node_boots_an_image_from_its_own_copy(
     )
     assert bad.status_code == 422
 
-    customer = bearer(login(client, make_user(db).username, PASSWORD))
+    customer = bearer(login(client, make_user(db, balance="500.00").username, PASSWORD))
     instance_id = uuid.UUID(_order(client, customer).json()["id"])
     job_runner.run("compute.")
     driver = nodes.driver_for(node)

@@ -28,7 +28,7 @@ def setup(client: TestClient, db: Session) -> tuple[Node, FakeDriver, dict[str, 
     make_pool(db, "198.18.20.0/28")
     driver = nodes.driver_for(node)
     assert isinstance(driver, FakeDriver)
-    user = make_user(db)
+    user = make_user(db, balance="500.00")
     return node, driver, bearer(login(client, user.username, PASSWORD))
 
 

@@ -37,7 +37,7 @@ def test_twenty_concurrent_creates_never_overbook(
             node = make_node(db, vcpus=4, cpu_overcommit=1, memory_mb=65536, disk_gb=10_000)
             make_pool(db, "198.18.30.0/26")
             # Twenty different customers: nothing serialises them but the node itself.
-            usernames = [make_user(db).username for _ in range(20)]
+            usernames = [make_user(db, balance="500.00").username for _ in range(20)]
             db.commit()
             node_id = node.id
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import itertools
+from decimal import Decimal
 
 from sqlalchemy.orm import Session
 
 from vmcloud.accounts.models import User
 from vmcloud.accounts.passwords import hash_password
+from vmcloud.billing import ledger
 
 PASSWORD = "correct horse battery staple"
 _counter = itertools.count(1)
@@ -30,7 +32,9 @@ def make_user(
     password: str = PASSWORD,
     username: str | None = None,
     email: str | None = None,
+    balance: Decimal | str = "0",
 ) -> User:
+    """A user; ``balance`` arrives as a staff credit, so the ledger rule holds."""
     n = next(_counter)
     user = User(
         email=email or f"user{n}@example.com",
@@ -42,4 +46,21 @@ def make_user(
     )
     db.add(user)
     db.flush()
+    if Decimal(balance) > 0:
+        fund(db, user, balance)
     return user
+
+
+def fund(db: Session, user: User, amount: Decimal | str) -> None:
+    """Credit ``amount`` to the user through the ledger."""
+    ledger.post(
+        db=db,
+        user_id=user.id,
+        type_="credit",
+        amount=Decimal(amount),
+        currency="USD",
+        payment_method="manual",
+        payment_provider="manual",
+        metadata={"reason": "test funding"},
+    )
+    db.refresh(user)

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import uuid
+from typing import Literal
 
 from fastapi import APIRouter, status
 
 from vmcloud.accounts.deps import AdminUser, CurrentUser
 from vmcloud.billing import service
-from vmcloud.billing.schemas import Balance, CreditCreate, TransactionRead
+from vmcloud.billing import subscriptions as subs
+from vmcloud.billing.models import SUBSCRIPTION_STATUSES
+from vmcloud.billing.schemas import Balance, CreditCreate, SubscriptionRead, TransactionRead
 from vmcloud.core.pagination import Page, PageQuery
 from vmcloud.db.session import DbSession
 
 router = APIRouter(prefix="/billing", tags=["billing"])
+subscriptions = APIRouter(prefix="/subscriptions", tags=["billing"])
 admin = APIRouter(prefix="/admin", tags=["admin: billing"])
 
 
@@ -38,3 +42,33 @@ def grant_credit(
         db=db, user_id=user_id, amount=body.amount, reason=body.reason, admin=user
     )
     return TransactionRead.model_validate(entry)
+
+
+SubscriptionStatus = Literal[SUBSCRIPTION_STATUSES]  # type: ignore[valid-type]
+
+
+@subscriptions.get("", response_model=Page[SubscriptionRead], summary="Your subscriptions")
+def list_subscriptions(
+    db: DbSession, user: CurrentUser, page: PageQuery, status: SubscriptionStatus | None = None
+) -> Page[SubscriptionRead]:
+    items, cursor = subs.list_owned(db=db, user=user, params=page, status=status)
+    return Page(items=[SubscriptionRead.model_validate(s) for s in items], next_cursor=cursor)
+
+
+@subscriptions.get("/{subscription_id}", response_model=SubscriptionRead)
+def get_subscription(
+    subscription_id: uuid.UUID, db: DbSession, user: CurrentUser
+) -> SubscriptionRead:
+    return SubscriptionRead.model_validate(
+        subs.get_owned(db=db, subscription_id=subscription_id, user=user)
+    )
+
+
+@subscriptions.post(
+    "/{subscription_id}/cancel", response_model=SubscriptionRead, summary="Stop renewal"
+)
+def cancel_subscription(
+    subscription_id: uuid.UUID, db: DbSession, user: CurrentUser
+) -> SubscriptionRead:
+    sub = subs.get_owned(db=db, subscription_id=subscription_id, user=user, lock=True)
+    return SubscriptionRead.model_validate(subs.cancel(db=db, sub=sub))

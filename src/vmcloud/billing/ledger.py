@@ -83,6 +83,8 @@ def post(
     payment_provider: str | None = None,
     provider_transaction_id: str | None = None,
     metadata: dict[str, Any] | None = None,
+    period_key: str | None = None,
+    refund_of: uuid.UUID | None = None,
 ) -> Transaction:
     """Write one ledger entry; a completed one moves the balance in the same transaction."""
     if type_ not in ADDS + SUBTRACTS:
@@ -102,6 +104,8 @@ def post(
         provider_transaction_id=provider_transaction_id,
         metadata_json=metadata,
         processed_at=utcnow() if status == "completed" else None,
+        period_key=period_key,
+        refund_of=refund_of,
     )
     db.add(entry)
     db.flush()

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import uuid
+from decimal import Decimal
 from typing import Annotated, Any
 
-from pydantic import StringConstraints
+from pydantic import StringConstraints, field_validator
 
 from vmcloud.core.schemas import InputModel, Money, OutputModel, UTCDateTime
 
@@ -33,3 +34,32 @@ class CreditCreate(InputModel):
     # A decimal string ("12.50"); JSON numbers are refused (they pass through floats).
     amount: Annotated[str, StringConstraints(pattern=r"^\d{1,8}(\.\d{1,2})?$")]
     reason: Annotated[str, StringConstraints(min_length=1, max_length=500)]
+
+
+class SubscriptionRead(OutputModel):
+    id: uuid.UUID
+    instance_id: uuid.UUID | None
+    type: str
+    price: Money
+    # Hourly: the exact rate per hour (may have up to six decimals), the fraction of a cent
+    # accrued but not yet charged, and this month's charges so far (never above monthly_cap).
+    rate: str | None
+    accrued: str
+    month_charged: Money
+    monthly_cap: Money | None
+    currency: str | None
+    status: str | None
+    auto_renew: bool | None
+    period_start: UTCDateTime
+    period_end: UTCDateTime
+    amount_due: Money | None
+    past_due_since: UTCDateTime | None
+    cancelled_at: UTCDateTime | None
+    created_at: UTCDateTime | None
+
+    @field_validator("rate", "accrued", mode="before")
+    @classmethod
+    def _exact(cls, value: Any) -> Any:
+        if isinstance(value, Decimal):
+            return format(value.normalize(), "f") if value else "0"
+        return value

@@ -1,15 +1,271 @@
 """Subscriptions: what instances cost, charged up front (monthly, yearly) or in arrears
-(hourly, see ``billing.hourly``), renewed, suspended when unpaid and ended."""
+(hourly, see ``billing.hourly``), renewed, suspended when unpaid and ended.
+
+Every function takes ``now`` so that a run can be driven by a controllable clock; jobs and
+requests pass the real time.
+"""
 
 from __future__ import annotations
 
+import calendar
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
+from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal
+from typing import Any
 
+from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
+
+from vmcloud.accounts.models import User
+from vmcloud.audit import service as audit
+from vmcloud.billing import hourly, ledger
+from vmcloud.billing.models import Subscription, Transaction
+from vmcloud.core.clock import utcnow
+from vmcloud.core.errors import ConflictError, NotFoundError
+from vmcloud.core.pagination import PageParams, paginate
+from vmcloud.site_settings import service as site_settings
+
+LIVE = ("active", "past_due")
+MONTHS = {"monthly": 1, "yearly": 12}
+
+
+def add_months(value: datetime, months: int) -> datetime:
+    """The same time ``months`` later; the day is clamped to the month's last (Jan 31 → Feb 28)."""
+    index = value.month - 1 + months
+    year, month = value.year + index // 12, index % 12 + 1
+    day = min(value.day, calendar.monthrange(year, month)[1])
+    return value.replace(year=year, month=month, day=day)
+
+
+def currency(db: Session) -> str:
+    return str(site_settings.get_value(db=db, key="billing.currency", default="USD"))
+
+
+def _period_key(prefix: str, moment: datetime) -> str:
+    return f"{prefix}:{moment.isoformat(timespec='seconds')}"
+
+
+# -- starting ------------------------------------------------------------------------------
+
+
+def start(
+    *,
+    db: Session,
+    user_id: uuid.UUID,
+    instance_id: uuid.UUID,
+    pricing: dict[str, Any],
+    cycle: str,
+    now: datetime | None = None,
+) -> Subscription:
+    """The subscription of a new instance, in the caller's transaction. Monthly and yearly are
+    charged now (402 and nothing written when the balance does not cover it); hourly needs a
+    balance of ``billing.hourly_min_balance`` and is charged by the hourly run."""
+    now = now or utcnow()
+    sub = Subscription(
+        id=uuid.uuid4(),
+        user_id=user_id,
+        instance_id=instance_id,
+        type=cycle,
+        currency=currency(db),
+        status="active",
+        auto_renew=True,
+        accrued=Decimal(0),
+        month_charged=Decimal(0),
+    )
+    if cycle == "hourly":
+        rate = Decimal(str(pricing["hourly"]))
+        minimum = Decimal(
+            str(site_settings.get_value(db=db, key="billing.hourly_min_balance", default="0"))
+        )
+        balance = db.scalar(select(User.balance).where(User.id == user_id)) or Decimal(0)
+        if balance < minimum:
+            raise ledger.InsufficientFundsError(
+                f"Hourly billing needs a balance of at least {minimum:.2f}; top up first."
+            )
+        sub.rate = rate
+        sub.price = rate.quantize(ledger.CENT, rounding=ROUND_HALF_UP)
+        monthly = pricing.get("monthly")
+        sub.monthly_cap = Decimal(str(monthly)) if monthly is not None else None
+        sub.period_start = hourly.floor_hour(now)
+        sub.period_end = sub.period_start + timedelta(hours=1)
+    else:
+        sub.price = Decimal(str(pricing[cycle])).quantize(ledger.CENT)
+        sub.period_start = now
+        sub.period_end = add_months(now, MONTHS[cycle])
+    audit.label(sub, "subscription.create")
+    db.add(sub)
+    db.flush()
+    if cycle != "hourly":
+        _charge(db, sub, sub.price, _period_key("period", sub.period_start), now)
+    return sub
+
+
+def _charge(db: Session, sub: Subscription, amount: Decimal, key: str, now: datetime) -> None:
+    if amount <= 0:
+        return
+    ledger.post(
+        db=db,
+        user_id=sub.user_id,
+        type_="charge",
+        amount=amount,
+        currency=sub.currency or currency(db),
+        subscription_id=sub.id,
+        payment_method="balance",
+        period_key=key,
+        metadata={
+            "kind": sub.type,
+            "instance_id": str(sub.instance_id),
+            "period_start": sub.period_start.isoformat(),
+            "period_end": sub.period_end.isoformat(),
+        },
+    )
+
+
+# -- reading and cancelling --------------------------------------------------------------------
+
+
+def get_owned(
+    *, db: Session, subscription_id: uuid.UUID, user: User, lock: bool = False
+) -> Subscription:
+    stmt = select(Subscription).where(
+        Subscription.id == subscription_id, Subscription.user_id == user.id
+    )
+    sub = db.scalar(stmt.with_for_update() if lock else stmt)
+    if sub is None:
+        raise NotFoundError("There is no such subscription.")
+    return sub
+
+
+def list_owned(
+    *, db: Session, user: User, params: PageParams, status: str | None = None
+) -> tuple[list[Subscription], str | None]:
+    stmt = select(Subscription).where(Subscription.user_id == user.id)
+    if status:
+        stmt = stmt.where(Subscription.status == status)
+    return paginate(db, stmt, order_by=(Subscription.created_at, Subscription.id), params=params)
+
+
+def live_for_instance(
+    *, db: Session, instance_id: uuid.UUID, lock: bool = True
+) -> Subscription | None:
+    stmt = select(Subscription).where(
+        Subscription.instance_id == instance_id, Subscription.status.in_(LIVE)
+    )
+    return db.scalar(stmt.with_for_update() if lock else stmt)
+
+
+def cancel(*, db: Session, sub: Subscription, now: datetime | None = None) -> Subscription:
+    """Stop renewal: the instance keeps running until ``period_end`` (for hourly billing, the
+    end of the current hour), then it is deleted."""
+    if sub.status not in LIVE or not sub.auto_renew:
+        raise ConflictError(
+            "This subscription is already cancelled or has ended.",
+            type="invalid-state",
+            title="Not allowed in this state",
+        )
+    audit.label(sub, "subscription.cancel")
+    sub.auto_renew = False
+    sub.cancelled_at = now or utcnow()
+    db.flush()
+    return sub
+
+
+# -- ending --------------------------------------------------------------------------------
+
+
+def _net_charged(db: Session, sub_id: uuid.UUID) -> Decimal:
+    """What the subscription has charged, less what was given back."""
+    signed = case((Transaction.type == "refund", -Transaction.amount), else_=Transaction.amount)
+    total = db.scalar(
+        select(func.coalesce(func.sum(signed), 0)).where(
+            Transaction.subscription_id == sub_id,
+            Transaction.type.in_(("charge", "refund")),
+            Transaction.status == "completed",
+        )
+    )
+    return Decimal(total or 0)
+
+
+def _refund(db: Session, sub: Subscription, amount: Decimal, key: str, reason: str) -> None:
+    amount = min(amount, _net_charged(db, sub.id)).quantize(ledger.CENT, rounding=ROUND_DOWN)
+    if amount <= 0:
+        return
+    ledger.post(
+        db=db,
+        user_id=sub.user_id,
+        type_="refund",
+        amount=amount,
+        currency=sub.currency or currency(db),
+        subscription_id=sub.id,
+        payment_method="balance",
+        period_key=key,
+        metadata={"kind": reason, "instance_id": str(sub.instance_id)},
+    )
+
+
+def unused_days_refund(sub: Subscription, now: datetime) -> Decimal:
+    """The price of the whole days left in a paid period (rounded down to the cent)."""
+    total_days = (sub.period_end - sub.period_start).days
+    unused = (sub.period_end - now).days if now < sub.period_end else 0
+    if total_days <= 0 or unused <= 0:
+        return Decimal("0.00")
+    return (sub.price * unused / total_days).quantize(ledger.CENT, rounding=ROUND_DOWN)
+
+
+def end_for_deletion(*, db: Session, instance_id: uuid.UUID, now: datetime | None = None) -> None:
+    """The instance is being deleted: a monthly or yearly subscription refunds its unused whole
+    days (setting ``billing.prorated_refunds``); an hourly one is charged up to now, the
+    started hour included. The subscription ends ``cancelled``."""
+    now = now or utcnow()
+    sub = live_for_instance(db=db, instance_id=instance_id)
+    if sub is None:
+        return
+    if sub.status == "active" and sub.type == "hourly":
+        hourly.bill_until(
+            db=db, now=now, until=hourly.ceil_hour(now), subscription_ids=[sub.id], final=True
+        )
+        db.refresh(sub)
+        if sub.status == "past_due":
+            # The balance did not cover the last hours; it never goes below zero, so the
+            # amount is recorded for staff rather than charged.
+            audit.record(
+                db=db,
+                action="subscription.unpaid",
+                entity_type="subscription",
+                entity_id=sub.id,
+                new={"amount_due": str(sub.amount_due)},
+            )
+    elif sub.status == "active" and site_settings.get_value(
+        db=db, key="billing.prorated_refunds", default=True
+    ):
+        refund = unused_days_refund(sub, now)
+        _refund(db, sub, refund, _period_key("refund", sub.period_start), "unused-days")
+    _end(sub, "cancelled", now)
+    db.flush()
+
+
+def _end(sub: Subscription, status: str, now: datetime) -> None:
+    audit.label(sub, f"subscription.{'expire' if status == 'expired' else 'end'}")
+    sub.status = status
+    sub.auto_renew = False
+    sub.cancelled_at = sub.cancelled_at or now
+    sub.amount_due = None
+
+
+def refund_failed_provisioning(*, db: Session, instance_id: uuid.UUID) -> None:
+    """The instance never came up: everything its subscription charged goes back."""
+    sub = live_for_instance(db=db, instance_id=instance_id)
+    if sub is None:
+        return
+    now = utcnow()
+    _refund(db, sub, _net_charged(db, sub.id), "provisioning-failed", "provisioning-failed")
+    _end(sub, "cancelled", now)
+    db.flush()
 
 
 def settle_debts(*, db: Session, user_id: uuid.UUID, now: datetime | None = None) -> None:
     """Charge the user's past-due subscriptions, oldest first, as far as the balance goes;
     each one paid is active again and its instance resumed. Call after money came in."""
-    # Implemented with the rest of the subscription service.
+    from vmcloud.billing import dunning
+
+    dunning.settle_debts(db=db, user_id=user_id, now=now or utcnow())

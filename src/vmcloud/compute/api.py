@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request, status
+from fastapi.responses import JSONResponse
 
 from vmcloud.accounts.deps import AdminUser, CurrentUser, StaffUser, VerifiedUser
 from vmcloud.compute import nodes, service
@@ -21,6 +22,7 @@ from vmcloud.compute.schemas import (
     NodeRead,
     NodeUpdate,
 )
+from vmcloud.core import idempotency
 from vmcloud.core.clock import to_utc_naive
 from vmcloud.core.errors import NotFoundError
 from vmcloud.core.pagination import Page, PageQuery
@@ -47,8 +49,17 @@ def list_instances(
 @router.post(
     "", response_model=InstanceRead, status_code=status.HTTP_202_ACCEPTED, summary="Order a VM"
 )
-def create_instance(body: InstanceCreate, db: DbSession, user: VerifiedUser) -> InstanceRead:
-    return InstanceRead.model_validate(service.create_instance(db=db, owner=user, body=body))
+def create_instance(
+    body: InstanceCreate, db: DbSession, user: VerifiedUser, key: idempotency.KeyHeader
+) -> InstanceRead | JSONResponse:
+    claim = idempotency.claim(
+        db=db, user_id=user.id, key=key, endpoint="POST /instances", body=body
+    )
+    if claim.replay is not None:
+        return claim.replay
+    created = InstanceRead.model_validate(service.create_instance(db=db, owner=user, body=body))
+    idempotency.remember(db=db, claim=claim, status=202, body=created)
+    return created
 
 
 @router.get("/{instance_id}", response_model=InstanceRead)

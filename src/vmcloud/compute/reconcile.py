@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from vmcloud.billing import subscriptions as billing
 from vmcloud.catalog import service as catalog
 from vmcloud.compute import nodes
 from vmcloud.compute.drivers.base import ComputeDriver, VMState
@@ -120,6 +121,10 @@ def _settle(
             set_status(instance, "running")
             instance.started_at = utcnow()
         return
+    if status == "suspended":
+        if state == VMState.RUNNING:  # started outside the platform: unpaid stays stopped
+            driver.stop(instance.id, timeout=0)
+        return
     if status not in TRANSITIONAL or _since(instance) < stale:
         return
     if status == "deleting":
@@ -133,6 +138,8 @@ def _settle(
     else:
         if state != VMState.MISSING:
             driver.destroy(instance.id)
+        if status in ("pending", "provisioning"):
+            billing.refund_failed_provisioning(db=db, instance_id=instance.id)
         _error(instance, f"{status} was interrupted; delete the instance or ask support")
 
 

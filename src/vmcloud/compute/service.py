@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from vmcloud.accounts.models import User
 from vmcloud.audit import service as audit
+from vmcloud.billing import subscriptions as billing
 from vmcloud.catalog import service as catalog
 from vmcloud.compute import ips, nodes
 from vmcloud.compute.models import Instance, InstanceMetric, Node
@@ -134,6 +135,13 @@ def create_instance(*, db: Session, owner: User, body: InstanceCreate) -> Instan
         raise ips.PoolExhaustedError(
             "The address picked is taken by another region's instance; try again."
         ) from exc
+    billing.start(
+        db=db,
+        user_id=owner.id,
+        instance_id=instance.id,
+        pricing=product.pricing_json,
+        cycle=body.billing_cycle,
+    )
     _queue(db, "provision", instance.id)
     return instance
 
@@ -174,16 +182,52 @@ def request_action(*, db: Session, instance: Instance, action: str) -> Instance:
     return instance
 
 
-def delete_instance(*, db: Session, instance: Instance) -> Instance:
+def delete_instance(*, db: Session, instance: Instance, reason: str | None = None) -> Instance:
+    """Delete the VM (in a job) and end its subscription now: unused whole days of a paid
+    period are refunded, hourly use is charged up to this moment."""
     if instance.status in NOT_DELETABLE:
         raise ConflictError(
             "The instance is already being deleted.", type="invalid-state", title="Not allowed"
         )
-    audit.label(instance, "instance.delete")
+    billing.end_for_deletion(db=db, instance_id=instance.id)
+    audit.label(instance, "instance.delete", extra={"reason": reason} if reason else None)
     set_status(instance, "deleting")
     db.flush()
     _queue(db, "destroy", instance.id)
     return instance
+
+
+# States from which billing may suspend an instance (its VM is or may soon be up).
+SUSPENDABLE = ("running", "stopped", "starting", "stopping", "rebooting")
+
+
+def suspend_instance(*, db: Session, instance: Instance, reason: str) -> bool:
+    """Suspend for non-payment: the VM is stopped (in a job) and the customer cannot start it
+    until the debt is paid. Returns whether the instance was suspended."""
+    if instance.status not in SUSPENDABLE:
+        return False
+    audit.label(instance, "instance.suspend", extra={"reason": reason})
+    set_status(instance, "suspended")
+    db.flush()
+    _queue(db, "action", instance.id)
+    return True
+
+
+def resume_instance(*, db: Session, instance: Instance) -> bool:
+    """Undo a suspension: the VM starts again."""
+    if instance.status != "suspended":
+        return False
+    audit.label(instance, "instance.resume")
+    set_status(instance, "starting")
+    db.flush()
+    _queue(db, "action", instance.id)
+    return True
+
+
+def get_instance(*, db: Session, instance_id: uuid.UUID, lock: bool = False) -> Instance | None:
+    """Any live instance, for other domains' jobs (no ownership check)."""
+    stmt = select(Instance).where(Instance.id == instance_id, Instance.deleted_at.is_(None))
+    return db.scalar(stmt.with_for_update() if lock else stmt)
 
 
 def rename_instance(*, db: Session, instance: Instance, name: str) -> Instance:

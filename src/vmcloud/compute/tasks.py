@@ -13,6 +13,7 @@ import uuid
 import procrastinate
 from procrastinate import JobContext
 
+from vmcloud.billing import subscriptions as billing
 from vmcloud.compute import metrics, runtime
 from vmcloud.compute import reconcile as reconciler
 from vmcloud.compute.drivers.base import DriverError, VMState
@@ -25,6 +26,8 @@ from vmcloud.core.logging import get_logger
 log = get_logger(__name__)
 RETRY = procrastinate.RetryStrategy(max_attempts=5, exponential_wait=2)
 FINAL_STATES = {"starting": "running", "stopping": "stopped", "rebooting": "running"}
+# An action job also enforces a suspension: the VM is stopped and the status stays.
+ACTION_STATES = (*FINAL_STATES, "suspended")
 
 
 def _is_last_attempt(context: JobContext) -> bool:
@@ -38,6 +41,9 @@ def _give_up(instance_id: uuid.UUID, exc: Exception) -> None:
     with jobs.unit_of_work() as (db, _):
         instance = db.get(Instance, instance_id, with_for_update=True)
         if instance is not None and instance.status not in ("deleting", "deleted"):
+            if instance.status in ("pending", "provisioning"):
+                # It never came up: what its subscription charged goes back.
+                billing.refund_failed_provisioning(db=db, instance_id=instance_id)
             set_status(instance, "error")
             instance.metadata_json = {**(instance.metadata_json or {}), "error": str(exc)[:500]}
     log.warning("instance.error", instance_id=str(instance_id), error=str(exc))
@@ -85,11 +91,15 @@ def run_instance_action(context: JobContext, instance_id: str) -> None:
     iid = uuid.UUID(instance_id)
     with jobs.unit_of_work() as (db, _):
         instance = db.get(Instance, iid)
-        if instance is None or instance.status not in FINAL_STATES:
+        if instance is None or instance.status not in ACTION_STATES:
             return
         status = instance.status
         target = runtime.target_of(db, instance)
     try:
+        if status == "suspended":
+            if target.driver.state(iid) == VMState.RUNNING:
+                target.driver.stop(iid, timeout=runtime.stop_timeout())
+            return
         if status == "starting":
             target.driver.start(iid)
         elif status == "stopping":

@@ -28,7 +28,12 @@ from vmcloud.config import Settings
 from vmcloud.core.mail import Mailer
 
 # Modules that declare tasks; the worker imports them before it starts.
-TASK_MODULES = ["vmcloud.accounts.tasks", "vmcloud.compute.tasks", "vmcloud.ops.tasks"]
+TASK_MODULES = [
+    "vmcloud.accounts.tasks",
+    "vmcloud.billing.tasks",
+    "vmcloud.compute.tasks",
+    "vmcloud.ops.tasks",
+]
 
 app = procrastinate.App(connector=PsycopgConnector(), import_paths=TASK_MODULES)
 

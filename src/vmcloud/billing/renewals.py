@@ -1,0 +1,101 @@
+"""The billing run, every minute: bill finished hours, renew or end the periods that are over,
+and end what stayed unpaid past the grace days. Each step works in batches, each batch in a
+transaction of its own, so a large run holds no lock for long and a crash loses nothing; every
+step only picks what is still due, so re-running it bills nothing twice."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from vmcloud.billing import dunning, hourly
+from vmcloud.billing.models import Subscription
+from vmcloud.billing.subscriptions import _end
+from vmcloud.core.logging import get_logger
+
+log = get_logger(__name__)
+
+UnitOfWork = Callable[[], AbstractContextManager[Session]]
+
+
+@dataclass
+class RunSummary:
+    hourly: hourly.RunResult
+    renewed: int = 0
+    unpaid: int = 0
+    ended: int = 0
+    expired: int = 0
+
+
+def renew_due(*, db: Session, now: datetime, batch: int = 200) -> tuple[int, int, int]:
+    """Monthly and yearly subscriptions whose period is over: renewed (charged again) when
+    ``auto_renew``, else ended with their instance. Returns (renewed, unpaid, ended)."""
+    subs = db.scalars(
+        select(Subscription)
+        .where(
+            Subscription.type.in_(("monthly", "yearly")),
+            Subscription.status == "active",
+            Subscription.period_end <= now,
+        )
+        .order_by(Subscription.period_end, Subscription.id)
+        .limit(batch)
+        .with_for_update(skip_locked=True)
+    ).all()
+    renewed = unpaid = ended = 0
+    for sub in subs:
+        if not sub.auto_renew:
+            _end(sub, "cancelled", now)
+            db.flush()
+            dunning.end_instance(db, sub, "cancelled")
+            ended += 1
+        elif dunning.charge_period(db, sub, now):
+            renewed += 1
+        else:
+            dunning.past_due(db, sub, sub.price, now)
+            unpaid += 1
+    return renewed, unpaid, ended
+
+
+def run(*, unit_of_work: UnitOfWork, now: datetime, batch: int = hourly.BATCH) -> RunSummary:
+    """One billing run at ``now``; each batch commits on its own."""
+    summary = RunSummary(hourly=hourly.RunResult())
+    while True:
+        with unit_of_work() as db:
+            step = hourly.bill_batch(db=db, now=now, batch=batch)
+            if step.past_due:
+                dunning.mark_past_due(db=db, subscription_ids=step.past_due)
+            for sub in db.scalars(select(Subscription).where(Subscription.id.in_(step.ended))):
+                dunning.end_instance(db, sub, "cancelled")
+        summary.hourly.add(step)
+        if step.hours == 0:
+            break
+    while True:
+        with unit_of_work() as db:
+            renewed, unpaid, ended = renew_due(db=db, now=now)
+        summary.renewed += renewed
+        summary.unpaid += unpaid
+        summary.ended += ended
+        if renewed + unpaid + ended == 0:
+            break
+    while True:
+        with unit_of_work() as db:
+            expired = dunning.expire_overdue(db=db, now=now)
+        summary.expired += expired
+        if expired == 0:
+            break
+    log.info(
+        "billing.run",
+        hours=summary.hourly.hours,
+        charges=summary.hourly.charges,
+        amount=str(summary.hourly.amount),
+        renewed=summary.renewed,
+        unpaid=summary.unpaid + len(summary.hourly.past_due),
+        ended=summary.ended + len(summary.hourly.ended),
+        expired=summary.expired,
+    )
+    return summary

@@ -1,0 +1,87 @@
+"""Billing jobs: the billing run, the ledger check, past-due emails, key purging."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from decimal import Decimal
+
+from prometheus_client import Gauge
+from sqlalchemy.orm import Session
+
+from vmcloud.accounts.models import User
+from vmcloud.billing import emails, ledger, renewals
+from vmcloud.billing.models import Subscription
+from vmcloud.compute.models import Instance
+from vmcloud.core import idempotency, jobs
+from vmcloud.core.clock import utcnow
+from vmcloud.core.logging import get_logger
+from vmcloud.site_settings import service as site_settings
+
+log = get_logger(__name__)
+
+LEDGER_MISMATCHES = Gauge(
+    "vmcloud_ledger_mismatches",
+    "Users whose balance differs from their ledger at the last check (should be 0).",
+)
+LEDGER_CHECKED = Gauge(
+    "vmcloud_ledger_last_check_timestamp_seconds", "When the ledger was last checked."
+)
+
+
+@contextmanager
+def _batch() -> Iterator[Session]:
+    with jobs.unit_of_work() as (db, _):
+        yield db
+
+
+@jobs.app.periodic(cron="* * * * *", periodic_id="billing-run")
+@jobs.app.task(name="billing.run", queue="billing", lock="billing-run")
+def billing_run(timestamp: int) -> None:
+    # The lock keeps runs from piling up; two at once would still bill nothing twice.
+    renewals.run(unit_of_work=_batch, now=utcnow())
+
+
+@jobs.app.periodic(cron="*/10 * * * *", periodic_id="ledger-verify")
+@jobs.app.task(name="billing.verify_ledger", queue="maintenance")
+def verify_ledger(timestamp: int) -> None:
+    with jobs.unit_of_work() as (db, _):
+        mismatches = ledger.verify(db=db)
+    LEDGER_MISMATCHES.set(len(mismatches))
+    LEDGER_CHECKED.set(utcnow().timestamp())
+    for m in mismatches:
+        log.error(
+            "ledger.mismatch", user_id=str(m.user_id), balance=str(m.balance), ledger=str(m.ledger)
+        )
+
+
+@jobs.app.task(name="billing.send_past_due_email", queue="mail", retry=jobs.DEFAULT_RETRY)
+def send_past_due_email(subscription_id: str) -> None:
+    with jobs.unit_of_work() as (db, runtime):
+        sub = db.get(Subscription, uuid.UUID(subscription_id))
+        if sub is None or sub.status != "past_due":
+            return
+        user = db.get(User, sub.user_id)
+        instance = db.get(Instance, sub.instance_id) if sub.instance_id else None
+        if user is None:
+            return
+        runtime.mailer.send(
+            emails.past_due(
+                to=user.email,
+                site=str(site_settings.get_value(db=db, key="site.name", default="VMCloud")),
+                instance=instance.name if instance else "your instance",
+                amount=sub.amount_due or Decimal(0),
+                currency=sub.currency or "USD",
+                grace_days=int(site_settings.get_value(db=db, key="billing.grace_days", default=7)),
+                link=runtime.settings.public_url,
+            )
+        )
+
+
+@jobs.app.periodic(cron="41 * * * *", periodic_id="purge-idempotency-keys")
+@jobs.app.task(name="billing.purge_idempotency_keys", queue="maintenance")
+def purge_idempotency_keys(timestamp: int) -> None:
+    with jobs.unit_of_work() as (db, _):
+        removed = idempotency.purge_expired(db=db)
+    log.info("idempotency_keys.purged", removed=removed)

@@ -1,0 +1,383 @@
+"""Subscriptions: charged up front or by the hour, renewed, suspended, resumed and ended, with a
+controllable clock (every run is given its ``now``)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal
+
+import pytest
+from sqlalchemy import func, select, text
+from sqlalchemy.orm import Session
+
+from tests.billing.conftest import Buy, Run
+from tests.factories.accounts import fund, make_user
+from tests.factories.catalog import make_product
+from tests.factories.compute import make_node
+from tests.support import JobRunner
+from vmcloud.billing import ledger, subscriptions
+from vmcloud.billing.models import Subscription, Transaction
+from vmcloud.catalog.models import Product
+from vmcloud.compute import nodes
+from vmcloud.compute import service as compute
+from vmcloud.compute.drivers.fake import FailsOnCreateDriver
+from vmcloud.compute.models import Instance, Node
+from vmcloud.site_settings import service as site_settings
+
+DECEMBER = datetime(2026, 12, 1)
+JANUARY = datetime(2027, 1, 1)
+
+
+def _sub(db: Session, instance: Instance) -> Subscription:
+    sub = db.scalar(select(Subscription).where(Subscription.instance_id == instance.id))
+    assert sub is not None
+    db.refresh(sub)
+    return sub
+
+
+def _charged(db: Session, sub: Subscription) -> Decimal:
+    return db.scalar(
+        select(func.coalesce(func.sum(Transaction.amount), 0)).where(
+            Transaction.subscription_id == sub.id, Transaction.type == "charge"
+        )
+    ) or Decimal(0)
+
+
+def _balance(db: Session, user_id: object) -> Decimal:
+    return Decimal(db.scalar(text("SELECT balance FROM users WHERE id = :id"), {"id": user_id}))
+
+
+def _assert_ledger(db: Session) -> None:
+    db.flush()
+    assert ledger.verify(db=db) == []
+
+
+def _start_at(db: Session, sub: Subscription, start: datetime) -> None:
+    """Move an hourly subscription's first hour to ``start`` (the clock of the test)."""
+    sub.period_start, sub.period_end = start, start + timedelta(hours=1)
+    db.flush()
+
+
+def _hourly_plan(db: Session, rate: str, monthly: str) -> Product:
+    return make_product(
+        db,
+        slug=f"rate-{rate.replace('.', '-')}-{monthly.replace('.', '-')}",
+        specs_json={"vcpus": 1, "memory_mb": 512, "disk_gb": 10},
+        pricing_json={"hourly": rate, "monthly": monthly},
+    )
+
+
+# -- up front -------------------------------------------------------------------------------
+
+
+def test_monthly_is_charged_up_front(db: Session, buy: Buy) -> None:
+    user = make_user(db, balance="10.00")
+    sub = _sub(db, buy(user, "monthly"))
+    assert (sub.type, sub.status, sub.price, sub.auto_renew) == ("monthly", "active", 4, True)
+    assert sub.period_end == subscriptions.add_months(sub.period_start, 1)
+    assert _balance(db, user.id) == Decimal("6.00")
+    assert _charged(db, sub) == Decimal("4.00")
+    _assert_ledger(db)
+
+
+def test_yearly_is_charged_a_year_up_front(db: Session, buy: Buy) -> None:
+    user = make_user(db, balance="50.00")
+    sub = _sub(db, buy(user, "yearly"))
+    assert sub.period_end == subscriptions.add_months(sub.period_start, 12)
+    assert _balance(db, user.id) == Decimal("10.00")
+
+
+def test_a_purchase_the_balance_does_not_cover_creates_nothing(
+    db: Session, buy: Buy, node: Node
+) -> None:
+    user = make_user(db, balance="3.99")
+    with pytest.raises(ledger.InsufficientFundsError), db.begin_nested():
+        buy(user, "monthly")
+    db.refresh(node)
+    assert node.allocated_vcpus == 0
+    assert db.scalar(select(func.count()).select_from(Instance)) == 0
+    assert db.scalar(select(func.count()).select_from(Subscription)) == 0
+    assert _balance(db, user.id) == Decimal("3.99")
+
+
+def test_hourly_needs_the_minimum_balance_and_is_not_charged_up_front(
+    db: Session, buy: Buy
+) -> None:
+    poor = make_user(db, balance="4.99")
+    with pytest.raises(ledger.InsufficientFundsError), db.begin_nested():
+        buy(poor, "hourly")
+    user = make_user(db, balance="5.00")
+    sub = _sub(db, buy(user, "hourly"))
+    assert (sub.rate, sub.monthly_cap, sub.period_end - sub.period_start) == (
+        Decimal("0.0074"),
+        Decimal("4.00"),
+        timedelta(hours=1),
+    )
+    assert _balance(db, user.id) == Decimal("5.00")
+
+
+# -- hourly accrual --------------------------------------------------------------------------
+
+
+def test_a_sub_cent_rate_accrues_exactly_and_rounds_once_a_month(
+    db: Session, buy: Buy, billing_run: Run
+) -> None:
+    plan = _hourly_plan(db, "0.0074", "10.00")
+    user = make_user(db, balance="20.00")
+    sub = _sub(db, buy(user, "hourly", product=plan.slug))
+    _start_at(db, sub, DECEMBER)
+
+    billing_run(DECEMBER + timedelta(hours=10, minutes=5))
+    db.refresh(sub)
+    # 10 hours = 0.074: seven cents charged, the fraction carried, nothing rounded away.
+    assert _charged(db, sub) == Decimal("0.07")
+    assert sub.accrued == Decimal("0.004")
+    assert _charged(db, sub) + sub.accrued == 10 * Decimal("0.0074")
+    assert sub.period_start == DECEMBER + timedelta(hours=10)
+
+    billing_run(JANUARY)
+    db.refresh(sub)
+    hours = 31 * 24
+    exact = hours * Decimal("0.0074")  # 5.5056
+    assert _charged(db, sub) == exact.quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
+    assert sub.accrued == 0  # settled at the month's last hour
+    assert _balance(db, user.id) == Decimal("20.00") - Decimal("5.51")
+    _assert_ledger(db)
+
+
+def test_hourly_charges_in_a_month_never_exceed_the_monthly_price(
+    db: Session, buy: Buy, billing_run: Run
+) -> None:
+    user = make_user(db, balance="20.00")
+    sub = _sub(db, buy(user, "hourly"))  # 0.0074/hour, 4.00 a month
+    _start_at(db, sub, DECEMBER)
+    billing_run(JANUARY)
+    assert _charged(db, sub) == Decimal("4.00")
+    db.refresh(sub)
+    assert sub.month_charged == Decimal("4.00")
+    # A new month starts a new total.
+    billing_run(JANUARY + timedelta(hours=24))
+    assert _charged(db, sub) == Decimal("4.00") + Decimal("0.17")  # 24 x 0.0074 = 0.1776
+    _assert_ledger(db)
+
+
+def test_a_billing_hour_run_again_charges_nothing(db: Session, buy: Buy, billing_run: Run) -> None:
+    plan = _hourly_plan(db, "0.25", "100.00")
+    user = make_user(db, balance="50.00")
+    sub = _sub(db, buy(user, "hourly", product=plan.slug))
+    _start_at(db, sub, DECEMBER)
+    first = billing_run(DECEMBER + timedelta(hours=3))
+    assert (first.hourly.hours, first.hourly.charges) == (3, 3)
+    entries = db.scalar(select(func.count()).select_from(Transaction))
+    for again in (DECEMBER + timedelta(hours=3), DECEMBER + timedelta(hours=3, minutes=59)):
+        rerun = billing_run(again)
+        assert (rerun.hourly.hours, rerun.hourly.charges) == (0, 0)
+    assert db.scalar(select(func.count()).select_from(Transaction)) == entries
+    assert _balance(db, user.id) == Decimal("49.25")
+
+
+def test_the_period_key_refuses_a_second_charge_for_the_same_hour(
+    db: Session, buy: Buy, billing_run: Run
+) -> None:
+    plan = _hourly_plan(db, "0.25", "100.00")
+    user = make_user(db, balance="50.00")
+    sub = _sub(db, buy(user, "hourly", product=plan.slug))
+    _start_at(db, sub, DECEMBER)
+    billing_run(DECEMBER + timedelta(hours=1))
+    # Even if the period were wound back (a bug, a restore), the hour cannot be billed again.
+    _start_at(db, sub, DECEMBER)
+    with pytest.raises(Exception, match="uq_transactions_subscription_period"):
+        billing_run(DECEMBER + timedelta(hours=1))
+
+
+# -- renewals, suspension, grace ---------------------------------------------------------
+
+
+def test_a_monthly_subscription_renews_at_period_end(
+    db: Session, buy: Buy, billing_run: Run
+) -> None:
+    user = make_user(db, balance="10.00")
+    sub = _sub(db, buy(user, "monthly"))
+    end = sub.period_end
+    billing_run(end - timedelta(minutes=1))
+    assert _charged(db, sub) == Decimal("4.00")
+    billing_run(end)
+    db.refresh(sub)
+    assert _charged(db, sub) == Decimal("8.00")
+    assert (sub.period_start, sub.period_end) == (end, subscriptions.add_months(end, 1))
+    assert _balance(db, user.id) == Decimal("2.00")
+    _assert_ledger(db)
+
+
+def test_unpaid_renewal_suspends_and_a_top_up_resumes(
+    db: Session, buy: Buy, billing_run: Run, job_runner: JobRunner
+) -> None:
+    user = make_user(db, balance="4.00")
+    instance = buy(user, "monthly")
+    compute.set_status(instance, "running")
+    sub = _sub(db, instance)
+    end = sub.period_end
+    billing_run(end)
+    db.refresh(sub)
+    db.refresh(instance)
+    assert (sub.status, sub.amount_due, sub.past_due_since) == ("past_due", Decimal("4.00"), end)
+    assert instance.status == "suspended"
+    assert [j[1] for j in job_runner.pending("billing.")] == ["billing.send_past_due_email"]
+    # The customer cannot start it.
+    with pytest.raises(Exception, match="suspended"):
+        compute.request_action(db=db, instance=instance, action="start")
+
+    later = end + timedelta(days=2)
+    fund(db, user, "3.00")
+    subscriptions.settle_debts(db=db, user_id=user.id, now=later)
+    db.refresh(sub)
+    assert sub.status == "past_due"  # 3.00 does not cover 4.00
+    fund(db, user, "1.50")
+    subscriptions.settle_debts(db=db, user_id=user.id, now=later)
+    db.refresh(sub)
+    db.refresh(instance)
+    assert (sub.status, sub.amount_due, sub.past_due_since) == ("active", None, None)
+    assert (sub.period_start, sub.period_end) == (later, subscriptions.add_months(later, 1))
+    assert instance.status == "starting"
+    assert _balance(db, user.id) == Decimal("0.50")
+    _assert_ledger(db)
+
+
+def test_unpaid_past_the_grace_days_deletes_the_instance(
+    db: Session, buy: Buy, billing_run: Run
+) -> None:
+    user = make_user(db, balance="4.00")
+    instance = buy(user, "monthly")
+    compute.set_status(instance, "running")
+    sub = _sub(db, instance)
+    end = sub.period_end
+    billing_run(end)
+    grace = int(site_settings.get_value(db=db, key="billing.grace_days"))
+    billing_run(end + timedelta(days=grace) - timedelta(seconds=1))
+    db.refresh(sub)
+    assert sub.status == "past_due"
+    billing_run(end + timedelta(days=grace))
+    db.refresh(sub)
+    db.refresh(instance)
+    assert sub.status == "expired"
+    assert instance.status == "deleting"
+    assert _balance(db, user.id) == 0
+    _assert_ledger(db)
+
+
+def test_hourly_without_funds_goes_past_due(db: Session, buy: Buy, billing_run: Run) -> None:
+    plan = _hourly_plan(db, "2.50", "100.00")
+    user = make_user(db, balance="5.00")
+    instance = buy(user, "hourly", product=plan.slug)
+    compute.set_status(instance, "running")
+    sub = _sub(db, instance)
+    _start_at(db, sub, DECEMBER)
+    billing_run(DECEMBER + timedelta(hours=3))
+    db.refresh(sub)
+    db.refresh(instance)
+    assert _charged(db, sub) == Decimal("5.00")
+    assert (sub.status, sub.amount_due) == ("past_due", Decimal("2.50"))
+    assert instance.status == "suspended"
+    assert _balance(db, user.id) == 0
+    # Suspended hours are not billed.
+    billing_run(DECEMBER + timedelta(hours=20))
+    assert _charged(db, sub) == Decimal("5.00")
+    _assert_ledger(db)
+
+
+def test_a_cancelled_subscription_ends_its_instance_at_period_end(
+    db: Session, buy: Buy, billing_run: Run
+) -> None:
+    user = make_user(db, balance="10.00")
+    instance = buy(user, "monthly")
+    sub = _sub(db, instance)
+    subscriptions.cancel(db=db, sub=sub)
+    with pytest.raises(Exception, match="already cancelled"):
+        subscriptions.cancel(db=db, sub=sub)
+    billing_run(sub.period_end - timedelta(seconds=1))
+    db.refresh(instance)
+    assert instance.status == "pending"
+    billing_run(sub.period_end)
+    db.refresh(sub)
+    db.refresh(instance)
+    assert (sub.status, instance.status) == ("cancelled", "deleting")
+    assert _charged(db, sub) == Decimal("4.00")  # not renewed
+    _assert_ledger(db)
+
+
+def test_a_cancelled_hourly_subscription_ends_with_its_hour(
+    db: Session, buy: Buy, billing_run: Run
+) -> None:
+    user = make_user(db, balance="10.00")
+    instance = buy(user, "hourly")
+    sub = _sub(db, instance)
+    _start_at(db, sub, DECEMBER)
+    subscriptions.cancel(db=db, sub=sub)
+    billing_run(DECEMBER + timedelta(hours=1))
+    db.refresh(sub)
+    db.refresh(instance)
+    assert (sub.status, instance.status) == ("cancelled", "deleting")
+    assert _charged(db, sub) == Decimal("0.01")  # one hour of 0.0074, settled once
+
+
+# -- ending -----------------------------------------------------------------------------------
+
+
+def test_deleting_a_monthly_instance_refunds_its_unused_whole_days(db: Session, buy: Buy) -> None:
+    user = make_user(db, balance="4.00")
+    instance = buy(user, "monthly")
+    sub = _sub(db, instance)
+    # Used for ten days and a bit.
+    sub.period_start -= timedelta(days=10, hours=3)
+    sub.period_end -= timedelta(days=10, hours=3)
+    db.flush()
+    compute.delete_instance(db=db, instance=instance)
+    db.refresh(sub)
+    total = (sub.period_end - sub.period_start).days
+    unused = total - 11  # the started eleventh day is not refunded
+    expected = (Decimal("4.00") * unused / total).quantize(Decimal("0.01"), rounding=ROUND_DOWN)
+    assert _balance(db, user.id) == expected
+    assert sub.status == "cancelled"
+    _assert_ledger(db)
+
+
+def test_no_refund_when_prorated_refunds_are_off(db: Session, buy: Buy) -> None:
+    site_settings.update_setting(db=db, key="billing.prorated_refunds", value=False)
+    user = make_user(db, balance="4.00")
+    instance = buy(user, "monthly")
+    compute.delete_instance(db=db, instance=instance)
+    assert _balance(db, user.id) == 0
+
+
+def test_deleting_an_hourly_instance_charges_up_to_now(db: Session, buy: Buy) -> None:
+    plan = _hourly_plan(db, "0.30", "100.00")
+    user = make_user(db, balance="10.00")
+    instance = buy(user, "hourly", product=plan.slug)
+    sub = _sub(db, instance)
+    # Three whole hours unbilled, and the hour now running.
+    _start_at(db, sub, sub.period_start - timedelta(hours=3))
+    compute.delete_instance(db=db, instance=instance)
+    db.refresh(sub)
+    assert _charged(db, sub) == Decimal("1.20")
+    assert sub.status == "cancelled"
+    assert _balance(db, user.id) == Decimal("8.80")
+    _assert_ledger(db)
+
+
+def test_a_failed_provisioning_refunds_the_charge(
+    db: Session, buy: Buy, job_runner: JobRunner
+) -> None:
+    broken = make_node(db, vcpus=512, memory_mb=1024 * 1024, disk_gb=100_000)
+    nodes.fake_drivers[broken.uri] = FailsOnCreateDriver()
+    db.execute(text("UPDATE nodes SET status = 'disabled' WHERE id <> :id"), {"id": broken.id})
+    user = make_user(db, balance="4.00")
+    instance = buy(user, "monthly")
+    assert _balance(db, user.id) == 0
+    job_runner.attempts = 4  # the last attempt
+    job_runner.run("compute.")
+    db.refresh(instance)
+    sub = _sub(db, instance)
+    assert instance.status == "error"
+    assert sub.status == "cancelled"
+    assert _balance(db, user.id) == Decimal("4.00")
+    _assert_ledger(db)
