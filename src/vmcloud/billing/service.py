@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from vmcloud.accounts.models import User
 from vmcloud.audit import service as audit
-from vmcloud.billing import ledger
+from vmcloud.billing import ledger, subscriptions
 from vmcloud.billing.models import Transaction
 from vmcloud.core.errors import NotFoundError
 from vmcloud.core.pagination import PageParams, paginate
@@ -50,4 +50,5 @@ def grant_credit(
         metadata={"reason": reason, "granted_by": str(admin.id)},
     )
     audit.label(entry, "transaction.credit")
+    subscriptions.settle_debts(db=db, user_id=user_id)  # a credit pays what is overdue
     return entry

@@ -1,0 +1,108 @@
+"""The subscription endpoints, and what buying through POST /instances does to them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from tests.factories.accounts import PASSWORD, make_user
+from tests.support import bearer, login
+from vmcloud.billing.models import Subscription, Transaction
+from vmcloud.catalog.models import Product
+from vmcloud.compute.models import Instance, Node
+
+SUBS = "/api/v1/subscriptions"
+
+
+def _order(client: TestClient, headers: dict[str, str], plan: Product, cycle: str) -> Any:
+    body = {
+        "name": "web",
+        "product": plan.slug,
+        "region": "local",
+        "image": "tiny-linux",
+        "billing_cycle": cycle,
+    }
+    return client.post("/api/v1/instances", json=body, headers=headers)
+
+
+def test_buy_list_read_and_cancel(
+    client: TestClient, db: Session, node: Node, plan: Product
+) -> None:
+    headers = bearer(login(client, make_user(db, balance="10.00").username, PASSWORD))
+    assert _order(client, headers, plan, "monthly").status_code == 202
+    assert _order(client, headers, plan, "hourly").status_code == 202
+
+    listed = client.get(SUBS, headers=headers).json()["items"]
+    assert sorted(s["type"] for s in listed) == ["hourly", "monthly"]
+    hourly = next(s for s in listed if s["type"] == "hourly")
+    assert (hourly["rate"], hourly["accrued"], hourly["monthly_cap"]) == ("0.0074", "0", "4.00")
+    monthly = next(s for s in listed if s["type"] == "monthly")
+    assert (monthly["price"], monthly["status"], monthly["auto_renew"]) == ("4.00", "active", True)
+    assert client.get(f"{SUBS}?status=cancelled", headers=headers).json()["items"] == []
+
+    one = client.get(f"{SUBS}/{monthly['id']}", headers=headers)
+    assert one.status_code == 200 and one.json()["instance_id"] == monthly["instance_id"]
+
+    cancelled = client.post(f"{SUBS}/{monthly['id']}/cancel", headers=headers)
+    assert cancelled.status_code == 200
+    assert cancelled.json()["auto_renew"] is False
+    assert cancelled.json()["cancelled_at"] is not None
+    again = client.post(f"{SUBS}/{monthly['id']}/cancel", headers=headers)
+    assert again.status_code == 409
+
+    charges = client.get("/api/v1/billing/transactions", headers=headers).json()["items"]
+    assert [(t["type"], t["amount"]) for t in charges] == [("charge", "4.00"), ("credit", "10.00")]
+
+
+def test_another_customers_subscription_is_404(
+    client: TestClient, db: Session, node: Node, plan: Product
+) -> None:
+    owner = bearer(login(client, make_user(db, balance="10.00").username, PASSWORD))
+    stranger = bearer(login(client, make_user(db).username, PASSWORD))
+    _order(client, owner, plan, "monthly")
+    sub_id = client.get(SUBS, headers=owner).json()["items"][0]["id"]
+    assert client.get(f"{SUBS}/{sub_id}", headers=stranger).status_code == 404
+    assert client.post(f"{SUBS}/{sub_id}/cancel", headers=stranger).status_code == 404
+    assert client.get(SUBS, headers=stranger).json()["items"] == []
+    assert client.get(f"{SUBS}/not-a-uuid", headers=owner).status_code == 422
+    assert client.get(SUBS).status_code == 401
+
+
+def test_a_purchase_without_funds_is_402_and_creates_nothing(
+    client: TestClient, db: Session, node: Node, plan: Product
+) -> None:
+    headers = bearer(login(client, make_user(db, balance="3.99").username, PASSWORD))
+    refused = _order(client, headers, plan, "monthly")
+    assert refused.status_code == 402
+    assert refused.headers["content-type"] == "application/problem+json"
+    assert refused.json()["type"].endswith("/insufficient-funds")
+    hourly = _order(client, headers, plan, "hourly")  # needs 5.00 on the balance
+    assert hourly.status_code == 402
+    db.refresh(node)
+    assert node.allocated_vcpus == 0
+    for model in (Instance, Subscription):
+        assert db.scalar(select(func.count()).select_from(model)) == 0
+    assert db.scalar(select(func.count()).select_from(Transaction)) == 1  # the funding
+
+
+def test_an_idempotent_retry_returns_the_first_instance(
+    client: TestClient, db: Session, node: Node, plan: Product
+) -> None:
+    headers = bearer(login(client, make_user(db, balance="10.00").username, PASSWORD))
+    keyed = headers | {"Idempotency-Key": "buy-once"}
+    first = _order(client, keyed, plan, "monthly")
+    second = _order(client, keyed, plan, "monthly")
+    assert (first.status_code, second.status_code) == (202, 202)
+    assert first.json() == second.json()
+    assert second.headers["Idempotent-Replayed"] == "true"
+    assert db.scalar(select(func.count()).select_from(Instance)) == 1
+    bad = headers | {"Idempotency-Key": "x" * 256}
+    assert _order(client, bad, plan, "monthly").status_code == 422
+    # A refused request stores nothing: the key can be used again once it can succeed.
+    poor = bearer(login(client, make_user(db, balance="1.00").username, PASSWORD))
+    poor_keyed = poor | {"Idempotency-Key": "later"}
+    assert _order(client, poor_keyed, plan, "monthly").status_code == 402
+    assert _order(client, poor_keyed, plan, "monthly").status_code == 402
