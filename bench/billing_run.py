@@ -28,7 +28,7 @@ from vmcloud.billing import renewals
 from vmcloud.db import migrate
 from vmcloud.db.embedded import EmbeddedPostgres
 
-HOUR = datetime(2026, 12, 1, 10)
+HOUR = datetime(2026, 12, 1, 10)  # noqa: DTZ001 - the schema keeps naive UTC times
 USERS_PER_SUB = 2  # 100,000 subscriptions over 50,000 customers
 
 _SEED = [

@@ -2,29 +2,62 @@
 
 from __future__ import annotations
 
-import typer
+from collections.abc import Iterator
+from contextlib import contextmanager
 
-from vmcloud.billing import ledger
+import typer
+from sqlalchemy.orm import Session, sessionmaker
+
+from vmcloud.audit import service as audit
+from vmcloud.billing import ledger, renewals
 from vmcloud.config import get_settings
+from vmcloud.core.clock import utcnow
 from vmcloud.db.runtime import database_url
 from vmcloud.db.session import make_engine, make_session_factory
 
 app = typer.Typer(help="Billing and the ledger.", no_args_is_help=True)
 
 
-@app.command()
-def verify() -> None:
-    """Recompute every balance from the ledger; exit 1 if any differs."""
+@contextmanager
+def _sessions() -> Iterator[sessionmaker[Session]]:
     settings = get_settings()
     with database_url(settings) as url:
         engine = make_engine(settings, url)
         try:
-            with make_session_factory(engine)() as db:
-                mismatches = ledger.verify(db=db)
+            yield make_session_factory(engine)
         finally:
             engine.dispose()
+
+
+@app.command()
+def verify() -> None:
+    """Recompute every balance from the ledger; exit 1 if any differs."""
+    with _sessions() as factory, factory() as db:
+        mismatches = ledger.verify(db=db)
     for m in mismatches:
         typer.echo(f"MISMATCH user {m.user_id}: balance {m.balance} but ledger {m.ledger}")
     if mismatches:
         raise typer.Exit(1)
     typer.echo("every balance equals its ledger")
+
+
+@app.command()
+def run() -> None:
+    """Run the billing run now (it also runs every minute in the workers): bill finished
+    hours, renew or end finished periods, end what stayed unpaid past the grace days."""
+    with _sessions() as factory:
+
+        @contextmanager
+        def unit_of_work() -> Iterator[Session]:
+            with factory() as db:
+                audit.bind(db, audit.AuditContext())
+                yield db
+                db.commit()
+
+        summary = renewals.run(unit_of_work=unit_of_work, now=utcnow())
+    typer.echo(
+        f"billed {summary.hourly.hours} subscription-hours ({summary.hourly.charges} charges, "
+        f"{summary.hourly.amount:.2f}); renewed {summary.renewed}; unpaid "
+        f"{summary.unpaid + len(summary.hourly.past_due)}; ended "
+        f"{summary.ended + len(summary.hourly.ended)}; expired {summary.expired}"
+    )
