@@ -9,6 +9,7 @@ checked against the app's own routes, so a new admin endpoint without a row here
 from __future__ import annotations
 
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -21,6 +22,7 @@ from tests.factories.accounts import PASSWORD, make_user
 from tests.factories.compute import make_node
 from tests.support import bearer, login
 from vmcloud.audit.models import AuditLog
+from vmcloud.billing import ledger
 from vmcloud.catalog.models import Product
 
 API = "/api/v1"
@@ -55,7 +57,8 @@ class Case:
 
 STAFF, ADMIN_ONLY = True, False
 
-# Path parameters: {user_id} is a customer, {ref} an unused plan, {key} a real setting.
+# Path parameters: {user_id} is a customer (with a balance), {ref} an unused plan, {key} a real
+# setting, {transaction_id} a charge of that customer.
 MATRIX: dict[tuple[str, str], Case] = {
     ("GET", "/admin/users"): Case(STAFF, 200),
     ("GET", "/admin/users/{user_id}"): Case(STAFF, 200),
@@ -75,6 +78,12 @@ MATRIX: dict[tuple[str, str], Case] = {
     ("PATCH", "/admin/nodes/{node_id}"): Case(ADMIN_ONLY, 200, {"status": "maintenance"}),
     ("POST", "/admin/users/{user_id}/credits"): Case(
         ADMIN_ONLY, 201, {"amount": "5.00", "reason": "goodwill"}
+    ),
+    ("POST", "/admin/users/{user_id}/debits"): Case(
+        ADMIN_ONLY, 201, {"amount": "1.00", "reason": "chargeback"}
+    ),
+    ("POST", "/admin/transactions/{transaction_id}/refund"): Case(
+        ADMIN_ONLY, 201, {"reason": "goodwill"}
     ),
 }
 
@@ -116,11 +125,16 @@ def path_params(db: Session) -> dict[str, str]:
     db.add(plan)
     node = make_node(db)
     db.flush()
+    ledger.post(db=db, user_id=customer.id, type_="credit", amount=Decimal(10), currency="USD")
+    charge = ledger.post(
+        db=db, user_id=customer.id, type_="charge", amount=Decimal(4), currency="USD"
+    )
     return {
         "user_id": str(customer.id),
         "ref": str(plan.id),
         "key": "site.name",
         "node_id": str(node.id),
+        "transaction_id": str(charge.id),
     }
 
 

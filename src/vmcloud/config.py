@@ -63,6 +63,12 @@ class Settings(BaseSettings):
     # Prefix for rate-limit keys; lets test suites or several installs share one database.
     rate_limit_namespace: str = ""
 
+    # Payments (see docs/payments.md): Stripe's secret API key and webhook signing secret;
+    # stripe_api_base points the SDK at another server (stripe-mock, a test double).
+    stripe_secret_key: SecretStr | None = None
+    stripe_webhook_secret: SecretStr | None = None
+    stripe_api_base: str | None = None
+
     @field_validator("database_url")
     @classmethod
     def _normalise_url(cls, value: str | None) -> str | None:
@@ -88,6 +94,13 @@ class Settings(BaseSettings):
         return _read_or_create_secret(
             self.data_dir / "secrets" / "encryption_key",
             lambda: base64.urlsafe_b64encode(secrets.token_bytes(32)).decode(),
+        )
+
+    @cached_property
+    def sandbox_webhook_key(self) -> str:
+        """Signs the sandbox payment provider's events; generated once, never configured."""
+        return _read_or_create_secret(
+            self.data_dir / "secrets" / "sandbox_webhook_secret", lambda: secrets.token_hex(32)
         )
 
 
