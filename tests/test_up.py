@@ -168,19 +168,61 @@ def _wait_status(http: httpx.Client, url: str, headers: dict[str, str], want: st
     raise AssertionError(f"never {want}: {body}")
 
 
+def _top_up_through_the_sandbox(http: httpx.Client, auth: dict[str, str], amount: str) -> None:
+    """The sandbox provider's own checkout page, as a browser would use it."""
+    created = http.post(
+        "/billing/top-ups", json={"amount": amount, "provider": "sandbox"}, headers=auth
+    )
+    assert created.status_code == 201, created.text
+    assert created.json()["status"] == "pending"
+    checkout = created.json()["checkout_url"]
+    page = httpx.get(checkout, timeout=10)
+    assert page.status_code == 200 and amount in page.text
+    paid = httpx.post(checkout, data={"outcome": "pay"}, timeout=10)
+    assert paid.status_code == 200, paid.text
+
+
 def _instance_journey(http: httpx.Client, auth: dict[str, str]) -> None:
-    """Step 4's definition of done: a real VM on the machine's own libvirt, driven by the
-    worker inside `vmcloud up`."""
-    order = {
-        "name": "first-vm",
-        "product": "nano",
-        "region": "local",
-        "image": "tiny-linux",
-        "billing_cycle": "hourly",
-    }
-    created = http.post("/instances", json=order, headers=auth)
-    assert created.status_code == 202, created.text
-    url = f"/instances/{created.json()['id']}"
+    """Steps 4 and 5's definition of done: top up through the sandbox page, buy an hourly and
+    a monthly instance (real VMs on the machine's own libvirt, driven by the worker inside
+    `vmcloud up`), see the charges, cancel one subscription, delete an instance."""
+    refused = http.post(
+        "/instances",
+        json={
+            "name": "too-early",
+            "product": "nano",
+            "region": "local",
+            "image": "tiny-linux",
+            "billing_cycle": "monthly",
+        },
+        headers=auth,
+    )
+    assert refused.status_code == 402  # nothing on the balance yet
+    _top_up_through_the_sandbox(http, auth, "20.00")
+    assert http.get("/billing/balance", headers=auth).json()["balance"] == "20.00"
+
+    ids = {}
+    for cycle in ("hourly", "monthly"):
+        order = {
+            "name": f"{cycle}-vm",
+            "product": "nano",
+            "region": "local",
+            "image": "tiny-linux",
+            "billing_cycle": cycle,
+        }
+        created = http.post("/instances", json=order, headers=auth)
+        assert created.status_code == 202, created.text
+        ids[cycle] = created.json()["id"]
+    ledger = http.get("/billing/transactions", headers=auth).json()["items"]
+    assert [(t["type"], t["amount"], t["status"]) for t in ledger] == [
+        ("charge", "4.00", "completed"),
+        ("payment", "20.00", "completed"),
+    ]
+    subs = {s["type"]: s for s in http.get("/subscriptions", headers=auth).json()["items"]}
+    cancelled = http.post(f"/subscriptions/{subs['monthly']['id']}/cancel", headers=auth)
+    assert cancelled.status_code == 200 and cancelled.json()["auto_renew"] is False
+
+    url = f"/instances/{ids['hourly']}"
     running = _wait_status(http, url, auth, "running")
     assert running["ip_address"]
     assert running["resources_json"]["memory_used_mb"] >= 0
@@ -189,10 +231,31 @@ def _instance_journey(http: httpx.Client, auth: dict[str, str]) -> None:
         assert response.status_code == 202, response.text
         _wait_status(http, url, auth, final)
     assert http.delete(url, headers=auth).status_code == 202
+    # The started hour of the hourly instance is charged on deletion (0.006, rounded once).
+    ledger = http.get("/billing/transactions", headers=auth).json()["items"]
+    assert (ledger[0]["type"], ledger[0]["amount"]) == ("charge", "0.01")
+    assert http.get("/billing/balance", headers=auth).json()["balance"] == "15.99"
     deadline = time.monotonic() + 60
     while http.get(url, headers=auth).status_code != 404:
         assert time.monotonic() < deadline, "never deleted"
         time.sleep(0.5)
+    _wait_status(http, f"/instances/{ids['monthly']}", auth, "running")
+
+
+def _billing_verify(data_root: Path) -> str:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VMCLOUD_")}
+    env.pop("DATABASE_URL", None)
+    env["VMCLOUD_DATA_DIR"] = str(data_root)
+    done = subprocess.run(
+        [sys.executable, "-m", "vmcloud", "billing", "verify"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
 
 
 def test_up_from_nothing_then_again(data_root: Path) -> None:
@@ -202,6 +265,7 @@ def test_up_from_nothing_then_again(data_root: Path) -> None:
     password = match.group(1)
     assert "listening on http://127.0.0.1:" in err
     assert not (data_root / "postgres" / "data" / "postmaster.pid").exists()  # stopped cleanly
+    assert "every balance equals its ledger" in _billing_verify(data_root)
 
     # Second start: same data, no new admin, no password shown again.
     out_again, _ = _run_up(data_root, _free_port())

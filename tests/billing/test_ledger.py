@@ -177,3 +177,21 @@ def test_balance_transactions_and_admin_credit_through_the_api(
     assert [i["amount"] for i in items] == ["0.50", "12.50"]  # newest first
     others = client.get("/api/v1/billing/transactions", headers=staff).json()["items"]
     assert others == []  # an admin's own ledger, not the customer's
+
+
+def test_an_admin_credit_with_an_idempotency_key_happens_once(
+    client,
+    db: Session,  # type: ignore[no-untyped-def]
+) -> None:
+    customer = make_user(db)
+    staff = bearer(login(client, make_user(db, role="admin").username, PASSWORD))
+    url = f"/api/v1/admin/users/{customer.id}/credits"
+    keyed = staff | {"Idempotency-Key": "goodwill-42"}
+    first = client.post(url, json={"amount": "7.00", "reason": "outage"}, headers=keyed)
+    again = client.post(url, json={"amount": "7.00", "reason": "outage"}, headers=keyed)
+    assert (first.status_code, again.status_code) == (201, 201)
+    assert first.json()["id"] == again.json()["id"]
+    other = client.post(url, json={"amount": "8.00", "reason": "outage"}, headers=keyed)
+    assert other.status_code == 409
+    db.refresh(customer)
+    assert customer.balance == Decimal("7.00")

@@ -19,7 +19,7 @@ from tests.factories.accounts import make_user
 from vmcloud.billing import ledger, subscriptions
 from vmcloud.billing import service as billing
 from vmcloud.billing.models import Transaction
-from vmcloud.billing.payments import service as payments
+from vmcloud.billing.payments import refunds as payments
 from vmcloud.compute import service as compute
 from vmcloud.compute.models import Instance
 from vmcloud.config import Settings

@@ -6,12 +6,15 @@ import uuid
 from typing import Literal
 
 from fastapi import APIRouter, status
+from fastapi.responses import JSONResponse
 
 from vmcloud.accounts.deps import AdminUser, CurrentUser
 from vmcloud.billing import service
 from vmcloud.billing import subscriptions as subs
 from vmcloud.billing.models import SUBSCRIPTION_STATUSES
 from vmcloud.billing.schemas import Balance, CreditCreate, SubscriptionRead, TransactionRead
+from vmcloud.core import idempotency
+from vmcloud.core.idempotency import KeyHeader
 from vmcloud.core.pagination import Page, PageQuery
 from vmcloud.db.session import DbSession
 
@@ -36,12 +39,18 @@ def list_transactions(db: DbSession, user: CurrentUser, page: PageQuery) -> Page
     "/users/{user_id}/credits", response_model=TransactionRead, status_code=status.HTTP_201_CREATED
 )
 def grant_credit(
-    user_id: uuid.UUID, body: CreditCreate, db: DbSession, user: AdminUser
-) -> TransactionRead:
+    user_id: uuid.UUID, body: CreditCreate, db: DbSession, user: AdminUser, key: KeyHeader
+) -> TransactionRead | JSONResponse:
+    endpoint = f"POST /admin/users/{user_id}/credits"
+    claim = idempotency.claim(db=db, user_id=user.id, key=key, endpoint=endpoint, body=body)
+    if claim.replay is not None:
+        return claim.replay
     entry = service.grant_credit(
         db=db, user_id=user_id, amount=body.amount, reason=body.reason, admin=user
     )
-    return TransactionRead.model_validate(entry)
+    out = TransactionRead.model_validate(entry)
+    idempotency.remember(db=db, claim=claim, status=status.HTTP_201_CREATED, body=out)
+    return out
 
 
 SubscriptionStatus = Literal[SUBSCRIPTION_STATUSES]  # type: ignore[valid-type]

@@ -173,7 +173,7 @@ def cancel(*, db: Session, sub: Subscription, now: datetime | None = None) -> Su
 # -- ending --------------------------------------------------------------------------------
 
 
-def _net_charged(db: Session, sub_id: uuid.UUID) -> Decimal:
+def net_charged(db: Session, sub_id: uuid.UUID) -> Decimal:
     """What the subscription has charged, less what was given back."""
     signed = case((Transaction.type == "refund", -Transaction.amount), else_=Transaction.amount)
     total = db.scalar(
@@ -187,7 +187,7 @@ def _net_charged(db: Session, sub_id: uuid.UUID) -> Decimal:
 
 
 def _refund(db: Session, sub: Subscription, amount: Decimal, key: str, reason: str) -> None:
-    amount = min(amount, _net_charged(db, sub.id)).quantize(ledger.CENT, rounding=ROUND_DOWN)
+    amount = min(amount, net_charged(db, sub.id)).quantize(ledger.CENT, rounding=ROUND_DOWN)
     if amount <= 0:
         return
     ledger.post(
@@ -258,7 +258,7 @@ def refund_failed_provisioning(*, db: Session, instance_id: uuid.UUID) -> None:
     if sub is None:
         return
     now = utcnow()
-    _refund(db, sub, _net_charged(db, sub.id), "provisioning-failed", "provisioning-failed")
+    _refund(db, sub, net_charged(db, sub.id), "provisioning-failed", "provisioning-failed")
     _end(sub, "cancelled", now)
     db.flush()
 

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Form, Request, status
 from fastapi.responses import HTMLResponse, JSONResponse
 
 from vmcloud.accounts.deps import AdminUser, VerifiedUser
-from vmcloud.billing.payments import sandbox, service
+from vmcloud.billing.payments import refunds, sandbox, service
 from vmcloud.billing.payments.schemas import (
     DebitCreate,
     RefundCreate,
@@ -113,7 +113,7 @@ def refund_transaction(
     claim = idempotency.claim(db=db, user_id=user.id, key=key, endpoint=endpoint, body=body)
     if claim.replay is not None:
         return claim.replay
-    entry = service.refund_transaction(
+    entry = refunds.refund_transaction(
         db=db,
         admin=user,
         transaction_id=transaction_id,
@@ -136,7 +136,7 @@ def debit(
     claim = idempotency.claim(db=db, user_id=user.id, key=key, endpoint=endpoint, body=body)
     if claim.replay is not None:
         return claim.replay
-    entry = service.debit(
+    entry = refunds.debit(
         db=db, admin=user, user_id=user_id, amount=body.amount, reason=body.reason
     )
     out = TransactionRead.model_validate(entry)
