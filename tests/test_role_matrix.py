@@ -82,6 +82,8 @@ MATRIX: dict[tuple[str, str], Case] = {
     ("POST", "/admin/users/{user_id}/debits"): Case(
         ADMIN_ONLY, 201, {"amount": "1.00", "reason": "chargeback"}
     ),
+    ("GET", "/admin/transactions"): Case(STAFF, 200),
+    ("GET", "/admin/subscriptions"): Case(STAFF, 200),
     ("POST", "/admin/transactions/{transaction_id}/refund"): Case(
         ADMIN_ONLY, 201, {"reason": "goodwill"}
     ),

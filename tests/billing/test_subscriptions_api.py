@@ -106,3 +106,29 @@ def test_an_idempotent_retry_returns_the_first_instance(
     poor_keyed = poor | {"Idempotency-Key": "later"}
     assert _order(client, poor_keyed, plan, "monthly").status_code == 402
     assert _order(client, poor_keyed, plan, "monthly").status_code == 402
+
+
+def test_staff_see_every_subscription_and_the_whole_ledger(
+    client: TestClient, db: Session, node: Node, plan: Product
+) -> None:
+    buyer = make_user(db, balance="10.00")
+    other = make_user(db, balance="10.00")
+    for user in (buyer, other):
+        _order(client, bearer(login(client, user.username, PASSWORD)), plan, "monthly")
+    staff = bearer(login(client, make_user(db, role="support").username, PASSWORD))
+
+    mine = client.get(f"/api/v1/admin/subscriptions?user_id={buyer.id}", headers=staff).json()
+    assert [s["user_id"] for s in mine["items"]] == [str(buyer.id)]
+    assert len(client.get("/api/v1/admin/subscriptions", headers=staff).json()["items"]) == 2
+    none = client.get("/api/v1/admin/subscriptions?status=expired", headers=staff).json()
+    assert none["items"] == []
+
+    charges = client.get(
+        f"/api/v1/admin/transactions?type=charge&user_id={other.id}", headers=staff
+    ).json()["items"]
+    assert [(t["type"], t["amount"], t["user_id"]) for t in charges] == [
+        ("charge", "4.00", str(other.id))
+    ]
+    assert charges[0]["period_key"].startswith("period:")
+    for bad in ("type=gift", "status=done", "user_id=me"):
+        assert client.get(f"/api/v1/admin/transactions?{bad}", headers=staff).status_code == 422

@@ -8,11 +8,18 @@ from typing import Literal
 from fastapi import APIRouter, status
 from fastapi.responses import JSONResponse
 
-from vmcloud.accounts.deps import AdminUser, CurrentUser
+from vmcloud.accounts.deps import AdminUser, CurrentUser, StaffUser
 from vmcloud.billing import service
 from vmcloud.billing import subscriptions as subs
 from vmcloud.billing.models import SUBSCRIPTION_STATUSES
-from vmcloud.billing.schemas import Balance, CreditCreate, SubscriptionRead, TransactionRead
+from vmcloud.billing.schemas import (
+    AdminSubscriptionRead,
+    AdminTransactionRead,
+    Balance,
+    CreditCreate,
+    SubscriptionRead,
+    TransactionRead,
+)
 from vmcloud.core import idempotency
 from vmcloud.core.idempotency import KeyHeader
 from vmcloud.core.pagination import Page, PageQuery
@@ -60,7 +67,7 @@ SubscriptionStatus = Literal[SUBSCRIPTION_STATUSES]  # type: ignore[valid-type]
 def list_subscriptions(
     db: DbSession, user: CurrentUser, page: PageQuery, status: SubscriptionStatus | None = None
 ) -> Page[SubscriptionRead]:
-    items, cursor = subs.list_owned(db=db, user=user, params=page, status=status)
+    items, cursor = subs.list_subscriptions(db=db, params=page, user_id=user.id, status=status)
     return Page(items=[SubscriptionRead.model_validate(s) for s in items], next_cursor=cursor)
 
 
@@ -81,3 +88,43 @@ def cancel_subscription(
 ) -> SubscriptionRead:
     sub = subs.get_owned(db=db, subscription_id=subscription_id, user=user, lock=True)
     return SubscriptionRead.model_validate(subs.cancel(db=db, sub=sub))
+
+
+TransactionType = Literal["payment", "credit", "refund", "charge", "debit"]
+TransactionStatus = Literal["pending", "completed", "failed", "cancelled"]
+
+
+@admin.get("/transactions", response_model=Page[AdminTransactionRead], summary="The whole ledger")
+def admin_transactions(
+    db: DbSession,
+    user: StaffUser,
+    page: PageQuery,
+    user_id: uuid.UUID | None = None,
+    type: TransactionType | None = None,
+    status: TransactionStatus | None = None,
+    subscription_id: uuid.UUID | None = None,
+) -> Page[AdminTransactionRead]:
+    items, cursor = service.list_all_transactions(
+        db=db,
+        params=page,
+        user_id=user_id,
+        type_=type,
+        status=status,
+        subscription_id=subscription_id,
+    )
+    return Page(items=[AdminTransactionRead.model_validate(t) for t in items], next_cursor=cursor)
+
+
+@admin.get("/subscriptions", response_model=Page[AdminSubscriptionRead])
+def admin_subscriptions(
+    db: DbSession,
+    user: StaffUser,
+    page: PageQuery,
+    user_id: uuid.UUID | None = None,
+    status: SubscriptionStatus | None = None,
+    instance_id: uuid.UUID | None = None,
+) -> Page[AdminSubscriptionRead]:
+    items, cursor = subs.list_subscriptions(
+        db=db, params=page, user_id=user_id, status=status, instance_id=instance_id
+    )
+    return Page(items=[AdminSubscriptionRead.model_validate(s) for s in items], next_cursor=cursor)

@@ -63,3 +63,15 @@ class SubscriptionRead(OutputModel):
         if isinstance(value, Decimal):
             return format(value.normalize(), "f") if value else "0"
         return value
+
+
+class AdminTransactionRead(TransactionRead):
+    user_id: uuid.UUID
+    payment_provider: str | None
+    provider_transaction_id: str | None
+    period_key: str | None
+    refund_of: uuid.UUID | None
+
+
+class AdminSubscriptionRead(SubscriptionRead):
+    user_id: uuid.UUID

@@ -33,6 +33,28 @@ def list_transactions(
     return paginate(db, stmt, order_by=(Transaction.created_at, Transaction.id), params=params)
 
 
+def list_all_transactions(
+    *,
+    db: Session,
+    params: PageParams,
+    user_id: uuid.UUID | None = None,
+    type_: str | None = None,
+    status: str | None = None,
+    subscription_id: uuid.UUID | None = None,
+) -> tuple[list[Transaction], str | None]:
+    """Staff view of the ledger, newest first."""
+    stmt = select(Transaction)
+    if user_id is not None:
+        stmt = stmt.where(Transaction.user_id == user_id)
+    if type_:
+        stmt = stmt.where(Transaction.type == type_)
+    if status:
+        stmt = stmt.where(Transaction.status == status)
+    if subscription_id is not None:
+        stmt = stmt.where(Transaction.subscription_id == subscription_id)
+    return paginate(db, stmt, order_by=(Transaction.created_at, Transaction.id), params=params)
+
+
 def grant_credit(
     *, db: Session, user_id: uuid.UUID, amount: str, reason: str, admin: User
 ) -> Transaction:

@@ -136,12 +136,22 @@ def get_owned(
     return sub
 
 
-def list_owned(
-    *, db: Session, user: User, params: PageParams, status: str | None = None
+def list_subscriptions(
+    *,
+    db: Session,
+    params: PageParams,
+    user_id: uuid.UUID | None = None,
+    status: str | None = None,
+    instance_id: uuid.UUID | None = None,
 ) -> tuple[list[Subscription], str | None]:
-    stmt = select(Subscription).where(Subscription.user_id == user.id)
+    """Newest first; ``user_id`` scopes it to one customer (their own view)."""
+    stmt = select(Subscription)
+    if user_id is not None:
+        stmt = stmt.where(Subscription.user_id == user_id)
     if status:
         stmt = stmt.where(Subscription.status == status)
+    if instance_id is not None:
+        stmt = stmt.where(Subscription.instance_id == instance_id)
     return paginate(db, stmt, order_by=(Subscription.created_at, Subscription.id), params=params)
 
 
