@@ -15,6 +15,7 @@ from tests.factories.accounts import fund, make_user
 from tests.factories.catalog import make_product
 from tests.factories.compute import make_node
 from tests.support import JobRunner
+from vmcloud.audit.models import AuditLog
 from vmcloud.billing import ledger, subscriptions
 from vmcloud.billing.models import Subscription, Transaction
 from vmcloud.catalog.models import Product
@@ -279,6 +280,10 @@ def test_hourly_without_funds_goes_past_due(db: Session, buy: Buy, billing_run: 
     assert (sub.status, sub.amount_due) == ("past_due", Decimal("2.50"))
     assert instance.status == "suspended"
     assert _balance(db, user.id) == 0
+    actions = db.scalars(
+        select(AuditLog.action).where(AuditLog.entity_id.in_([sub.id, instance.id]))
+    ).all()
+    assert "subscription.past_due" in actions and "instance.suspend" in actions
     # Suspended hours are not billed.
     billing_run(DECEMBER + timedelta(hours=20))
     assert _charged(db, sub) == Decimal("5.00")

@@ -20,6 +20,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from vmcloud.accounts.models import User
+from vmcloud.audit import service as audit
 from vmcloud.billing import hourly, ledger
 from vmcloud.billing.models import Subscription
 from vmcloud.billing.subscriptions import MONTHS, _charge, _end, _period_key, add_months
@@ -32,25 +33,39 @@ log = get_logger(__name__)
 
 
 def mark_past_due(*, db: Session, subscription_ids: list[uuid.UUID]) -> None:
-    """Follow-up of subscriptions that just became past due: suspend, then email."""
-    from vmcloud.billing import tasks
-
+    """Follow-up of subscriptions the hourly run just made past due (in SQL, so the audit row
+    is written here): suspend, then email."""
     for sub in db.scalars(select(Subscription).where(Subscription.id.in_(subscription_ids))):
-        if sub.status != "past_due" or sub.instance_id is None:
+        if sub.status != "past_due":
             continue
-        instance = compute.get_instance(db=db, instance_id=sub.instance_id, lock=True)
-        if instance is not None:
-            compute.suspend_instance(db=db, instance=instance, reason="unpaid")
-        jobs.defer(db, tasks.send_past_due_email, subscription_id=str(sub.id))
-        log.info("subscription.past_due", subscription_id=str(sub.id), due=str(sub.amount_due))
+        audit.record(
+            db=db,
+            action="subscription.past_due",
+            entity_type="subscription",
+            entity_id=sub.id,
+            new={"status": "past_due", "amount_due": str(sub.amount_due)},
+        )
+        _suspend_and_notify(db, sub)
 
 
 def past_due(db: Session, sub: Subscription, amount: Decimal, now: datetime) -> None:
+    audit.label(sub, "subscription.past_due")
     sub.status = "past_due"
     sub.amount_due = amount
     sub.past_due_since = now
     db.flush()
-    mark_past_due(db=db, subscription_ids=[sub.id])
+    _suspend_and_notify(db, sub)
+
+
+def _suspend_and_notify(db: Session, sub: Subscription) -> None:
+    from vmcloud.billing import tasks
+
+    if sub.instance_id is not None:
+        instance = compute.get_instance(db=db, instance_id=sub.instance_id, lock=True)
+        if instance is not None:
+            compute.suspend_instance(db=db, instance=instance, reason="unpaid")
+    jobs.defer(db, tasks.send_past_due_email, subscription_id=str(sub.id))
+    log.info("subscription.past_due", subscription_id=str(sub.id), due=str(sub.amount_due))
 
 
 def settle_debts(*, db: Session, user_id: uuid.UUID, now: datetime) -> int:
@@ -82,6 +97,7 @@ def settle_debts(*, db: Session, user_id: uuid.UUID, now: datetime) -> int:
         except ledger.InsufficientFundsError:
             db.refresh(sub)
             break
+        audit.label(sub, "subscription.resume")
         sub.status = "active"
         sub.amount_due = None
         sub.past_due_since = None
