@@ -21,7 +21,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Connection, Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from tests.support import JobRunner, Mailbox
+from tests.helpers import JobRunner, Mailbox
 from vmcloud.app import create_app
 from vmcloud.config import Settings
 from vmcloud.core import jobs

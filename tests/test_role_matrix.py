@@ -20,10 +20,11 @@ from sqlalchemy.orm import Session
 
 from tests.factories.accounts import PASSWORD, make_user
 from tests.factories.compute import make_node
-from tests.support import bearer, login
+from tests.helpers import bearer, login
 from vmcloud.audit.models import AuditLog
 from vmcloud.billing import ledger
 from vmcloud.catalog.models import Product
+from vmcloud.support.models import SupportTicket
 
 API = "/api/v1"
 ROLES = ("anonymous", "customer", "support", "admin")
@@ -83,6 +84,8 @@ MATRIX: dict[tuple[str, str], Case] = {
         ADMIN_ONLY, 201, {"amount": "1.00", "reason": "chargeback"}
     ),
     ("GET", "/admin/transactions"): Case(STAFF, 200),
+    ("GET", "/admin/tickets"): Case(STAFF, 200),
+    ("PATCH", "/admin/tickets/{ticket_id}"): Case(STAFF, 200, {"priority": "high"}),
     ("GET", "/admin/subscriptions"): Case(STAFF, 200),
     ("POST", "/admin/transactions/{transaction_id}/refund"): Case(
         ADMIN_ONLY, 201, {"reason": "goodwill"}
@@ -127,6 +130,8 @@ def path_params(db: Session) -> dict[str, str]:
     db.add(plan)
     node = make_node(db)
     db.flush()
+    ticket = SupportTicket(user_id=customer.id, subject="Help", description="Please")
+    db.add(ticket)
     ledger.post(db=db, user_id=customer.id, type_="credit", amount=Decimal(10), currency="USD")
     charge = ledger.post(
         db=db, user_id=customer.id, type_="charge", amount=Decimal(4), currency="USD"
@@ -137,6 +142,7 @@ def path_params(db: Session) -> dict[str, str]:
         "key": "site.name",
         "node_id": str(node.id),
         "transaction_id": str(charge.id),
+        "ticket_id": str(ticket.id),
     }
 
 

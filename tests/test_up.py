@@ -21,7 +21,7 @@ import pytest
 
 from tests.accounts.test_two_factor import oathtool
 from tests.compute.conftest import drop_pool
-from tests.support import TOKEN_IN_LINK, Mailbox
+from tests.helpers import TOKEN_IN_LINK, Mailbox
 from vmcloud.accounts.passwords import verify_password
 from vmcloud.compute.nodes import pool_name
 from vmcloud.db.embedded import EmbeddedPostgres

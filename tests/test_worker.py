@@ -12,7 +12,7 @@ from pathlib import Path
 from sqlalchemy.orm import Session
 
 from tests.factories.accounts import make_user
-from tests.support import Mailbox
+from tests.helpers import Mailbox
 from vmcloud.accounts import tasks
 from vmcloud.config import Settings
 from vmcloud.core import jobs

@@ -30,6 +30,7 @@ from vmcloud.db import migrate
 from vmcloud.db.session import make_engine, make_session_factory
 from vmcloud.ops.api import router as ops_router
 from vmcloud.site_settings import api as settings_api
+from vmcloud.support import api as support_api
 from vmcloud.web.pages import router as pages_router
 
 API_PREFIX = "/api/v1"
@@ -55,6 +56,8 @@ def api_router() -> APIRouter:
         billing_api.admin,
         payments_api.router,
         payments_api.admin,
+        support_api.router,
+        support_api.admin,
     ):
         router.include_router(domain_router)
     return router

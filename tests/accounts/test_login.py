@@ -15,7 +15,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from tests.factories.accounts import PASSWORD, make_user
-from tests.support import bearer, login
+from tests.helpers import bearer, login
 from vmcloud.accounts.models import RefreshToken, User
 from vmcloud.accounts.passwords import _hasher
 from vmcloud.audit.models import AuditLog

@@ -10,7 +10,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from tests.factories.accounts import PASSWORD, make_user
-from tests.support import JobRunner, Mailbox, bearer, login
+from tests.helpers import JobRunner, Mailbox, bearer, login
 from vmcloud.accounts.models import PasswordReset
 from vmcloud.audit.models import AuditLog
 
@@ -94,7 +94,7 @@ def test_using_one_reset_link_voids_the_others(
     client.post(REQUEST, json={"email": "ned@example.com"})
     job_runner.run()
     first, second = (m.get_content() for m in mailbox.to("ned@example.com"))
-    from tests.support import TOKEN_IN_LINK
+    from tests.helpers import TOKEN_IN_LINK
 
     token_one = TOKEN_IN_LINK.search(first).group(1)  # type: ignore[union-attr]
     token_two = TOKEN_IN_LINK.search(second).group(1)  # type: ignore[union-attr]

@@ -10,7 +10,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from tests.factories.accounts import make_user
-from tests.support import JobRunner, Mailbox, login
+from tests.helpers import JobRunner, Mailbox, login
 from vmcloud.accounts.models import EmailVerification, User
 from vmcloud.audit.models import AuditLog
 from vmcloud.site_settings.models import Setting

@@ -8,7 +8,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
 from tests.factories.accounts import PASSWORD, make_user
-from tests.support import bearer, login
+from tests.helpers import bearer, login
 from vmcloud.accounts.deps import AdminUser, CurrentUser, StaffUser, VerifiedUser
 
 

@@ -14,7 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from tests.factories.accounts import PASSWORD, make_user
-from tests.support import bearer, login
+from tests.helpers import bearer, login
 from vmcloud.accounts.models import RecoveryCode, User
 from vmcloud.audit.models import AuditLog
 

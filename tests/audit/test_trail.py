@@ -17,7 +17,7 @@ from sqlalchemy.exc import ProgrammingError
 from sqlalchemy.orm import Session, sessionmaker
 
 from tests.factories.accounts import PASSWORD, make_user
-from tests.support import bearer, login
+from tests.helpers import bearer, login
 from vmcloud.accounts.models import User
 from vmcloud.app import create_app
 from vmcloud.audit.models import AuditLog

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from tests.factories.accounts import PASSWORD, make_user
 from tests.factories.catalog import make_product
 from tests.factories.compute import make_node, make_pool
-from tests.support import bearer, login
+from tests.helpers import bearer, login
 from vmcloud.accounts.models import User
 from vmcloud.app import create_app
 from vmcloud.billing import ledger

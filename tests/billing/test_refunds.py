@@ -23,7 +23,7 @@ from tests.billing.payment_support import (
     stripe_client,
 )
 from tests.factories.accounts import PASSWORD, make_user
-from tests.support import bearer, login
+from tests.helpers import bearer, login
 from vmcloud.accounts.models import User
 from vmcloud.audit.models import AuditLog
 from vmcloud.billing import ledger

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from tests.billing.payment_support import ledger_clean, set_providers, signature
 from tests.factories.accounts import PASSWORD, make_user
-from tests.support import bearer, login
+from tests.helpers import bearer, login
 from vmcloud.audit.models import AuditLog
 from vmcloud.billing import subscriptions
 from vmcloud.billing.models import Transaction

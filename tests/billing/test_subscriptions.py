@@ -14,7 +14,7 @@ from tests.billing.conftest import Buy, Run
 from tests.factories.accounts import fund, make_user
 from tests.factories.catalog import make_product
 from tests.factories.compute import make_node
-from tests.support import JobRunner
+from tests.helpers import JobRunner
 from vmcloud.audit.models import AuditLog
 from vmcloud.billing import ledger, subscriptions
 from vmcloud.billing.models import Subscription, Transaction

@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from tests.factories.accounts import PASSWORD, make_user
-from tests.support import bearer, login
+from tests.helpers import bearer, login
 from vmcloud.billing.models import Subscription, Transaction
 from vmcloud.catalog.models import Product
 from vmcloud.compute.models import Instance, Node

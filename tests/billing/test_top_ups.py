@@ -23,7 +23,7 @@ from tests.billing.payment_support import (
     stripe_client,
 )
 from tests.factories.accounts import PASSWORD, make_user
-from tests.support import bearer, login
+from tests.helpers import bearer, login
 from vmcloud.app import create_app
 from vmcloud.billing.models import Transaction
 from vmcloud.config import Settings

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from tests.factories.accounts import PASSWORD, make_user
 from tests.factories.catalog import make_product, product_body
-from tests.support import bearer, login
+from tests.helpers import bearer, login
 from vmcloud.catalog.models import Product
 from vmcloud.compute.models import Instance
 

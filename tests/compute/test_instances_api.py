@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from tests.factories.accounts import PASSWORD, make_user
 from tests.factories.compute import make_node, make_pool
-from tests.support import JobRunner, bearer, login
+from tests.helpers import JobRunner, bearer, login
 from vmcloud.catalog.models import Image
 from vmcloud.compute import nodes
 from vmcloud.compute.drivers.base import VMState

@@ -20,7 +20,7 @@ from tests.compute.conftest import LIBVIRT_URI, drop_pool
 from tests.factories.accounts import PASSWORD, make_user
 from tests.factories.catalog import make_product
 from tests.factories.compute import make_node, make_pool
-from tests.support import JobRunner, bearer, login
+from tests.helpers import JobRunner, bearer, login
 from vmcloud.catalog.models import Image
 from vmcloud.compute import nodes
 from vmcloud.compute.models import Instance, Node

@@ -14,7 +14,7 @@ from tests.compute.conftest import LIBVIRT_URI
 from tests.compute.test_instances_api import _order
 from tests.factories.accounts import PASSWORD, make_user
 from tests.factories.compute import make_node, make_pool
-from tests.support import JobRunner, bearer, login
+from tests.helpers import JobRunner, bearer, login
 from vmcloud.compute import local, nodes
 from vmcloud.compute.drivers.fake import FakeDriver
 from vmcloud.compute.tiny_image import TinyImage

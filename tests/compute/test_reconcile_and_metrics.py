@@ -14,7 +14,7 @@ from tests.compute.test_driver_conformance import _spec
 from tests.compute.test_instances_api import _order
 from tests.factories.accounts import PASSWORD, make_user
 from tests.factories.compute import make_node, make_pool
-from tests.support import JobRunner, bearer, login
+from tests.helpers import JobRunner, bearer, login
 from vmcloud.compute import metrics, nodes, reconcile
 from vmcloud.compute.drivers.base import VMState
 from vmcloud.compute.drivers.fake import FakeDriver

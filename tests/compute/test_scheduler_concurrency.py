@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from tests.factories.accounts import PASSWORD, make_user
 from tests.factories.compute import make_node, make_pool
-from tests.support import bearer, login
+from tests.helpers import bearer, login
 from vmcloud.app import create_app
 from vmcloud.compute.models import Instance, Node
 from vmcloud.config import Settings

@@ -18,7 +18,7 @@ from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from tests.factories.accounts import make_user
-from tests.support import Mailbox
+from tests.helpers import Mailbox
 from vmcloud.accounts import tasks
 from vmcloud.app import create_app
 from vmcloud.config import Settings

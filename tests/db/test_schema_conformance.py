@@ -86,6 +86,37 @@ def test_seed_tables_gain_no_unexpected_objects(
         ("transactions", "transactions_type_check"),
         ("transactions", "transactions_status_check"),
         ("transactions", "uq_transactions_provider_id"),
+        # 0011 billing
+        *(
+            ("subscriptions", name)
+            for name in (
+                "rate",
+                "accrued",
+                "month_charged",
+                "monthly_cap",
+                "amount_due",
+                "past_due_since",
+                "subscriptions_type_check",
+                "subscriptions_status_check",
+                "subscriptions_price_not_negative_check",
+                "subscriptions_accrual_not_negative_check",
+                "subscriptions_hourly_has_rate_check",
+                "ix_subscriptions_due",
+                "uq_subscriptions_live_instance",
+            )
+        ),
+        ("transactions", "period_key"),
+        ("transactions", "refund_of"),
+        ("transactions", "transactions_refund_of_fkey"),
+        ("transactions", "uq_transactions_subscription_period"),
+        ("transactions", "ix_transactions_refund_of"),
+        # 0012 support
+        ("support_tickets", "priority_rank"),
+        ("support_tickets", "support_tickets_status_check"),
+        ("support_tickets", "support_tickets_priority_check"),
+        ("support_tickets", "support_tickets_rating_check"),
+        ("support_tickets", "ix_support_tickets_queue"),
+        ("ticket_messages", "ix_ticket_messages_ticket_created"),
     }
     for kind in ("columns", "constraints", "indexes"):
         extra = {

@@ -8,7 +8,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from tests.support import JobRunner, Mailbox
+from tests.helpers import JobRunner, Mailbox
 from vmcloud.accounts.models import User
 
 

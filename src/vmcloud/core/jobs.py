@@ -33,6 +33,7 @@ TASK_MODULES = [
     "vmcloud.billing.tasks",
     "vmcloud.compute.tasks",
     "vmcloud.ops.tasks",
+    "vmcloud.support.tasks",
 ]
 
 app = procrastinate.App(connector=PsycopgConnector(), import_paths=TASK_MODULES)

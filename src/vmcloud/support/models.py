@@ -6,21 +6,49 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Boolean, DateTime, ForeignKey, Index, Integer, String, Text, text
+from sqlalchemy import (
+    Boolean,
+    CheckConstraint,
+    Computed,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    SmallInteger,
+    String,
+    Text,
+    text,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 from sqlalchemy.types import Uuid
 
 from vmcloud.db.base import Base, created_at, updated_at, uuid_pk
 
+TICKET_STATUSES = ("open", "in_progress", "waiting_customer", "resolved", "closed")
+PRIORITIES = ("low", "normal", "high", "urgent")
+
+# The staff queue's order: most urgent first (then oldest first).
+_RANK = "CASE priority WHEN 'urgent' THEN 0 WHEN 'high' THEN 1 WHEN 'normal' THEN 2 ELSE 3 END"
+
 
 class SupportTicket(Base):
     __tablename__ = "support_tickets"
+    __audit__ = "ticket"
+    __audit_ignore__ = ("priority_rank", "updated_at")
     __table_args__ = (
         Index("idx_support_tickets_user_id", "user_id"),
         Index("idx_support_tickets_assigned_to", "assigned_to"),
         Index("idx_support_tickets_status", "status"),
         Index("idx_support_tickets_priority", "priority"),
+        # -- added by 0012
+        CheckConstraint(
+            "status IN ('open', 'in_progress', 'waiting_customer', 'resolved', 'closed')",
+            name="status",
+        ),
+        CheckConstraint("priority IN ('low', 'normal', 'high', 'urgent')", name="priority"),
+        CheckConstraint("satisfaction_rating BETWEEN 1 AND 5", name="rating"),
+        Index("ix_support_tickets_queue", "priority_rank", "created_at", "id"),
     )
 
     id: Mapped[uuid.UUID] = uuid_pk()
@@ -36,10 +64,21 @@ class SupportTicket(Base):
     satisfaction_rating: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime | None] = created_at()
     updated_at: Mapped[datetime | None] = updated_at()
+    # -- added by 0012
+    priority_rank: Mapped[int] = mapped_column(SmallInteger, Computed(_RANK, persisted=True))
 
 
 class TicketMessage(Base):
+    """One message of a ticket. ``is_internal``: a staff note, never shown to the customer.
+    ``attachments_json``: ``[{id, name, size, content_type, sha256, key}]`` (files live in the
+    attachment storage, not in the database)."""
+
     __tablename__ = "ticket_messages"
+    __audit__ = "ticket_message"
+    __table_args__ = (
+        # -- added by 0012: a ticket's conversation in order.
+        Index("ix_ticket_messages_ticket_created", "ticket_id", "created_at"),
+    )
 
     id: Mapped[uuid.UUID] = uuid_pk()
     ticket_id: Mapped[uuid.UUID] = mapped_column(Uuid(), ForeignKey("support_tickets.id"))

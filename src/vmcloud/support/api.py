@@ -1,0 +1,248 @@
+"""Routes: customers' tickets, and the staff queue."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request, Response, status
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
+from starlette.datastructures import UploadFile
+
+from vmcloud.accounts.deps import CurrentUser, StaffUser
+from vmcloud.config import Settings
+from vmcloud.core.errors import InvalidInputError, NotFoundError
+from vmcloud.core.pagination import Page, PageQuery
+from vmcloud.db.session import DbSession
+from vmcloud.support import attachments, service
+from vmcloud.support.attachments import Upload
+from vmcloud.support.models import SupportTicket
+from vmcloud.support.schemas import (
+    MessageCreate,
+    MessageRead,
+    Priority,
+    RatingCreate,
+    StaffMessageRead,
+    StaffTicketDetail,
+    StaffTicketRead,
+    Status,
+    TicketAdminUpdate,
+    TicketCreate,
+    TicketDetail,
+    TicketRead,
+    message_view,
+)
+from vmcloud.support.storage import storage_for
+
+router = APIRouter(prefix="/tickets", tags=["support"])
+admin = APIRouter(prefix="/admin/tickets", tags=["admin: support"])
+
+# Multipart bodies: at most this many parts, and the message field at most this large.
+_MAX_PARTS = 50
+_MAX_FIELD = 100 * 1024
+
+
+def _settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+AppSettings = Annotated[Settings, Depends(_settings)]
+
+
+async def _message_input(request: Request) -> tuple[MessageCreate, list[Upload]]:
+    """``{message, is_internal?}`` as JSON, or as multipart form fields with ``files``."""
+    content_type = request.headers.get("content-type", "")
+    if not content_type.startswith("multipart/form-data"):
+        try:
+            return MessageCreate.model_validate_json(await request.body()), []
+        except ValidationError as exc:
+            raise RequestValidationError(
+                [{**e, "loc": ("body", *e["loc"])} for e in exc.errors()]
+            ) from None
+    # Limits are read in a short session of their own: the request's belongs to the route.
+    factory = request.app.state.session_factory
+    with factory() as db:
+        max_bytes, max_count, _ = attachments.limits(db)
+    async with request.form(
+        max_files=_MAX_PARTS, max_fields=_MAX_PARTS, max_part_size=_MAX_FIELD
+    ) as form:
+        fields: dict[str, Any] = {}
+        uploads: list[Upload] = []
+        for name, value in form.multi_items():
+            if isinstance(value, UploadFile):
+                if name != "files":
+                    raise InvalidInputError(
+                        "Files go in the field named files.",
+                        errors=[{"field": name, "message": "unexpected file"}],
+                    )
+                if len(uploads) >= max_count:
+                    raise InvalidInputError(
+                        f"At most {max_count} files per message.",
+                        errors=[{"field": "files", "message": f"at most {max_count} files"}],
+                    )
+                data = await value.read(max_bytes + 1)
+                uploads.append(
+                    Upload(
+                        name=value.filename or "attachment",
+                        content_type=value.content_type or "",
+                        data=data,
+                    )
+                )
+            elif name in fields:
+                raise InvalidInputError(
+                    f"The field {name} is given twice.",
+                    errors=[{"field": name, "message": "given twice"}],
+                )
+            else:
+                fields[name] = value
+    if "is_internal" in fields:
+        fields["is_internal"] = fields["is_internal"].strip().lower() in ("true", "1", "on")
+    try:
+        return MessageCreate.model_validate_json(json.dumps(fields)), uploads
+    except ValidationError as exc:
+        raise RequestValidationError(
+            [{**e, "loc": ("body", *e["loc"])} for e in exc.errors()]
+        ) from None
+
+
+MessageInput = Annotated[tuple[MessageCreate, list[Upload]], Depends(_message_input)]
+
+
+def _detail(db: DbSession, ticket: SupportTicket, staff: bool) -> dict[str, Any]:
+    messages = service.messages_of(db=db, ticket=ticket, staff=staff)
+    roles = service.author_roles(db=db, messages=messages)
+    model = StaffTicketDetail if staff else TicketDetail
+    base = (StaffTicketRead if staff else TicketRead).model_validate(ticket).model_dump()
+    base["messages"] = [
+        message_view(m, roles.get(m.user_id, "customer"), staff=staff) for m in messages
+    ]
+    return model.model_validate(base).model_dump(mode="json")
+
+
+@router.get("", response_model=Page[TicketRead], summary="Your tickets")
+def list_tickets(
+    db: DbSession, user: CurrentUser, page: PageQuery, status: Status | None = None
+) -> Page[TicketRead]:
+    items, cursor = service.list_own(db=db, user=user, params=page, status=status)
+    return Page(items=[TicketRead.model_validate(t) for t in items], next_cursor=cursor)
+
+
+@router.post("", response_model=TicketRead, status_code=status.HTTP_201_CREATED)
+def open_ticket(body: TicketCreate, db: DbSession, user: CurrentUser) -> TicketRead:
+    return TicketRead.model_validate(service.open_ticket(db=db, user=user, body=body))
+
+
+@router.get("/{ticket_id}", response_model=TicketDetail | StaffTicketDetail)
+def get_ticket(ticket_id: uuid.UUID, db: DbSession, user: CurrentUser) -> dict[str, Any]:
+    ticket = service.get_visible(db=db, ticket_id=ticket_id, user=user)
+    return _detail(db, ticket, service.is_staff(user))
+
+
+@router.post(
+    "/{ticket_id}/messages",
+    response_model=MessageRead | StaffMessageRead,
+    status_code=status.HTTP_201_CREATED,
+    summary="Reply (JSON, or multipart with files)",
+)
+def post_message(
+    ticket_id: uuid.UUID,
+    payload: MessageInput,
+    db: DbSession,
+    user: CurrentUser,
+    settings: AppSettings,
+) -> dict[str, Any]:
+    body, uploads = payload
+    ticket = service.get_visible(db=db, ticket_id=ticket_id, user=user, lock=True)
+    message = service.add_message(
+        db=db,
+        ticket=ticket,
+        author=user,
+        body=body,
+        uploads=uploads,
+        storage=storage_for(settings),
+    )
+    staff = service.is_staff(user)
+    view = message_view(message, "staff" if staff else "customer", staff=staff)
+    return (StaffMessageRead if staff else MessageRead).model_validate(view).model_dump(mode="json")
+
+
+@router.post("/{ticket_id}/close", response_model=TicketRead)
+def close_ticket(ticket_id: uuid.UUID, db: DbSession, user: CurrentUser) -> TicketRead:
+    ticket = service.get_visible(db=db, ticket_id=ticket_id, user=user, lock=True)
+    return TicketRead.model_validate(service.close(db=db, ticket=ticket))
+
+
+@router.post("/{ticket_id}/rating", response_model=TicketRead)
+def rate_ticket(
+    ticket_id: uuid.UUID, body: RatingCreate, db: DbSession, user: CurrentUser
+) -> TicketRead:
+    ticket = service.get_visible(db=db, ticket_id=ticket_id, user=user, lock=True)
+    return TicketRead.model_validate(
+        service.rate(db=db, ticket=ticket, user=user, rating=body.rating)
+    )
+
+
+@router.get("/{ticket_id}/attachments/{attachment_id}", response_class=Response)
+def download_attachment(
+    ticket_id: uuid.UUID,
+    attachment_id: str,
+    db: DbSession,
+    user: CurrentUser,
+    settings: AppSettings,
+) -> Response:
+    ticket = service.get_visible(db=db, ticket_id=ticket_id, user=user)
+    for message in service.messages_of(db=db, ticket=ticket, staff=service.is_staff(user)):
+        for meta in message.attachments_json or []:
+            if meta.get("id") == attachment_id:
+                try:
+                    data = storage_for(settings).get(meta["key"])
+                except FileNotFoundError:
+                    break
+                name = meta["name"].encode("ascii", "replace").decode().replace('"', "'")
+                return Response(
+                    content=data,
+                    media_type=meta["content_type"],
+                    headers={
+                        "Content-Disposition": f'attachment; filename="{name}"',
+                        "X-Content-Type-Options": "nosniff",
+                        "Content-Security-Policy": "default-src 'none'; sandbox",
+                    },
+                )
+    raise NotFoundError("There is no such attachment.")
+
+
+# -- staff -------------------------------------------------------------------------------------
+
+
+@admin.get("", response_model=Page[StaffTicketRead], summary="The support queue")
+def ticket_queue(
+    db: DbSession,
+    user: StaffUser,
+    page: PageQuery,
+    status: Status | None = None,
+    priority: Priority | None = None,
+    assigned_to: uuid.UUID | None = None,
+    category: str | None = None,
+    unassigned: bool = False,
+) -> Page[StaffTicketRead]:
+    items, cursor = service.queue(
+        db=db,
+        params=page,
+        status=status,
+        priority=priority,
+        assigned_to=assigned_to,
+        category=category,
+        unassigned=unassigned,
+    )
+    return Page(items=[StaffTicketRead.model_validate(t) for t in items], next_cursor=cursor)
+
+
+@admin.patch("/{ticket_id}", response_model=StaffTicketRead)
+def update_ticket(
+    ticket_id: uuid.UUID, body: TicketAdminUpdate, db: DbSession, user: StaffUser
+) -> StaffTicketRead:
+    ticket = service.get_visible(db=db, ticket_id=ticket_id, user=user, lock=True)
+    return StaffTicketRead.model_validate(service.update_ticket(db=db, ticket=ticket, body=body))

@@ -1,0 +1,262 @@
+"""Support tickets: customers open and answer them, staff work them from a queue.
+
+Status machine (an illegal change is 409)::
+
+    open ⇄ in_progress → waiting_customer → resolved → closed
+      └──────────┴──────────────┴─────────────┴────────↗ (any → closed; resolved → in_progress)
+
+A customer's reply reopens a ``waiting_customer`` or ``resolved`` ticket (``in_progress`` when
+someone is assigned, else ``open``). A staff member's public reply to an ``open`` ticket moves
+it to ``in_progress``. Internal notes (``is_internal``) change no status and reach no customer:
+not in a ticket, a message list, a count or an email.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from vmcloud.accounts.models import User
+from vmcloud.audit import service as audit
+from vmcloud.compute import service as compute
+from vmcloud.core import jobs
+from vmcloud.core.clock import utcnow
+from vmcloud.core.errors import ConflictError, ForbiddenError, InvalidInputError, NotFoundError
+from vmcloud.core.pagination import PageParams, paginate
+from vmcloud.site_settings import service as site_settings
+from vmcloud.support.attachments import Upload, store_uploads
+from vmcloud.support.models import SupportTicket, TicketMessage
+from vmcloud.support.schemas import MessageCreate, TicketAdminUpdate, TicketCreate
+from vmcloud.support.storage import Storage
+
+STAFF_ROLES = ("support", "admin")
+TRANSITIONS: dict[str, tuple[str, ...]] = {
+    "open": ("in_progress", "waiting_customer", "resolved", "closed"),
+    "in_progress": ("open", "waiting_customer", "resolved", "closed"),
+    "waiting_customer": ("in_progress", "resolved", "closed"),
+    "resolved": ("in_progress", "closed"),
+    "closed": (),
+}
+
+
+def is_staff(user: User) -> bool:
+    return user.role in STAFF_ROLES
+
+
+def _invalid(field: str, message: str) -> InvalidInputError:
+    return InvalidInputError(
+        f"The {field} is not valid: {message}.", errors=[{"field": field, "message": message}]
+    )
+
+
+def _notify(db: Session, event: str, ticket: SupportTicket, message_id: uuid.UUID | None) -> None:
+    from vmcloud.support import tasks
+
+    jobs.defer(
+        db,
+        tasks.notify,
+        event=event,
+        ticket_id=str(ticket.id),
+        message_id=str(message_id) if message_id else None,
+    )
+
+
+# -- customers ---------------------------------------------------------------------------------
+
+
+def open_ticket(*, db: Session, user: User, body: TicketCreate) -> SupportTicket:
+    categories = list(site_settings.get_value(db=db, key="support.categories", default=[]))
+    category = body.category or (categories[0] if categories else None)
+    if category not in categories:
+        raise _invalid("category", f"one of {', '.join(categories)}")
+    if body.instance_id is not None:
+        try:
+            instance = compute.get_owned_instance(db=db, instance_id=body.instance_id, user=user)
+        except NotFoundError:
+            raise _invalid("instance_id", "no such instance of yours") from None
+        if instance.user_id != user.id:
+            raise _invalid("instance_id", "no such instance of yours")
+    ticket = SupportTicket(
+        id=uuid.uuid4(),
+        user_id=user.id,
+        subject=body.subject,
+        description=body.description,
+        category=category,
+        priority=body.priority,
+        status="open",
+        instance_id=body.instance_id,
+    )
+    audit.label(ticket, "ticket.create")
+    db.add(ticket)
+    db.flush()
+    _notify(db, "new_ticket", ticket, None)
+    return ticket
+
+
+def get_visible(
+    *, db: Session, ticket_id: uuid.UUID, user: User, lock: bool = False
+) -> SupportTicket:
+    """The ticket if ``user`` owns it or is staff; 404 for anyone else."""
+    stmt = select(SupportTicket).where(SupportTicket.id == ticket_id)
+    if not is_staff(user):
+        stmt = stmt.where(SupportTicket.user_id == user.id)
+    ticket = db.scalar(stmt.with_for_update() if lock else stmt)
+    if ticket is None:
+        raise NotFoundError("There is no such ticket.")
+    return ticket
+
+
+def list_own(
+    *, db: Session, user: User, params: PageParams, status: str | None = None
+) -> tuple[list[SupportTicket], str | None]:
+    stmt = select(SupportTicket).where(SupportTicket.user_id == user.id)
+    if status:
+        stmt = stmt.where(SupportTicket.status == status)
+    return paginate(db, stmt, order_by=(SupportTicket.created_at, SupportTicket.id), params=params)
+
+
+def messages_of(*, db: Session, ticket: SupportTicket, staff: bool) -> list[TicketMessage]:
+    """The conversation, oldest first; internal notes only for staff."""
+    stmt = select(TicketMessage).where(TicketMessage.ticket_id == ticket.id)
+    if not staff:
+        stmt = stmt.where(TicketMessage.is_internal.is_not(True))
+    return list(db.scalars(stmt.order_by(TicketMessage.created_at, TicketMessage.id)))
+
+
+def author_roles(*, db: Session, messages: list[TicketMessage]) -> dict[uuid.UUID, str]:
+    ids = {m.user_id for m in messages}
+    rows = db.execute(select(User.id, User.role).where(User.id.in_(ids))).all() if ids else []
+    return {row[0]: ("staff" if row[1] in STAFF_ROLES else "customer") for row in rows}
+
+
+def add_message(
+    *,
+    db: Session,
+    ticket: SupportTicket,
+    author: User,
+    body: MessageCreate,
+    uploads: list[Upload],
+    storage: Storage,
+) -> TicketMessage:
+    staff = is_staff(author)
+    if body.is_internal and not staff:
+        raise ForbiddenError("Only staff can write internal notes.")
+    if ticket.status == "closed":
+        raise ConflictError(
+            "The ticket is closed; open a new one.", type="invalid-state", title="Ticket closed"
+        )
+    message = TicketMessage(
+        id=uuid.uuid4(),
+        ticket_id=ticket.id,
+        user_id=author.id,
+        message=body.message,
+        is_internal=body.is_internal,
+        attachments_json=store_uploads(db=db, uploads=uploads, storage=storage) or None,
+    )
+    audit.label(message, "ticket.note" if body.is_internal else "ticket.reply")
+    db.add(message)
+    if body.is_internal:
+        pass
+    elif staff and author.id != ticket.user_id:
+        if ticket.status == "open":
+            _set_status(ticket, "in_progress")
+        _notify(db, "staff_reply", ticket, message.id)
+    else:
+        if ticket.status in ("waiting_customer", "resolved"):
+            _set_status(ticket, "in_progress" if ticket.assigned_to else "open")
+        _notify(db, "customer_reply", ticket, message.id)
+    ticket.updated_at = utcnow()
+    db.flush()
+    return message
+
+
+def _set_status(ticket: SupportTicket, status: str) -> None:
+    ticket.status = status
+    ticket.resolved_at = utcnow() if status == "resolved" else ticket.resolved_at
+    if status in ("open", "in_progress", "waiting_customer"):
+        ticket.resolved_at = None
+
+
+def close(*, db: Session, ticket: SupportTicket) -> SupportTicket:
+    if ticket.status == "closed":
+        raise ConflictError("The ticket is already closed.", type="invalid-state")
+    audit.label(ticket, "ticket.close")
+    _set_status(ticket, "closed")
+    db.flush()
+    return ticket
+
+
+def rate(*, db: Session, ticket: SupportTicket, user: User, rating: int) -> SupportTicket:
+    if ticket.user_id != user.id:
+        raise ForbiddenError("Only the customer who opened the ticket can rate it.")
+    if ticket.status not in ("resolved", "closed"):
+        raise ConflictError(
+            "A ticket can be rated once it is resolved or closed.", type="invalid-state"
+        )
+    if ticket.satisfaction_rating is not None:
+        raise ConflictError("This ticket is already rated.", type="already-rated")
+    audit.label(ticket, "ticket.rate")
+    ticket.satisfaction_rating = rating
+    db.flush()
+    return ticket
+
+
+# -- staff -------------------------------------------------------------------------------------
+
+
+def queue(
+    *,
+    db: Session,
+    params: PageParams,
+    status: str | None = None,
+    priority: str | None = None,
+    assigned_to: uuid.UUID | None = None,
+    category: str | None = None,
+    unassigned: bool = False,
+) -> tuple[list[SupportTicket], str | None]:
+    """Most urgent first, then oldest first."""
+    stmt = select(SupportTicket)
+    filters: dict[str, Any] = {"status": status, "priority": priority, "category": category}
+    for column, value in filters.items():
+        if value:
+            stmt = stmt.where(getattr(SupportTicket, column) == value)
+    if assigned_to is not None:
+        stmt = stmt.where(SupportTicket.assigned_to == assigned_to)
+    if unassigned:
+        stmt = stmt.where(SupportTicket.assigned_to.is_(None))
+    return paginate(
+        db,
+        stmt,
+        order_by=(SupportTicket.priority_rank, SupportTicket.created_at, SupportTicket.id),
+        params=params,
+        descending=False,
+    )
+
+
+def update_ticket(*, db: Session, ticket: SupportTicket, body: TicketAdminUpdate) -> SupportTicket:
+    fields = body.model_fields_set
+    audit.label(ticket, "ticket.update")
+    if "assigned_to" in fields and body.assigned_to != ticket.assigned_to:
+        if body.assigned_to is not None:
+            assignee = db.get(User, body.assigned_to)
+            if assignee is None or not is_staff(assignee) or assignee.status != "active":
+                raise _invalid("assigned_to", "not an active staff member")
+        ticket.assigned_to = body.assigned_to
+    if body.priority is not None:
+        ticket.priority = body.priority
+    if body.status is not None and body.status != ticket.status:
+        current = ticket.status or "open"
+        if body.status not in TRANSITIONS[current]:
+            raise ConflictError(
+                f"A ticket that is {current} cannot become {body.status}.",
+                type="invalid-transition",
+                title="Not allowed in this state",
+            )
+        _set_status(ticket, body.status)
+        if body.status == "resolved":
+            _notify(db, "resolved", ticket, None)
+    db.flush()
+    return ticket
