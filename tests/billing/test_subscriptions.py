@@ -386,3 +386,115 @@ def test_a_failed_provisioning_refunds_the_charge(
     assert sub.status == "cancelled"
     assert _balance(db, user.id) == Decimal("4.00")
     _assert_ledger(db)
+
+
+# -- regressions from review -------------------------------------------------------------------
+
+
+def test_an_hour_unpaid_at_a_months_end_does_not_eat_next_months_cap(
+    db: Session, buy: Buy, billing_run: Run
+) -> None:
+    plan = _hourly_plan(db, "2.00", "10.00")
+    user = make_user(db, balance="6.00")
+    sub = _sub(db, buy(user, "hourly", product=plan.slug))
+    _start_at(db, sub, datetime(2027, 1, 31, 20))
+    billing_run(datetime(2027, 2, 1, 0, 1))
+    db.refresh(sub)
+    assert (sub.status, sub.month_charged) == ("past_due", Decimal("8.00"))
+    fund(db, user, "100.00")
+    subscriptions.settle_debts(db=db, user_id=user.id, now=datetime(2027, 2, 3, 12, 30))
+    billing_run(datetime(2027, 2, 3, 22, 0))
+    february = db.scalar(
+        select(func.sum(Transaction.amount)).where(
+            Transaction.subscription_id == sub.id,
+            Transaction.period_key.like("hour:2027-02-%"),
+        )
+    )
+    assert february == Decimal("10.00")  # ten hours of 2.00, capped at the monthly 10.00
+    _assert_ledger(db)
+
+
+def test_an_instance_still_provisioning_when_it_falls_due_is_suspended_later(
+    db: Session, buy: Buy, billing_run: Run
+) -> None:
+    plan = _hourly_plan(db, "6.00", "100.00")
+    user = make_user(db, balance="5.00")
+    instance = buy(user, "hourly", product=plan.slug)
+    sub = _sub(db, instance)
+    _start_at(db, sub, DECEMBER)
+    billing_run(DECEMBER + timedelta(hours=1))
+    db.refresh(sub)
+    db.refresh(instance)
+    assert (sub.status, instance.status) == ("past_due", "pending")
+    compute.set_status(instance, "running")  # provisioning finished after all
+    db.flush()
+    billing_run(DECEMBER + timedelta(hours=1, minutes=1))
+    db.refresh(instance)
+    assert instance.status == "suspended"
+
+
+def test_cancelling_a_past_due_subscription_ends_it_now(
+    db: Session, buy: Buy, billing_run: Run
+) -> None:
+    user = make_user(db, balance="4.00")
+    instance = buy(user, "monthly")
+    compute.set_status(instance, "running")
+    sub = _sub(db, instance)
+    billing_run(sub.period_end)
+    db.refresh(sub)
+    assert sub.status == "past_due"
+    subscriptions.cancel(db=db, sub=sub)
+    db.refresh(instance)
+    assert (sub.status, sub.amount_due, instance.status) == ("cancelled", None, "deleting")
+    fund(db, user, "50.00")
+    subscriptions.settle_debts(db=db, user_id=user.id, now=sub.period_end)
+    assert _balance(db, user.id) == Decimal("50.00")  # nothing collected after cancelling
+    _assert_ledger(db)
+
+
+def test_the_unused_days_refund_counts_against_its_periods_charge(db: Session, buy: Buy) -> None:
+    from vmcloud.billing.payments.refunds import refundable
+
+    user = make_user(db, balance="4.00")
+    instance = buy(user, "monthly")
+    sub = _sub(db, instance)
+    charge = db.scalar(select(Transaction).where(Transaction.subscription_id == sub.id))
+    assert charge is not None
+    compute.delete_instance(db=db, instance=instance)
+    refunded = _balance(db, user.id)
+    assert refunded > Decimal("3.50")
+    assert refundable(db, charge) == Decimal("4.00") - refunded
+    _assert_ledger(db)
+
+
+def test_deleted_on_the_hour_the_carry_is_still_settled(db: Session, buy: Buy) -> None:
+    user = make_user(db, balance="10.00")
+    instance = buy(user, "hourly")  # 0.0074/hour
+    sub = _sub(db, instance)
+    _start_at(db, sub, DECEMBER)
+    subscriptions.end_for_deletion(
+        db=db, instance_id=instance.id, now=DECEMBER + timedelta(hours=5)
+    )
+    # Five hours: 0.037, charged 0.03 along the way and the 0.007 carry rounded once.
+    assert _charged(db, sub) == Decimal("0.04")
+    _assert_ledger(db)
+
+
+def test_unpaid_last_hours_are_recorded_in_full(db: Session, buy: Buy) -> None:
+    plan = _hourly_plan(db, "1.00", "100.00")
+    user = make_user(db, balance="5.00")
+    instance = buy(user, "hourly", product=plan.slug)
+    sub = _sub(db, instance)
+    _start_at(db, sub, DECEMBER)
+    # Nine hours unbilled (the run was behind); the balance covers five.
+    subscriptions.end_for_deletion(
+        db=db, instance_id=instance.id, now=DECEMBER + timedelta(hours=8, minutes=30)
+    )
+    assert _charged(db, sub) == Decimal("5.00")
+    recorded = db.scalar(
+        select(AuditLog.new_values).where(
+            AuditLog.action == "subscription.unpaid", AuditLog.entity_id == sub.id
+        )
+    )
+    assert recorded == {"amount_due": "4.00"}
+    _assert_ledger(db)

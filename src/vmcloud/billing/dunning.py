@@ -25,6 +25,7 @@ from vmcloud.billing import hourly, ledger
 from vmcloud.billing.models import Subscription
 from vmcloud.billing.subscriptions import MONTHS, _charge, _end, _period_key, add_months
 from vmcloud.compute import service as compute
+from vmcloud.compute.models import Instance
 from vmcloud.core import jobs
 from vmcloud.core.logging import get_logger
 from vmcloud.site_settings import service as site_settings
@@ -61,53 +62,98 @@ def _suspend_and_notify(db: Session, sub: Subscription) -> None:
     from vmcloud.billing import tasks
 
     if sub.instance_id is not None:
-        instance = compute.get_instance(db=db, instance_id=sub.instance_id, lock=True)
-        if instance is not None:
-            compute.suspend_instance(db=db, instance=instance, reason="unpaid")
+        _suspend(db, sub.instance_id)
     jobs.defer(db, tasks.send_past_due_email, subscription_id=str(sub.id))
     log.info("subscription.past_due", subscription_id=str(sub.id), due=str(sub.amount_due))
 
 
 def settle_debts(*, db: Session, user_id: uuid.UUID, now: datetime) -> int:
     """Pay past-due subscriptions oldest first while the balance covers them; returns how
-    many were paid."""
+    many were paid. Locks instances before subscriptions, as deleting an instance does."""
+    due = db.execute(
+        select(Subscription.id, Subscription.instance_id)
+        .where(
+            Subscription.user_id == user_id,
+            Subscription.status == "past_due",
+            Subscription.auto_renew.is_not(False),
+        )
+        .order_by(Subscription.past_due_since, Subscription.id)
+    ).all()
+    if not due:
+        return 0
+    instance_ids = sorted(row.instance_id for row in due if row.instance_id is not None)
+    instances = {i: compute.get_instance(db=db, instance_id=i, lock=True) for i in instance_ids}
     db.execute(select(User.id).where(User.id == user_id).with_for_update())
     paid = 0
-    subs = db.scalars(
-        select(Subscription)
-        .where(Subscription.user_id == user_id, Subscription.status == "past_due")
-        .order_by(Subscription.past_due_since, Subscription.id)
-        .with_for_update()
-    ).all()
-    for sub in subs:
-        if sub.past_due_since is None:
+    for row in due:
+        sub = db.get(Subscription, row.id, with_for_update=True, populate_existing=True)
+        if sub is None or sub.status != "past_due" or sub.past_due_since is None:
             continue
-        due = sub.amount_due or Decimal(0)
-        key = _period_key("due", sub.past_due_since)
-        try:
-            with db.begin_nested():
-                if sub.type == "hourly":
-                    start = hourly.floor_hour(now)
-                    if (start.year, start.month) != (sub.period_start.year, sub.period_start.month):
-                        sub.month_charged = Decimal(0)
-                    sub.period_start, sub.period_end = start, start + timedelta(hours=1)
-                else:
-                    sub.period_start, sub.period_end = now, add_months(now, MONTHS[sub.type])
-                _charge(db, sub, due, key, now)
-        except ledger.InsufficientFundsError:
-            db.refresh(sub)
+        if not _pay(db, sub, now):
             break
-        audit.label(sub, "subscription.resume")
-        sub.status = "active"
-        sub.amount_due = None
-        sub.past_due_since = None
         paid += 1
-        if sub.instance_id is not None:
-            instance = compute.get_instance(db=db, instance_id=sub.instance_id, lock=True)
-            if instance is not None:
-                compute.resume_instance(db=db, instance=instance)
+        instance = instances.get(sub.instance_id) if sub.instance_id else None
+        if instance is not None:
+            compute.resume_instance(db=db, instance=instance)
     db.flush()
     return paid
+
+
+def _pay(db: Session, sub: Subscription, now: datetime) -> bool:
+    """Charge a past-due subscription's debt and start a new period now; False (and nothing
+    changed) when the balance does not cover it."""
+    assert sub.past_due_since is not None
+    key = _period_key("due", sub.past_due_since)
+    try:
+        with db.begin_nested():
+            if sub.type == "hourly":
+                start = hourly.floor_hour(now)
+                # month_charged belongs to the month of the last billed hour.
+                last = sub.period_start - timedelta(hours=1)
+                if (start.year, start.month) != (last.year, last.month):
+                    sub.month_charged = Decimal(0)
+                sub.period_start, sub.period_end = start, start + timedelta(hours=1)
+            else:
+                sub.period_start, sub.period_end = now, add_months(now, MONTHS[sub.type])
+            _charge(db, sub, sub.amount_due or Decimal(0), key, now)
+    except ledger.InsufficientFundsError:
+        db.refresh(sub)
+        return False
+    audit.label(sub, "subscription.resume")
+    sub.status = "active"
+    sub.amount_due = None
+    sub.past_due_since = None
+    return True
+
+
+def enforce_suspensions(*, db: Session) -> int:
+    """Suspend instances whose subscription is past due but that are not suspended yet (one
+    that was still provisioning, or was locked, when its subscription fell due)."""
+    rows = db.execute(
+        select(Subscription.id)
+        .join(Instance, Instance.id == Subscription.instance_id)
+        .where(
+            Subscription.status == "past_due",
+            Instance.status.in_(compute.SUSPENDABLE),
+            Instance.deleted_at.is_(None),
+        )
+        .limit(500)
+    ).all()
+    suspended = 0
+    for row in rows:
+        sub = db.get(Subscription, row.id)
+        if sub is not None and sub.instance_id is not None:
+            suspended += _suspend(db, sub.instance_id)
+    return suspended
+
+
+def _suspend(db: Session, instance_id: uuid.UUID) -> int:
+    # SKIP LOCKED: an instance busy in a request (being deleted, say) is left for the next run
+    # rather than waited for, so the billing run never deadlocks with a request.
+    instance = compute.get_instance(db=db, instance_id=instance_id, lock=True, skip_locked=True)
+    if instance is None:
+        return 0
+    return int(compute.suspend_instance(db=db, instance=instance, reason="unpaid"))
 
 
 def expire_overdue(*, db: Session, now: datetime, batch: int = 200) -> int:
@@ -131,11 +177,43 @@ def expire_overdue(*, db: Session, now: datetime, batch: int = 200) -> int:
 
 
 def end_instance(db: Session, sub: Subscription, reason: str) -> None:
+    """Delete the instance of a subscription that ended (skipped if a request holds the
+    instance right now: :func:`enforce_endings` catches it on the next run)."""
     if sub.instance_id is None:
         return
-    instance = compute.get_instance(db=db, instance_id=sub.instance_id, lock=True)
+    instance = compute.get_instance(db=db, instance_id=sub.instance_id, lock=True, skip_locked=True)
     if instance is not None and instance.status not in compute.NOT_DELETABLE:
         compute.delete_instance(db=db, instance=instance, reason=reason)
+
+
+def enforce_endings(*, db: Session) -> int:
+    """Delete live instances whose subscription ended (cancelled at period end, or expired)
+    and that no live subscription keeps. Instances in ``error`` (a failed provisioning ends
+    its subscription too) are left for their owner to delete."""
+    live = select(Subscription.id).where(
+        Subscription.instance_id == Instance.id, Subscription.status.in_(("active", "past_due"))
+    )
+    ended = select(Subscription.id).where(
+        Subscription.instance_id == Instance.id,
+        Subscription.status.in_(("cancelled", "expired")),
+    )
+    rows = db.execute(
+        select(Instance.id)
+        .where(
+            Instance.deleted_at.is_(None),
+            Instance.status.not_in((*compute.NOT_DELETABLE, "error")),
+            ended.exists(),
+            ~live.exists(),
+        )
+        .limit(500)
+    ).all()
+    done = 0
+    for row in rows:
+        instance = compute.get_instance(db=db, instance_id=row.id, lock=True, skip_locked=True)
+        if instance is not None and instance.status not in (*compute.NOT_DELETABLE, "error"):
+            compute.delete_instance(db=db, instance=instance, reason="subscription ended")
+            done += 1
+    return done
 
 
 def charge_period(db: Session, sub: Subscription, now: datetime) -> bool:

@@ -17,7 +17,7 @@ hour is over, a run bills it in one set-based statement per batch of subscriptio
   subscription: a re-run, or two workers at once, never bill an hour twice.
 
 A subscription whose ``auto_renew`` is off ends with the hour it was cancelled in (status
-``cancelled``; the caller deletes its instance).
+``cancelled``, even when that hour is unpaid; the caller deletes its instance).
 """
 
 from __future__ import annotations
@@ -83,11 +83,14 @@ _BILL = text(
                accrued = CASE WHEN b.settle OR b.charge < b.owed THEN 0
                               ELSE b.exact - b.owed END,
                month_charged = b.base + b.charge,
-               status = CASE WHEN NOT b.ok THEN 'past_due'
-                             WHEN COALESCE(b.auto_renew, true) THEN 'active'
-                             ELSE 'cancelled' END,
+               -- a cancelled subscription ends with its hour, paid or not (an unpaid last
+               -- hour stays in amount_due, written off: there is nothing left to suspend)
+               status = CASE WHEN NOT COALESCE(b.auto_renew, true) THEN 'cancelled'
+                             WHEN NOT b.ok THEN 'past_due'
+                             ELSE 'active' END,
                amount_due = CASE WHEN b.ok THEN NULL ELSE b.charge END,
-               past_due_since = CASE WHEN b.ok THEN NULL ELSE CAST(:now AS timestamp) END,
+               past_due_since = CASE WHEN b.ok OR NOT COALESCE(b.auto_renew, true) THEN NULL
+                                     ELSE CAST(:now AS timestamp) END,
                updated_at = :now
           FROM settled b
          WHERE s.id = b.id

@@ -30,6 +30,7 @@ class RunSummary:
     unpaid: int = 0
     ended: int = 0
     expired: int = 0
+    enforced: int = 0
 
 
 def renew_due(*, db: Session, now: datetime, batch: int = 200) -> tuple[int, int, int]:
@@ -88,8 +89,13 @@ def run(*, unit_of_work: UnitOfWork, now: datetime, batch: int = hourly.BATCH) -
         summary.expired += expired
         if expired == 0:
             break
+    with unit_of_work() as db:
+        # Catch what a batch had to skip (an instance busy in a request, or still
+        # provisioning when its subscription fell due).
+        summary.enforced = dunning.enforce_suspensions(db=db) + dunning.enforce_endings(db=db)
     log.info(
         "billing.run",
+        enforced=summary.enforced,
         hours=summary.hourly.hours,
         charges=summary.hourly.charges,
         amount=str(summary.hourly.amount),

@@ -166,16 +166,25 @@ def live_for_instance(
 
 def cancel(*, db: Session, sub: Subscription, now: datetime | None = None) -> Subscription:
     """Stop renewal: the instance keeps running until ``period_end`` (for hourly billing, the
-    end of the current hour), then it is deleted."""
+    end of the current hour), then it is deleted. A past-due subscription has nothing paid
+    left to run out: it ends now, its debt written off, and its instance is deleted."""
     if sub.status not in LIVE or not sub.auto_renew:
         raise ConflictError(
             "This subscription is already cancelled or has ended.",
             type="invalid-state",
             title="Not allowed in this state",
         )
+    now = now or utcnow()
+    if sub.status == "past_due":
+        from vmcloud.billing import dunning
+
+        _end(sub, "cancelled", now)
+        db.flush()
+        dunning.end_instance(db, sub, "cancelled")
+        return sub
     audit.label(sub, "subscription.cancel")
     sub.auto_renew = False
-    sub.cancelled_at = now or utcnow()
+    sub.cancelled_at = now
     db.flush()
     return sub
 
@@ -196,8 +205,25 @@ def net_charged(db: Session, sub_id: uuid.UUID) -> Decimal:
     return Decimal(total or 0)
 
 
-def _refund(db: Session, sub: Subscription, amount: Decimal, key: str, reason: str) -> None:
-    amount = min(amount, net_charged(db, sub.id)).quantize(ledger.CENT, rounding=ROUND_DOWN)
+def _refund(
+    db: Session,
+    sub: Subscription,
+    amount: Decimal,
+    key: str,
+    reason: str,
+    of: Transaction | None = None,
+) -> None:
+    """Give ``amount`` back to the balance, never more than the subscription charged, nor
+    (``of``: the charge it refunds) more than is left of that charge."""
+    amount = min(amount, net_charged(db, sub.id))
+    if of is not None:
+        given = db.scalar(
+            select(func.coalesce(func.sum(Transaction.amount), 0)).where(
+                Transaction.refund_of == of.id, Transaction.status == "completed"
+            )
+        )
+        amount = min(amount, of.amount - Decimal(given or 0))
+    amount = amount.quantize(ledger.CENT, rounding=ROUND_DOWN)
     if amount <= 0:
         return
     ledger.post(
@@ -209,7 +235,24 @@ def _refund(db: Session, sub: Subscription, amount: Decimal, key: str, reason: s
         subscription_id=sub.id,
         payment_method="balance",
         period_key=key,
+        refund_of=of.id if of is not None else None,
         metadata={"kind": reason, "instance_id": str(sub.instance_id)},
+    )
+    settle_debts(db=db, user_id=sub.user_id)  # money back on the balance pays what is due
+
+
+def _period_charge(db: Session, sub: Subscription) -> Transaction | None:
+    """The charge that paid the current period (the latest of the subscription)."""
+    return db.scalar(
+        select(Transaction)
+        .where(
+            Transaction.subscription_id == sub.id,
+            Transaction.type == "charge",
+            Transaction.status == "completed",
+        )
+        .order_by(Transaction.created_at.desc(), Transaction.id.desc())
+        .limit(1)
+        .with_for_update()
     )
 
 
@@ -231,27 +274,49 @@ def end_for_deletion(*, db: Session, instance_id: uuid.UUID, now: datetime | Non
     if sub is None:
         return
     if sub.status == "active" and sub.type == "hourly":
-        hourly.bill_until(
-            db=db, now=now, until=hourly.ceil_hour(now), subscription_ids=[sub.id], final=True
-        )
-        db.refresh(sub)
-        if sub.status == "past_due":
-            # The balance did not cover the last hours; it never goes below zero, so the
-            # amount is recorded for staff rather than charged.
-            audit.record(
-                db=db,
-                action="subscription.unpaid",
-                entity_type="subscription",
-                entity_id=sub.id,
-                new={"amount_due": str(sub.amount_due)},
-            )
+        _final_hours(db, sub, now)
     elif sub.status == "active" and site_settings.get_value(
         db=db, key="billing.prorated_refunds", default=True
     ):
         refund = unused_days_refund(sub, now)
-        _refund(db, sub, refund, _period_key("refund", sub.period_start), "unused-days")
+        key = _period_key("refund", sub.period_start)
+        _refund(db, sub, refund, key, "unused-days", of=_period_charge(db, sub))
     _end(sub, "cancelled", now)
     db.flush()
+
+
+def _final_hours(db: Session, sub: Subscription, now: datetime) -> None:
+    """Charge an hourly subscription up to ``now`` (the started hour included) and settle its
+    carry. What the balance cannot cover is recorded for staff, never charged: a balance
+    never goes below zero."""
+    until = hourly.ceil_hour(now)
+    hourly.bill_until(db=db, now=now, until=until, subscription_ids=[sub.id], final=True)
+    db.refresh(sub)
+    unpaid = sub.amount_due or Decimal(0)
+    if unpaid:
+        # Billing stopped at the first unpaid hour; the hours after it are owed too.
+        hours = max(int((until - sub.period_start).total_seconds() // 3600), 0)
+        rest = (sub.rate or Decimal(0)) * hours
+        if sub.monthly_cap is not None:
+            rest = min(rest, max(sub.monthly_cap - sub.month_charged, Decimal(0)))
+        unpaid += rest.quantize(ledger.CENT, rounding=ROUND_HALF_UP)
+    elif sub.accrued > 0:
+        # Deleted on the hour: no hour was left to settle the carry with.
+        settle = sub.accrued.quantize(ledger.CENT, rounding=ROUND_HALF_UP)
+        try:
+            with db.begin_nested():
+                _charge(db, sub, settle, _period_key("final", sub.period_start), now)
+            sub.accrued = Decimal(0)
+        except ledger.InsufficientFundsError:
+            unpaid = settle
+    if unpaid:
+        audit.record(
+            db=db,
+            action="subscription.unpaid",
+            entity_type="subscription",
+            entity_id=sub.id,
+            new={"amount_due": str(unpaid)},
+        )
 
 
 def _end(sub: Subscription, status: str, now: datetime) -> None:

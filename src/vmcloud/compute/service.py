@@ -224,10 +224,15 @@ def resume_instance(*, db: Session, instance: Instance) -> bool:
     return True
 
 
-def get_instance(*, db: Session, instance_id: uuid.UUID, lock: bool = False) -> Instance | None:
-    """Any live instance, for other domains' jobs (no ownership check)."""
+def get_instance(
+    *, db: Session, instance_id: uuid.UUID, lock: bool = False, skip_locked: bool = False
+) -> Instance | None:
+    """Any live instance, for other domains' jobs (no ownership check). ``skip_locked``:
+    ``None`` when another transaction holds the row."""
     stmt = select(Instance).where(Instance.id == instance_id, Instance.deleted_at.is_(None))
-    return db.scalar(stmt.with_for_update() if lock else stmt)
+    if lock:
+        stmt = stmt.with_for_update(skip_locked=skip_locked)
+    return db.scalar(stmt)
 
 
 def rename_instance(*, db: Session, instance: Instance, name: str) -> Instance:
