@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -25,6 +26,8 @@ from tests.helpers import TOKEN_IN_LINK, Mailbox
 from vmcloud.accounts.passwords import verify_password
 from vmcloud.compute.nodes import pool_name
 from vmcloud.db.embedded import EmbeddedPostgres
+
+ADMIN_LINE = re.compile(r"login:\s+admin\s+\(admin@example\.com\)\s+password:\s+(\S+)")
 
 
 def _free_port() -> int:
@@ -44,7 +47,7 @@ def data_root() -> Iterator[Path]:
 
 
 def _run_up(
-    data_root: Path, port: int, journey: Callable[[str, Path], None] | None = None
+    data_root: Path, port: int, journey: Callable[[str, Path, str | None], None] | None = None
 ) -> tuple[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("VMCLOUD_")}
     env.pop("DATABASE_URL", None)
@@ -56,6 +59,11 @@ def _run_up(
         stderr=subprocess.PIPE,
         text=True,
     )
+    # Read stdout as it comes: the first admin's password is printed before the server is up.
+    lines: list[str] = []
+    assert process.stdout is not None
+    reader = threading.Thread(target=lambda: lines.extend(process.stdout or []), daemon=True)
+    reader.start()
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 90
@@ -72,12 +80,14 @@ def _run_up(
         assert httpx.get(f"{base}/healthz").json() == {"status": "ok"}
         assert httpx.get(f"{base}/openapi.json").status_code == 200
         if journey is not None:
-            journey(f"{base}/api/v1", data_root / "mail")
+            match = ADMIN_LINE.search("".join(lines))
+            journey(f"{base}/api/v1", data_root / "mail", match.group(1) if match else None)
     finally:
         process.send_signal(signal.SIGTERM)
-        out, err = process.communicate(timeout=60)
+        _, err = process.communicate(timeout=60)
+        reader.join(timeout=10)
     assert process.returncode == 0, err[-2000:]
-    return out, err
+    return "".join(lines), err
 
 
 def _wait_for_token(mail_dir: Path, seen: int) -> str:
@@ -94,7 +104,7 @@ def _wait_for_token(mail_dir: Path, seen: int) -> str:
     raise AssertionError("no mail arrived")
 
 
-def _new_user_journey(api: str, mail_dir: Path) -> None:
+def _new_user_journey(api: str, mail_dir: Path, admin_password: str | None) -> None:
     """What a new customer does on a fresh install (step 2's definition of done)."""
     http = httpx.Client(base_url=api, timeout=10)
     password, new_password = "first password 1", "second password 2"
@@ -145,6 +155,10 @@ def _new_user_journey(api: str, mail_dir: Path) -> None:
     me = http.get("/me", headers={"Authorization": f"Bearer {final['access_token']}"}).json()
     assert (me["email_verified"], me["two_factor_enabled"]) == (True, True)
     _instance_journey(http, {"Authorization": f"Bearer {final['access_token']}"})
+    assert admin_password is not None
+    _support_journey(
+        http, {"Authorization": f"Bearer {final['access_token']}"}, admin_password, mail_dir
+    )
     out = http.post(
         "/auth/logout",
         json={"refresh_token": final["refresh_token"]},
@@ -242,6 +256,72 @@ def _instance_journey(http: httpx.Client, auth: dict[str, str]) -> None:
     _wait_status(http, f"/instances/{ids['monthly']}", auth, "running")
 
 
+def _wait_for_mail(mail_dir: Path, to: str, subject: str) -> str:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        for message in Mailbox(mail_dir).to(to):
+            if message["Subject"].startswith(subject):
+                return str(message.get_content())
+        time.sleep(0.2)
+    raise AssertionError(f"no mail {subject!r} to {to}")
+
+
+def _support_journey(
+    http: httpx.Client, customer: dict[str, str], admin_password: str, mail_dir: Path
+) -> None:
+    """Step 6's definition of done: a customer and a staff member hold a conversation, with
+    the emails in the local mailbox."""
+    login = http.post("/auth/login", json={"login": "admin", "password": admin_password})
+    staff = {"Authorization": f"Bearer {login.json()['access_token']}"}
+    me = http.get("/me", headers=staff).json()
+    vm = http.get("/instances", headers=customer).json()["items"][0]["id"]
+    opened = http.post(
+        "/tickets",
+        json={
+            "subject": "Disk is slow",
+            "description": "Writes crawl since this morning.",
+            "category": "technical",
+            "instance_id": vm,
+        },
+        headers=customer,
+    )
+    assert opened.status_code == 201, opened.text
+    tid = opened.json()["id"]
+    assert "Writes crawl" in _wait_for_mail(mail_dir, "admin@example.com", "[VMCloud] New ticket")
+    queue = http.get("/admin/tickets?unassigned=true", headers=staff).json()["items"]
+    assert [t["id"] for t in queue] == [tid]
+    http.patch(f"/admin/tickets/{tid}", json={"assigned_to": me["id"]}, headers=staff)
+    note = "Internal: the node's disk is degraded."
+    http.post(
+        f"/tickets/{tid}/messages", json={"message": note, "is_internal": True}, headers=staff
+    )
+    reply = http.post(
+        f"/tickets/{tid}/messages",
+        json={"message": "We moved you to a faster disk."},
+        headers=staff,
+    )
+    assert reply.status_code == 201
+    assert "faster disk" in _wait_for_mail(mail_dir, "newbie@example.com", "[VMCloud] Re:")
+    seen = http.get(f"/tickets/{tid}", headers=customer).json()
+    assert [m["message"] for m in seen["messages"]] == ["We moved you to a faster disk."]
+    files = {"files": ("fio.txt", b"write: 850 MB/s\n", "text/plain")}
+    answer = http.post(
+        f"/tickets/{tid}/messages", data={"message": "Much better, thanks."}, files=files,
+        headers=customer,
+    )  # fmt: skip
+    assert answer.status_code == 201, answer.text
+    attachment = answer.json()["attachments"][0]["id"]
+    got = http.get(f"/tickets/{tid}/attachments/{attachment}", headers=staff)
+    assert got.content == b"write: 850 MB/s\n"
+    resolved = http.patch(f"/admin/tickets/{tid}", json={"status": "resolved"}, headers=staff)
+    assert resolved.json()["status"] == "resolved"
+    _wait_for_mail(mail_dir, "newbie@example.com", "[VMCloud] Resolved")
+    rated = http.post(f"/tickets/{tid}/rating", json={"rating": 5}, headers=customer)
+    assert rated.json()["satisfaction_rating"] == 5
+    for message in Mailbox(mail_dir).to("newbie@example.com"):
+        assert note not in message.get_content()
+
+
 def _billing_verify(data_root: Path) -> str:
     env = {k: v for k, v in os.environ.items() if not k.startswith("VMCLOUD_")}
     env.pop("DATABASE_URL", None)
@@ -260,7 +340,7 @@ def _billing_verify(data_root: Path) -> str:
 
 def test_up_from_nothing_then_again(data_root: Path) -> None:
     out, err = _run_up(data_root, _free_port(), journey=_new_user_journey)
-    match = re.search(r"login:\s+admin\s+\(admin@example\.com\)\s+password:\s+(\S+)", out)
+    match = ADMIN_LINE.search(out)
     assert match, out
     password = match.group(1)
     assert "listening on http://127.0.0.1:" in err
