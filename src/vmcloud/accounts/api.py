@@ -29,7 +29,7 @@ from vmcloud.accounts.schemas import (
     UserRead,
     VerifyEmailRequest,
 )
-from vmcloud.config import Settings
+from vmcloud.core.deps import app_settings
 from vmcloud.core.net import ClientMeta
 from vmcloud.core.pagination import Page, PageQuery
 from vmcloud.db.session import DbSession
@@ -39,11 +39,6 @@ me = APIRouter(prefix="/me", tags=["account"])
 admin = APIRouter(prefix="/admin/users", tags=["admin: users"])
 
 ACCEPTED = {"status": "accepted"}
-
-
-def _settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
 
 
 @auth.post("/register", status_code=status.HTTP_201_CREATED, response_model=UserRead)
@@ -74,7 +69,7 @@ def login(
     return sessions.login(
         db=db,
         limiter=limiter,
-        settings=_settings(request),
+        settings=app_settings(request),
         login=body.login,
         password=body.password,
         totp_code=body.totp_code,
@@ -87,7 +82,7 @@ def refresh(
     body: RefreshRequest, request: Request, db: DbSession, limiter: Limiter, meta: ClientMeta
 ) -> TokenPair:
     return sessions.refresh(
-        db=db, limiter=limiter, settings=_settings(request), raw=body.refresh_token, meta=meta
+        db=db, limiter=limiter, settings=app_settings(request), raw=body.refresh_token, meta=meta
     )
 
 
@@ -143,7 +138,7 @@ def change_password(
 
 @me.post("/2fa/setup", response_model=TwoFactorSetup)
 def two_factor_setup(user: CurrentUser, request: Request, db: DbSession) -> TwoFactorSetup:
-    return two_factor.setup(db=db, settings=_settings(request), user=user)
+    return two_factor.setup(db=db, settings=app_settings(request), user=user)
 
 
 @me.post("/2fa/enable", response_model=RecoveryCodes)
@@ -155,7 +150,7 @@ def two_factor_enable(
     limiter: Limiter,
 ) -> RecoveryCodes:
     return two_factor.enable(
-        db=db, limiter=limiter, settings=_settings(request), user=user, code=body.code
+        db=db, limiter=limiter, settings=app_settings(request), user=user, code=body.code
     )
 
 
@@ -170,7 +165,7 @@ def two_factor_disable(
     two_factor.disable(
         db=db,
         limiter=limiter,
-        settings=_settings(request),
+        settings=app_settings(request),
         user=user,
         password=body.password,
         code=body.code,

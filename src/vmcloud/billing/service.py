@@ -55,22 +55,32 @@ def list_all_transactions(
     return paginate(db, stmt, order_by=(Transaction.created_at, Transaction.id), params=params)
 
 
-def grant_credit(
-    *, db: Session, user_id: uuid.UUID, amount: str, reason: str, admin: User
+def staff_entry(
+    *, db: Session, user_id: uuid.UUID, type_: str, amount: str, reason: str, admin: User
 ) -> Transaction:
-    """Staff credit: adds to the customer's balance, with the reason in the ledger."""
+    """A manual ``credit`` or ``debit`` by staff, with the reason and the staff member in the
+    ledger (a debit the balance does not cover is 402). A credit pays what is overdue."""
     if db.get(User, user_id) is None:
         raise NotFoundError("There is no such user.")
     entry = ledger.post(
         db=db,
         user_id=user_id,
-        type_="credit",
+        type_=type_,
         amount=ledger.money(amount),
         currency=currency(db),
         payment_method="manual",
         payment_provider="manual",
-        metadata={"reason": reason, "granted_by": str(admin.id)},
+        metadata={"reason": reason, "by": str(admin.id)},
     )
-    audit.label(entry, "transaction.credit")
-    subscriptions.settle_debts(db=db, user_id=user_id)  # a credit pays what is overdue
+    audit.label(entry, f"transaction.{type_}")
+    if type_ == "credit":
+        subscriptions.settle_debts(db=db, user_id=user_id)
     return entry
+
+
+def grant_credit(
+    *, db: Session, user_id: uuid.UUID, amount: str, reason: str, admin: User
+) -> Transaction:
+    return staff_entry(
+        db=db, user_id=user_id, type_="credit", amount=amount, reason=reason, admin=admin
+    )

@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
 from vmcloud.accounts.deps import CurrentUser, StaffUser
-from vmcloud.config import Settings
+from vmcloud.core.deps import AppSettings
 from vmcloud.core.errors import InvalidInputError, NotFoundError
 from vmcloud.core.pagination import Page, PageQuery
 from vmcloud.db.session import DbSession
@@ -42,14 +42,6 @@ admin = APIRouter(prefix="/admin/tickets", tags=["admin: support"])
 # Multipart bodies: at most this many parts, and the message field at most this large.
 _MAX_PARTS = 50
 _MAX_FIELD = 100 * 1024
-
-
-def _settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
-
-
-AppSettings = Annotated[Settings, Depends(_settings)]
 
 
 async def _message_input(request: Request) -> tuple[MessageCreate, list[Upload]]:

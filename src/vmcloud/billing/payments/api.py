@@ -18,8 +18,8 @@ from vmcloud.billing.payments.schemas import (
     WebhookReceived,
 )
 from vmcloud.billing.schemas import TransactionRead
-from vmcloud.config import Settings
 from vmcloud.core import idempotency
+from vmcloud.core.deps import AppSettings
 from vmcloud.core.errors import ProblemError
 from vmcloud.core.idempotency import KeyHeader
 from vmcloud.db.session import DbSession
@@ -31,14 +31,6 @@ admin = APIRouter(prefix="/admin", tags=["admin: billing"])
 pages = APIRouter(include_in_schema=False)
 
 MAX_EVENT_BYTES = 256 * 1024
-
-
-def _settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
-
-
-AppSettings = Annotated[Settings, Depends(_settings)]
 
 
 async def _raw_body(request: Request) -> bytes:

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from vmcloud.accounts.models import User
 from vmcloud.audit import service as audit
 from vmcloud.billing import ledger, subscriptions
+from vmcloud.billing import service as billing
 from vmcloud.billing.models import Transaction
 from vmcloud.billing.payments.providers import UnknownProviderError, provider_for
 from vmcloud.billing.service import currency
@@ -104,17 +105,6 @@ def refund_transaction(
 
 def debit(*, db: Session, admin: User, user_id: uuid.UUID, amount: str, reason: str) -> Transaction:
     """Staff debit: takes money off the balance (402 when it does not cover the amount)."""
-    if db.get(User, user_id) is None:
-        raise NotFoundError("There is no such user.")
-    entry = ledger.post(
-        db=db,
-        user_id=user_id,
-        type_="debit",
-        amount=ledger.money(amount),
-        currency=currency(db),
-        payment_method="manual",
-        payment_provider="manual",
-        metadata={"reason": reason, "debited_by": str(admin.id)},
+    return billing.staff_entry(
+        db=db, user_id=user_id, type_="debit", amount=amount, reason=reason, admin=admin
     )
-    audit.label(entry, "transaction.debit")
-    return entry
