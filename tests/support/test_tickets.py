@@ -14,6 +14,7 @@ from tests.factories.accounts import PASSWORD, make_user
 from tests.helpers import JobRunner, Mailbox, bearer, login
 from vmcloud.accounts.models import User
 from vmcloud.audit.models import AuditLog
+from vmcloud.site_settings import service as site_settings
 
 TICKETS = "/api/v1/tickets"
 QUEUE = "/api/v1/admin/tickets"
@@ -335,3 +336,38 @@ def test_a_ticket_may_name_only_the_customers_own_instance(
     )
     assert theirs.status_code == 422
     assert db.scalar(select(User).where(User.id == buyer.id)) is not None
+
+
+def test_resolved_tickets_close_themselves_after_the_quiet_days(
+    client: TestClient, db: Session, people: People
+) -> None:
+    from datetime import timedelta
+
+    from vmcloud.core.clock import utcnow
+    from vmcloud.support import service
+
+    quiet = _open(client, people.customer, subject="quiet")["id"]
+    answered = _open(client, people.customer, subject="answered")["id"]
+    for tid in (quiet, answered):
+        client.patch(f"{QUEUE}/{tid}", json={"status": "resolved"}, headers=people.agent)
+    # The customer answers one: it reopens, so it is no longer resolved.
+    client.post(f"{TICKETS}/{answered}/messages", json={"message": "no!"}, headers=people.customer)
+    days = int(site_settings.get_value(db=db, key="support.auto_close_days"))
+    assert service.auto_close(db=db, now=utcnow() + timedelta(days=days - 1)) == 0
+    assert service.auto_close(db=db, now=utcnow() + timedelta(days=days, minutes=1)) == 1
+    db.commit()  # audit rows are written as the unit of work commits
+    statuses = {
+        t["id"]: t["status"] for t in client.get(TICKETS, headers=people.customer).json()["items"]
+    }
+    assert statuses == {quiet: "closed", answered: "open"}
+    assert "ticket.auto_close" in db.scalars(select(AuditLog.action)).all()
+
+
+def test_a_customer_flooding_tickets_is_rate_limited(client: TestClient, people: People) -> None:
+    body = {"subject": "spam", "description": "spam"}
+    statuses = [
+        client.post(TICKETS, json=body, headers=people.customer).status_code for _ in range(11)
+    ]
+    assert statuses == [201] * 10 + [429]
+    # Staff are not limited by the customers' rule.
+    assert client.post(TICKETS, json=body, headers=people.agent).status_code == 201

@@ -11,7 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
-from vmcloud.accounts.deps import CurrentUser, StaffUser
+from vmcloud.accounts.deps import CurrentUser, Limiter, StaffUser
 from vmcloud.core.deps import AppSettings
 from vmcloud.core.errors import InvalidInputError, NotFoundError
 from vmcloud.core.pagination import Page, PageQuery
@@ -123,8 +123,12 @@ def list_tickets(
 
 
 @router.post("", response_model=TicketRead, status_code=status.HTTP_201_CREATED)
-def open_ticket(body: TicketCreate, db: DbSession, user: CurrentUser) -> TicketRead:
-    return TicketRead.model_validate(service.open_ticket(db=db, user=user, body=body))
+def open_ticket(
+    body: TicketCreate, db: DbSession, user: CurrentUser, limiter: Limiter
+) -> TicketRead:
+    return TicketRead.model_validate(
+        service.open_ticket(db=db, user=user, body=body, limiter=limiter)
+    )
 
 
 @router.get("/{ticket_id}", response_model=TicketDetail | StaffTicketDetail)
@@ -145,6 +149,7 @@ def post_message(
     db: DbSession,
     user: CurrentUser,
     settings: AppSettings,
+    limiter: Limiter,
 ) -> dict[str, Any]:
     body, uploads = payload
     ticket = service.get_visible(db=db, ticket_id=ticket_id, user=user, lock=True)
@@ -155,6 +160,7 @@ def post_message(
         body=body,
         uploads=uploads,
         storage=storage_for(settings),
+        limiter=limiter,
     )
     staff = service.is_staff(user)
     view = message_view(message, "staff" if staff else "customer", staff=staff)

@@ -14,6 +14,7 @@ not in a ticket, a message list, a count or an email.
 from __future__ import annotations
 
 import uuid
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select
@@ -26,6 +27,7 @@ from vmcloud.core import jobs
 from vmcloud.core.clock import utcnow
 from vmcloud.core.errors import ConflictError, ForbiddenError, InvalidInputError, NotFoundError
 from vmcloud.core.pagination import PageParams, paginate
+from vmcloud.core.ratelimit import Limit, RateLimiter
 from vmcloud.site_settings import service as site_settings
 from vmcloud.support.attachments import Upload, store_uploads
 from vmcloud.support.models import SupportTicket, TicketMessage
@@ -67,7 +69,16 @@ def _notify(db: Session, event: str, ticket: SupportTicket, message_id: uuid.UUI
 # -- customers ---------------------------------------------------------------------------------
 
 
-def open_ticket(*, db: Session, user: User, body: TicketCreate) -> SupportTicket:
+# Customers: generous for people, tight for a script flooding the staff's inboxes.
+OPEN_PER_ACCOUNT = Limit("ticket-open-account", hits=10, period=3600)
+REPLY_PER_ACCOUNT = Limit("ticket-reply-account", hits=60, period=3600)
+
+
+def open_ticket(
+    *, db: Session, user: User, body: TicketCreate, limiter: RateLimiter | None = None
+) -> SupportTicket:
+    if limiter is not None and not is_staff(user):
+        limiter.hit(OPEN_PER_ACCOUNT, str(user.id))
     categories = list(site_settings.get_value(db=db, key="support.categories", default=[]))
     category = body.category or (categories[0] if categories else None)
     if category not in categories:
@@ -140,8 +151,11 @@ def add_message(
     body: MessageCreate,
     uploads: list[Upload],
     storage: Storage,
+    limiter: RateLimiter | None = None,
 ) -> TicketMessage:
     staff = is_staff(author)
+    if limiter is not None and not staff:
+        limiter.hit(REPLY_PER_ACCOUNT, str(author.id))
     if body.is_internal and not staff:
         raise ForbiddenError("Only staff can write internal notes.")
     if ticket.status == "closed":
@@ -260,3 +274,23 @@ def update_ticket(*, db: Session, ticket: SupportTicket, body: TicketAdminUpdate
             _notify(db, "resolved", ticket, None)
     db.flush()
     return ticket
+
+
+def auto_close(*, db: Session, now: datetime | None = None, batch: int = 500) -> int:
+    """Close tickets resolved longer than ``support.auto_close_days`` ago with no reply since
+    (a reply reopens a ticket, so a resolved one has had none). 0 days: never."""
+    days = int(site_settings.get_value(db=db, key="support.auto_close_days", default=7))
+    if days <= 0:
+        return 0
+    cutoff = (now or utcnow()) - timedelta(days=days)
+    tickets = db.scalars(
+        select(SupportTicket)
+        .where(SupportTicket.status == "resolved", SupportTicket.resolved_at <= cutoff)
+        .limit(batch)
+        .with_for_update(skip_locked=True)
+    ).all()
+    for ticket in tickets:
+        audit.label(ticket, "ticket.auto_close")
+        _set_status(ticket, "closed")
+    db.flush()
+    return len(tickets)

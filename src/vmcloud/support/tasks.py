@@ -10,7 +10,7 @@ from vmcloud.accounts.models import User
 from vmcloud.core import jobs
 from vmcloud.core.mail import Email
 from vmcloud.site_settings import service as site_settings
-from vmcloud.support import emails
+from vmcloud.support import emails, service
 from vmcloud.support.models import SupportTicket, TicketMessage
 from vmcloud.support.service import STAFF_ROLES
 
@@ -71,3 +71,10 @@ def notify(event: str, ticket_id: str, message_id: str | None) -> None:
                 )
     for email in outgoing:
         runtime.mailer.send(email)
+
+
+@jobs.app.periodic(cron="17 * * * *", periodic_id="support-auto-close")
+@jobs.app.task(name="support.auto_close", queue="maintenance")
+def auto_close(timestamp: int) -> None:
+    with jobs.unit_of_work() as (db, _):
+        service.auto_close(db=db)
