@@ -171,3 +171,19 @@ def test_malformed_json_is_400(
         headers=headers["owner"] | {"content-type": "application/json"},
     )
     assert response.status_code == 400
+
+
+def test_a_body_larger_than_any_allowed_message_is_refused_unread(
+    client: TestClient,
+    db: Session,
+    headers: dict[str, dict[str, str]],
+    ticket: str,
+    app_settings: Settings,
+) -> None:
+    site_settings.update_setting(db=db, key="support.attachment_max_bytes", value=1024)
+    site_settings.update_setting(db=db, key="support.attachment_max_count", value=1)
+    db.commit()
+    huge = b"x" * (6 * 1024 * 1024)
+    response = _post(client, ticket, headers["owner"], [("files", ("big.txt", huge, "text/plain"))])
+    assert response.status_code == 413
+    assert _stored(app_settings) == []

@@ -58,6 +58,12 @@ async def _message_input(request: Request) -> tuple[MessageCreate, list[Upload]]
     factory = request.app.state.session_factory
     with factory() as db:
         max_bytes, max_count, _ = attachments.limits(db)
+    # Refuse a body larger than the files it may carry before any of it is read.
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > max_count * max_bytes + _MAX_PARTS * _MAX_FIELD:
+        raise attachments.PayloadTooLargeError(
+            f"A message carries at most {max_count} files of {max_bytes} bytes each."
+        )
     async with request.form(
         max_files=_MAX_PARTS, max_fields=_MAX_PARTS, max_part_size=_MAX_FIELD
     ) as form:
