@@ -371,3 +371,88 @@ def test_a_customer_flooding_tickets_is_rate_limited(client: TestClient, people:
     assert statuses == [201] * 10 + [429]
     # Staff are not limited by the customers' rule.
     assert client.post(TICKETS, json=body, headers=people.agent).status_code == 201
+
+
+# -- regressions from review -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("word", ["yes", "y", "t", "x", "2", ""])
+def test_an_unclear_is_internal_is_refused_never_published(
+    client: TestClient, people: People, word: str
+) -> None:
+    tid = _open(client, people.customer)["id"]
+    form = client.post(
+        f"{TICKETS}/{tid}/messages",
+        data={"message": SECRET_NOTE, "is_internal": word},
+        files=[("files", ("a.txt", b"log", "text/plain"))],
+        headers=people.agent,
+    )
+    assert form.status_code == 422, form.text
+    as_json = client.post(
+        f"{TICKETS}/{tid}/messages",
+        json={"message": SECRET_NOTE, "is_internal": word},
+        headers=people.agent,
+    )
+    assert as_json.status_code == 422
+    assert SECRET_NOTE not in client.get(f"{TICKETS}/{tid}", headers=people.customer).text
+
+
+def test_a_former_assignee_hears_nothing_and_active_staff_do(
+    client: TestClient, db: Session, people: People, job_runner: JobRunner, mailbox: Mailbox
+) -> None:
+    tid = _open(client, people.customer)["id"]
+    client.patch(
+        f"{QUEUE}/{tid}", json={"assigned_to": str(people.agent_user.id)}, headers=people.admin
+    )
+    job_runner.run("support.")
+    before = len(mailbox.to("sam@example.com"))
+    people.agent_user.role = "customer"  # sam left the support team
+    db.flush()
+    client.post(
+        f"{TICKETS}/{tid}/messages", json={"message": "my password is..."}, headers=people.customer
+    )
+    job_runner.run("support.")
+    assert len(mailbox.to("sam@example.com")) == before
+    assert mailbox.to("ada@example.com")[-1]["Subject"].startswith("[VMCloud] Customer reply")
+
+
+def test_a_subject_must_be_one_line(client: TestClient, people: People) -> None:
+    for subject in ("Hi\nBcc: x@evil.com", "Hi\rthere", "tab\there"):
+        body = {"subject": subject, "description": "x"}
+        assert client.post(TICKETS, json=body, headers=people.customer).status_code == 422
+
+
+def test_an_internal_note_leaves_no_trace_for_the_customer(
+    client: TestClient, people: People
+) -> None:
+    tid = _open(client, people.customer)["id"]
+    before = client.get(f"{TICKETS}/{tid}", headers=people.customer).json()
+    client.post(
+        f"{TICKETS}/{tid}/messages",
+        json={"message": SECRET_NOTE, "is_internal": True},
+        headers=people.agent,
+    )
+    after = client.get(f"{TICKETS}/{tid}", headers=people.customer).json()
+    assert after == before
+
+
+def test_a_message_body_is_not_read_for_an_anonymous_caller(
+    client: TestClient, people: People
+) -> None:
+    tid = _open(client, people.customer)["id"]
+    garbage = client.post(
+        f"{TICKETS}/{tid}/messages",
+        content=b"{not json",
+        headers={"content-type": "application/json"},
+    )
+    assert garbage.status_code == 401
+
+
+def test_the_resolved_email_is_not_sent_for_a_ticket_reopened_meanwhile(
+    client: TestClient, people: People, job_runner: JobRunner, mailbox: Mailbox
+) -> None:
+    tid = _open(client, people.customer)["id"]
+    client.patch(f"{QUEUE}/{tid}", json={"status": "resolved"}, headers=people.agent)
+    client.post(f"{TICKETS}/{tid}/messages", json={"message": "not yet"}, headers=people.customer)
+    job_runner.run("support.")
+    assert not [m for m in mailbox.to("alice@example.com") if "Resolved" in m["Subject"]]

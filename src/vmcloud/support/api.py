@@ -39,13 +39,17 @@ from vmcloud.support.storage import storage_for
 router = APIRouter(prefix="/tickets", tags=["support"])
 admin = APIRouter(prefix="/admin/tickets", tags=["admin: support"])
 
+_FORM_BOOLEANS = {"true": True, "1": True, "on": True, "false": False, "0": False, "off": False}
 # Multipart bodies: at most this many parts, and the message field at most this large.
 _MAX_PARTS = 50
 _MAX_FIELD = 100 * 1024
 
 
-async def _message_input(request: Request) -> tuple[MessageCreate, list[Upload]]:
-    """``{message, is_internal?}`` as JSON, or as multipart form fields with ``files``."""
+async def _message_input(
+    request: Request, caller: CurrentUser
+) -> tuple[MessageCreate, list[Upload]]:
+    """``{message, is_internal?}`` as JSON, or as multipart form fields with ``files``. The
+    caller is authenticated before any of the body is read."""
     content_type = request.headers.get("content-type", "")
     if not content_type.startswith("multipart/form-data"):
         try:
@@ -65,7 +69,7 @@ async def _message_input(request: Request) -> tuple[MessageCreate, list[Upload]]
             f"A message carries at most {max_count} files of {max_bytes} bytes each."
         )
     async with request.form(
-        max_files=_MAX_PARTS, max_fields=_MAX_PARTS, max_part_size=_MAX_FIELD
+        max_files=max_count + 1, max_fields=_MAX_PARTS, max_part_size=_MAX_FIELD
     ) as form:
         fields: dict[str, Any] = {}
         uploads: list[Upload] = []
@@ -97,7 +101,9 @@ async def _message_input(request: Request) -> tuple[MessageCreate, list[Upload]]
             else:
                 fields[name] = value
     if "is_internal" in fields:
-        fields["is_internal"] = fields["is_internal"].strip().lower() in ("true", "1", "on")
+        # Form values are text: only these words are booleans; anything else fails validation.
+        word = fields["is_internal"].strip().lower()
+        fields["is_internal"] = _FORM_BOOLEANS.get(word, fields["is_internal"])
     try:
         return MessageCreate.model_validate_json(json.dumps(fields)), uploads
     except ValidationError as exc:

@@ -6,27 +6,44 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, StringConstraints
+from pydantic import AfterValidator, Field, StrictBool, StringConstraints
 
 from vmcloud.core.schemas import InputModel, OutputModel, UTCDateTime
 
 Priority = Literal["low", "normal", "high", "urgent"]
 Status = Literal["open", "in_progress", "waiting_customer", "resolved", "closed"]
-Subject = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=255)]
+
+
+def _one_line(value: str) -> str:
+    # Subjects go into email headers and one-line views: no line breaks or other controls.
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+        raise ValueError("must be one line without control characters")
+    return value
+
+
+Subject = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=255),
+    AfterValidator(_one_line),
+]
+Category = Annotated[
+    str, StringConstraints(min_length=1, max_length=100), AfterValidator(_one_line)
+]
 Body = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=20_000)]
 
 
 class TicketCreate(InputModel):
     subject: Subject
     description: Body
-    category: Annotated[str, StringConstraints(min_length=1, max_length=100)] | None = None
+    category: Category | None = None
     priority: Priority = "normal"
     instance_id: uuid.UUID | None = None
 
 
 class MessageCreate(InputModel):
     message: Body
-    is_internal: bool = False
+    # Strict: "yes" or 1 must not quietly turn a note into a public reply, or the reverse.
+    is_internal: StrictBool = False
 
 
 class RatingCreate(InputModel):

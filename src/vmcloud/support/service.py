@@ -182,7 +182,8 @@ def add_message(
         if ticket.status in ("waiting_customer", "resolved"):
             _set_status(ticket, "in_progress" if ticket.assigned_to else "open")
         _notify(db, "customer_reply", ticket, message.id)
-    ticket.updated_at = utcnow()
+    if not body.is_internal:
+        ticket.updated_at = utcnow()  # a note leaves no trace a customer could see
     db.flush()
     return message
 
