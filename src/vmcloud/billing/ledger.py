@@ -139,6 +139,7 @@ _VERIFY = text(
                              ELSE -t.amount END)
                     FILTER (WHERE t.status = 'completed'), 0) AS ledger
       FROM users u LEFT JOIN transactions t ON t.user_id = u.id
+     WHERE CAST(:user_id AS uuid) IS NULL OR u.id = CAST(:user_id AS uuid)
      GROUP BY u.id, u.balance
     HAVING COALESCE(u.balance, 0) <> COALESCE(SUM(CASE WHEN t.type IN ('payment', 'credit',
            'refund') THEN t.amount ELSE -t.amount END) FILTER (WHERE t.status = 'completed'), 0)
@@ -146,6 +147,8 @@ _VERIFY = text(
 )
 
 
-def verify(*, db: Session) -> list[Mismatch]:
-    """Every user whose balance differs from the sum of their completed ledger entries."""
-    return [Mismatch(row[0], Decimal(row[1]), Decimal(row[2])) for row in db.execute(_VERIFY)]
+def verify(*, db: Session, user_id: uuid.UUID | None = None) -> list[Mismatch]:
+    """Every user (or just ``user_id``) whose balance differs from the sum of their completed
+    ledger entries."""
+    rows = db.execute(_VERIFY, {"user_id": str(user_id) if user_id else None})
+    return [Mismatch(row[0], Decimal(row[1]), Decimal(row[2])) for row in rows]
