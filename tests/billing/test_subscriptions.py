@@ -14,7 +14,7 @@ from tests.billing.conftest import Buy, Run
 from tests.factories.accounts import fund, make_user
 from tests.factories.catalog import make_product
 from tests.factories.compute import make_node
-from tests.helpers import JobRunner
+from tests.helpers import JobRunner, Mailbox
 from vmcloud.audit.models import AuditLog
 from vmcloud.billing import ledger, subscriptions
 from vmcloud.billing.models import Subscription, Transaction
@@ -498,3 +498,40 @@ def test_unpaid_last_hours_are_recorded_in_full(db: Session, buy: Buy) -> None:
     )
     assert recorded == {"amount_due": "4.00"}
     _assert_ledger(db)
+
+
+# -- low-balance warnings ------------------------------------------------------------------
+
+
+def _warnings(job_runner: JobRunner) -> int:
+    return len(job_runner.pending("billing.send_low_balance_email"))
+
+
+def test_a_charge_that_crosses_the_warning_line_warns_once(
+    db: Session, buy: Buy, billing_run: Run, job_runner: JobRunner, mailbox: Mailbox
+) -> None:
+    # The warning line is 5.00 (seeded). An hourly plan of 1.00: 7.00 → 6.00 → 5.00 → 4.00.
+    plan = _hourly_plan(db, "1.00", "100.00")
+    user = make_user(db, balance="7.00")
+    sub = _sub(db, buy(user, "hourly", product=plan.slug))
+    _start_at(db, sub, DECEMBER)
+    billing_run(DECEMBER + timedelta(hours=2))
+    assert _warnings(job_runner) == 0  # 5.00 is not below the line
+    billing_run(DECEMBER + timedelta(hours=3))
+    assert _warnings(job_runner) == 1  # 4.00 crossed it
+    billing_run(DECEMBER + timedelta(hours=4))
+    assert _warnings(job_runner) == 1  # already below: no second warning
+    job_runner.run("billing.send_low_balance_email")
+    [warning] = mailbox.to(user.email)
+    assert "3.00 USD" in warning.get_content()
+
+
+def test_an_up_front_charge_warns_and_a_top_up_meanwhile_cancels_the_mail(
+    db: Session, buy: Buy, job_runner: JobRunner, mailbox: Mailbox
+) -> None:
+    user = make_user(db, balance="8.00")
+    buy(user, "monthly")  # 8.00 → 4.00
+    assert _warnings(job_runner) == 1
+    fund(db, user, "10.00")
+    job_runner.run("billing.send_low_balance_email")
+    assert mailbox.to(user.email) == []

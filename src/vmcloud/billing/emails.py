@@ -22,3 +22,15 @@ def past_due(
             f"After {grace_days} days unpaid the instance and its data are deleted.\n"
         ),
     )
+
+
+def low_balance(*, to: str, site: str, balance: Decimal, currency: str, link: str) -> Email:
+    return Email(
+        to=to,
+        subject=f"{site}: your balance is running low",
+        text=(
+            f"Your balance is down to {balance:.2f} {currency}.\n\n"
+            "Top up before it runs out: instances whose charges the balance cannot cover are "
+            f"suspended.\n\n  {link}\n"
+        ),
+    )

@@ -30,6 +30,8 @@ from decimal import Decimal
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from vmcloud.billing import alerts
+
 BATCH = 5000
 
 _BILL = text(
@@ -71,7 +73,7 @@ _BILL = text(
         UPDATE users u SET balance = COALESCE(u.balance, 0) - t.total
           FROM totals t
          WHERE u.id = t.user_id AND COALESCE(u.balance, 0) >= t.total
-        RETURNING u.id
+        RETURNING u.id, u.balance AS after, u.balance + t.total AS before
     ),
     settled AS (
         SELECT b.*, (b.charge = 0 OR b.user_id IN (SELECT id FROM paid)) AS ok FROM billed b
@@ -113,7 +115,9 @@ _BILL = text(
            (SELECT count(*) FROM entries) AS charges,
            (SELECT COALESCE(SUM(amount), 0) FROM entries) AS amount,
            (SELECT array_agg(id) FROM moved WHERE status = 'past_due') AS past_due,
-           (SELECT array_agg(id) FROM moved WHERE status = 'cancelled') AS ended
+           (SELECT array_agg(id) FROM moved WHERE status = 'cancelled') AS ended,
+           (SELECT array_agg(id) FROM paid
+             WHERE :warn_below > 0 AND before >= :warn_below AND after < :warn_below) AS low
     """
 )
 
@@ -125,6 +129,7 @@ class RunResult:
     amount: Decimal = Decimal("0.00")
     past_due: list[uuid.UUID] = field(default_factory=list)
     ended: list[uuid.UUID] = field(default_factory=list)
+    low_balance: list[uuid.UUID] = field(default_factory=list)  # users who just fell below
 
     def add(self, other: RunResult) -> None:
         self.hours += other.hours
@@ -132,6 +137,7 @@ class RunResult:
         self.amount += other.amount
         self.past_due += other.past_due
         self.ended += other.ended
+        self.low_balance += other.low_balance
 
 
 def floor_hour(value: datetime) -> datetime:
@@ -163,6 +169,7 @@ def bill_batch(
             "batch": batch,
             "ids": [str(i) for i in subscription_ids] if subscription_ids is not None else None,
             "final": final,
+            "warn_below": alerts.threshold(db),
         },
     ).one()
     return RunResult(
@@ -171,6 +178,7 @@ def bill_batch(
         amount=Decimal(row.amount),
         past_due=list(row.past_due or []),
         ended=list(row.ended or []),
+        low_balance=list(row.low or []),
     )
 
 

@@ -13,7 +13,7 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from vmcloud.billing import dunning, hourly
+from vmcloud.billing import alerts, dunning, hourly
 from vmcloud.billing.models import Subscription
 from vmcloud.billing.subscriptions import _end
 from vmcloud.core.logging import get_logger
@@ -70,6 +70,7 @@ def run(*, unit_of_work: UnitOfWork, now: datetime, batch: int = hourly.BATCH) -
             step = hourly.bill_batch(db=db, now=now, batch=batch)
             if step.past_due:
                 dunning.mark_past_due(db=db, subscription_ids=step.past_due)
+            alerts.warn(db, step.low_balance)
             for sub in db.scalars(select(Subscription).where(Subscription.id.in_(step.ended))):
                 dunning.end_instance(db, sub, "cancelled")
         summary.hourly.add(step)

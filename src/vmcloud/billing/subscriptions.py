@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from vmcloud.accounts.models import User
 from vmcloud.audit import service as audit
-from vmcloud.billing import hourly, ledger
+from vmcloud.billing import alerts, hourly, ledger
 from vmcloud.billing.models import Subscription, Transaction
 from vmcloud.core.clock import utcnow
 from vmcloud.core.errors import ConflictError, NotFoundError
@@ -103,6 +103,7 @@ def start(
 def _charge(db: Session, sub: Subscription, amount: Decimal, key: str, now: datetime) -> None:
     if amount <= 0:
         return
+    before = db.scalar(select(User.balance).where(User.id == sub.user_id)) or Decimal(0)
     ledger.post(
         db=db,
         user_id=sub.user_id,
@@ -119,6 +120,8 @@ def _charge(db: Session, sub: Subscription, amount: Decimal, key: str, now: date
             "period_end": sub.period_end.isoformat(),
         },
     )
+    if alerts.crossed(db, before=before, after=before - amount):
+        alerts.warn(db, [sub.user_id])
 
 
 # -- reading and cancelling --------------------------------------------------------------------

@@ -11,7 +11,7 @@ from prometheus_client import Gauge
 from sqlalchemy.orm import Session
 
 from vmcloud.accounts.models import User
-from vmcloud.billing import emails, ledger, renewals
+from vmcloud.billing import alerts, emails, ledger, renewals
 from vmcloud.billing.models import Subscription
 from vmcloud.compute.models import Instance
 from vmcloud.core import idempotency, jobs
@@ -74,6 +74,23 @@ def send_past_due_email(subscription_id: str) -> None:
                 amount=sub.amount_due or Decimal(0),
                 currency=sub.currency or "USD",
                 grace_days=int(site_settings.get_value(db=db, key="billing.grace_days", default=7)),
+                link=runtime.settings.public_url,
+            )
+        )
+
+
+@jobs.app.task(name="billing.send_low_balance_email", queue="mail", retry=jobs.DEFAULT_RETRY)
+def send_low_balance_email(user_id: str) -> None:
+    with jobs.unit_of_work() as (db, runtime):
+        user = db.get(User, uuid.UUID(user_id))
+        if user is None or (user.balance or Decimal(0)) >= alerts.threshold(db):
+            return  # topped up meanwhile
+        runtime.mailer.send(
+            emails.low_balance(
+                to=user.email,
+                site=str(site_settings.get_value(db=db, key="site.name", default="VMCloud")),
+                balance=user.balance or Decimal(0),
+                currency=str(site_settings.get_value(db=db, key="billing.currency", default="USD")),
                 link=runtime.settings.public_url,
             )
         )
