@@ -16,14 +16,12 @@ import shutil
 import sys
 import tempfile
 import time
-from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, text
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import sessionmaker
 
-from vmcloud.audit import service as audit
 from vmcloud.billing import renewals
 from vmcloud.db import migrate
 from vmcloud.db.embedded import EmbeddedPostgres
@@ -100,12 +98,7 @@ def main(subscriptions: int = 100_000) -> None:
         now = HOUR + timedelta(minutes=1)
         engine = create_engine(server.url("platform"), pool_size=2)
 
-        @contextmanager
-        def unit_of_work():  # type: ignore[no-untyped-def]
-            with Session(engine) as db:
-                audit.bind(db, audit.AuditContext())
-                yield db
-                db.commit()
+        unit_of_work = renewals.units_of_work(sessionmaker(engine))
 
         before = _count(engine)
         started = time.perf_counter()

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -13,7 +12,6 @@ from sqlalchemy.orm import Session, sessionmaker
 from tests.factories.catalog import make_product
 from tests.factories.compute import make_node, make_pool
 from vmcloud.accounts.models import User
-from vmcloud.audit import service as audit
 from vmcloud.billing import renewals
 from vmcloud.catalog.models import Product
 from vmcloud.compute import service as compute
@@ -64,12 +62,7 @@ def buy(db: Session, node: Node, plan: Product) -> Buy:
 def billing_run(session_factory: sessionmaker[Session], db: Session) -> Run:
     """A billing run at ``now``, committing its batches (to SAVEPOINTs of the test)."""
 
-    @contextmanager
-    def unit_of_work() -> Iterator[Session]:
-        with session_factory() as session:
-            audit.bind(session, audit.AuditContext())
-            yield session
-            session.commit()
+    unit_of_work = renewals.units_of_work(session_factory)
 
     def run(now: datetime) -> renewals.RunSummary:
         db.flush()

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import datetime, timedelta
 from decimal import Decimal
 
@@ -91,12 +90,7 @@ def test_money_moves_keep_the_ledger_rule(
     )
     db.commit()
 
-    @contextmanager
-    def unit_of_work() -> Iterator[Session]:
-        with committed() as session:
-            audit.bind(session, audit.AuditContext())
-            yield session
-            session.commit()
+    unit_of_work = renewals.units_of_work(committed)
 
     class Money(RuleBasedStateMachine):
         def __init__(self) -> None:

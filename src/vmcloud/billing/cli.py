@@ -8,7 +8,6 @@ from contextlib import contextmanager
 import typer
 from sqlalchemy.orm import Session, sessionmaker
 
-from vmcloud.audit import service as audit
 from vmcloud.billing import ledger, renewals
 from vmcloud.config import get_settings
 from vmcloud.core.clock import utcnow
@@ -46,15 +45,7 @@ def run() -> None:
     """Run the billing run now (it also runs every minute in the workers): bill finished
     hours, renew or end finished periods, end what stayed unpaid past the grace days."""
     with _sessions() as factory:
-
-        @contextmanager
-        def unit_of_work() -> Iterator[Session]:
-            with factory() as db:
-                audit.bind(db, audit.AuditContext())
-                yield db
-                db.commit()
-
-        summary = renewals.run(unit_of_work=unit_of_work, now=utcnow())
+        summary = renewals.run(unit_of_work=renewals.units_of_work(factory), now=utcnow())
     typer.echo(
         f"billed {summary.hourly.hours} subscription-hours ({summary.hourly.charges} charges, "
         f"{summary.hourly.amount:.2f}); renewed {summary.renewed}; unpaid "

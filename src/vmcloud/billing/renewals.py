@@ -5,14 +5,15 @@ step only picks what is still due, so re-running it bills nothing twice."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
+from vmcloud.audit import service as audit
 from vmcloud.billing import alerts, dunning, hourly
 from vmcloud.billing.models import Subscription
 from vmcloud.billing.subscriptions import _end
@@ -21,6 +22,20 @@ from vmcloud.core.logging import get_logger
 log = get_logger(__name__)
 
 UnitOfWork = Callable[[], AbstractContextManager[Session]]
+
+
+def units_of_work(factory: sessionmaker[Session]) -> UnitOfWork:
+    """Units of work on ``factory``'s sessions, as the system (for the CLI and tests; jobs use
+    ``jobs.unit_of_work``): each commits when its block ends."""
+
+    @contextmanager
+    def unit_of_work() -> Iterator[Session]:
+        with factory() as db:
+            audit.bind(db, audit.AuditContext())
+            yield db
+            db.commit()
+
+    return unit_of_work
 
 
 @dataclass
