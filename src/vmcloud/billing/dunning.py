@@ -129,9 +129,9 @@ def _pay(db: Session, sub: Subscription, now: datetime) -> bool:
 def enforce_suspensions(*, db: Session) -> int:
     """Suspend instances whose subscription is past due but that are not suspended yet (one
     that was still provisioning, or was locked, when its subscription fell due)."""
-    rows = db.execute(
-        select(Subscription.id)
-        .join(Instance, Instance.id == Subscription.instance_id)
+    instance_ids = db.scalars(
+        select(Instance.id)
+        .join(Subscription, Subscription.instance_id == Instance.id)
         .where(
             Subscription.status == "past_due",
             Instance.status.in_(compute.SUSPENDABLE),
@@ -139,12 +139,7 @@ def enforce_suspensions(*, db: Session) -> int:
         )
         .limit(500)
     ).all()
-    suspended = 0
-    for row in rows:
-        sub = db.get(Subscription, row.id)
-        if sub is not None and sub.instance_id is not None:
-            suspended += _suspend(db, sub.instance_id)
-    return suspended
+    return sum(_suspend(db, instance_id) for instance_id in instance_ids)
 
 
 def _suspend(db: Session, instance_id: uuid.UUID) -> int:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
-from sqlalchemy import func, text, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.orm import Session
 
 from vmcloud.accounts.models import User
@@ -123,6 +123,18 @@ def complete(*, db: Session, entry_id: uuid.UUID) -> Transaction | None:
     entry.processed_at = utcnow()
     db.flush()
     return entry
+
+
+def given_back(db: Session, original_id: uuid.UUID) -> Decimal:
+    """How much of an entry has been given back by entries pointing at it (``refund_of``),
+    pending ones included: they are on their way."""
+    total = db.scalar(
+        select(func.coalesce(func.sum(Transaction.amount), 0)).where(
+            Transaction.refund_of == original_id,
+            Transaction.status.in_(("pending", "completed")),
+        )
+    )
+    return Decimal(total or 0)
 
 
 @dataclass(frozen=True)

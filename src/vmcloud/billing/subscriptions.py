@@ -220,12 +220,7 @@ def _refund(
     (``of``: the charge it refunds) more than is left of that charge."""
     amount = min(amount, net_charged(db, sub.id))
     if of is not None:
-        given = db.scalar(
-            select(func.coalesce(func.sum(Transaction.amount), 0)).where(
-                Transaction.refund_of == of.id, Transaction.status == "completed"
-            )
-        )
-        amount = min(amount, of.amount - Decimal(given or 0))
+        amount = min(amount, of.amount - ledger.given_back(db, of.id))
     amount = amount.quantize(ledger.CENT, rounding=ROUND_DOWN)
     if amount <= 0:
         return

@@ -172,26 +172,25 @@ def add_message(
     )
     audit.label(message, "ticket.note" if body.is_internal else "ticket.reply")
     db.add(message)
-    if body.is_internal:
-        pass
-    elif staff and author.id != ticket.user_id:
-        if ticket.status == "open":
-            _set_status(ticket, "in_progress")
-        _notify(db, "staff_reply", ticket, message.id)
-    else:
-        if ticket.status in ("waiting_customer", "resolved"):
-            _set_status(ticket, "in_progress" if ticket.assigned_to else "open")
-        _notify(db, "customer_reply", ticket, message.id)
-    if not body.is_internal:
-        ticket.updated_at = utcnow()  # a note leaves no trace a customer could see
+    if not body.is_internal:  # a note changes nothing a customer could see, and tells no one
+        if staff and author.id != ticket.user_id:
+            if ticket.status == "open":
+                _set_status(ticket, "in_progress")
+            _notify(db, "staff_reply", ticket, message.id)
+        else:
+            if ticket.status in ("waiting_customer", "resolved"):
+                _set_status(ticket, "in_progress" if ticket.assigned_to else "open")
+            _notify(db, "customer_reply", ticket, message.id)
+        ticket.updated_at = utcnow()
     db.flush()
     return message
 
 
 def _set_status(ticket: SupportTicket, status: str) -> None:
     ticket.status = status
-    ticket.resolved_at = utcnow() if status == "resolved" else ticket.resolved_at
-    if status in ("open", "in_progress", "waiting_customer"):
+    if status == "resolved":
+        ticket.resolved_at = utcnow()
+    elif status != "closed":  # reopened: no longer resolved
         ticket.resolved_at = None
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import uuid
 from decimal import Decimal
 
-from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from vmcloud.accounts.models import User
@@ -26,13 +25,7 @@ from vmcloud.core.errors import ConflictError, NotFoundError
 
 def refundable(db: Session, original: Transaction) -> Decimal:
     """What is left to give back of a completed charge or payment."""
-    given = db.scalar(
-        select(func.coalesce(func.sum(Transaction.amount), 0)).where(
-            Transaction.refund_of == original.id,
-            Transaction.status.in_(("pending", "completed")),
-        )
-    )
-    left = original.amount - Decimal(given or 0)
+    left = original.amount - ledger.given_back(db, original.id)
     if original.type == "charge" and original.subscription_id is not None:
         # Subscriptions refund on their own too (unused days): never give back more than the
         # subscription has charged in all.
