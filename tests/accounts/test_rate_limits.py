@@ -62,10 +62,15 @@ def test_per_address_limit_spans_accounts(client: TestClient) -> None:
 
 
 def test_limits_hold_across_two_api_processes(
-    client: TestClient, app, engine, app_settings
+    client: TestClient, app, engine, app_settings, monkeypatch
 ) -> None:  # type: ignore[no-untyped-def]
     """A second app instance (another process, same database) sees the same counters."""
     from vmcloud.app import create_app
+
+    # Counters are per fixed window: hold the limiter's clock mid-window so a run that
+    # straddles the hour cannot see the count start again.
+    frozen = clock.utcnow().replace(minute=30, second=0, microsecond=0)
+    monkeypatch.setattr(ratelimit, "utcnow", lambda: frozen)
 
     other_app = create_app(app_settings, engine=engine, session_factory=app.state.session_factory)
     with TestClient(other_app, client=("198.51.100.7", 40000)) as other:
