@@ -26,6 +26,7 @@ from vmcloud.core.mail import make_mailer
 from vmcloud.core.middleware import RequestContextMiddleware
 from vmcloud.core.net import parse_networks
 from vmcloud.core.ratelimit import RateLimiter
+from vmcloud.core.worker import WorkerHealth, supervise
 from vmcloud.db import migrate
 from vmcloud.db.session import make_engine, make_session_factory
 from vmcloud.ops.api import router as ops_router
@@ -76,7 +77,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        async with _worker(settings, session_factory):
+        async with _worker(settings, session_factory, app.state.worker_health):
             yield
         limiter.engine.dispose()
         if owns_engine:
@@ -95,6 +96,7 @@ def create_app(
     app.state.session_factory = session_factory
     app.state.migration_heads = migrate.head_revisions()
     app.state.trusted_proxies = parse_networks(settings.trusted_proxies)
+    app.state.worker_health = WorkerHealth() if settings.run_worker else None
     limiter = RateLimiter.for_database(engine.url, namespace=settings.rate_limit_namespace)
     app.state.rate_limiter = limiter
 
@@ -109,28 +111,30 @@ def create_app(
 
 @asynccontextmanager
 async def _worker(
-    settings: Settings, session_factory: sessionmaker[Session]
+    settings: Settings, session_factory: sessionmaker[Session], health: WorkerHealth | None
 ) -> AsyncIterator[None]:
-    """Runs a job worker beside the API when ``settings.run_worker`` (``vmcloud up``)."""
-    if not settings.run_worker:
+    """Runs a job worker beside the API when ``settings.run_worker`` (``vmcloud up``), kept
+    alive through database outages; ``/readyz`` reports it."""
+    if not settings.run_worker or health is None:
         yield
         return
     assert settings.database_url
     jobs.configure(jobs.Runtime(settings, session_factory, make_mailer(settings)))
     with jobs.worker_app(settings.database_url, settings.worker_concurrency) as worker_app:
-        async with worker_app.open_async():
-            task = asyncio.create_task(
-                worker_app.run_worker_async(
-                    concurrency=settings.worker_concurrency,
-                    install_signal_handlers=False,
-                    shutdown_graceful_timeout=10,
-                )
+        task = asyncio.create_task(
+            supervise(
+                worker_app,
+                settings=settings,
+                conninfo=jobs.libpq_url(settings.database_url),
+                health=health,
+                exit_on_failure=False,
             )
-            log.info("worker.started", concurrency=settings.worker_concurrency)
-            try:
-                yield
-            finally:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-                log.info("worker.stopped")
+        )
+        log.info("worker.started", concurrency=settings.worker_concurrency)
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            log.info("worker.stopped")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import signal
 from types import FrameType
 from typing import Annotated
@@ -20,6 +22,7 @@ from vmcloud.config import Settings, get_settings
 from vmcloud.core import jobs
 from vmcloud.core.logging import configure_logging
 from vmcloud.core.mail import make_mailer
+from vmcloud.core.worker import WorkerFailedError, WorkerHealth, supervise
 from vmcloud.db import migrate
 from vmcloud.db.cli import app as db_app
 from vmcloud.db.runtime import database_url
@@ -131,10 +134,31 @@ def worker(
         engine = make_engine(settings, url)
         jobs.configure(jobs.Runtime(settings, make_session_factory(engine), make_mailer(settings)))
         try:
-            with jobs.worker_app(url, settings.worker_concurrency) as worker_app:
-                worker_app.run_worker(concurrency=settings.worker_concurrency)
+            asyncio.run(_run_worker(settings, url))
+        except WorkerFailedError as exc:
+            typer.echo(f"The worker gave up: {exc}", err=True)
+            raise typer.Exit(1) from None
         finally:
             engine.dispose()
+
+
+async def _run_worker(settings: Settings, url: str) -> None:
+    """Supervise a worker until SIGINT/SIGTERM, which stop it gracefully."""
+    loop = asyncio.get_running_loop()
+    with jobs.worker_app(url, settings.worker_concurrency) as worker_app:
+        task = asyncio.create_task(
+            supervise(
+                worker_app,
+                settings=settings,
+                conninfo=jobs.libpq_url(url),
+                health=WorkerHealth(),
+                exit_on_failure=True,
+            )
+        )
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, task.cancel)
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 def main() -> None:

@@ -54,6 +54,13 @@ class Settings(BaseSettings):
     # alone (scale-out).
     run_worker: bool = False
     worker_concurrency: int = Field(default=4, ge=1, le=64)
+    # Workers beat every worker_heartbeat_seconds; a worker silent for job_stalled_after_seconds
+    # is dead and its running jobs are recovered (docs/jobs.md). A worker that cannot reach the
+    # database reconnects with backoff; after worker_give_up_seconds without success it fails
+    # loudly (`vmcloud worker` exits 1; an in-process worker turns /readyz 503).
+    worker_heartbeat_seconds: float = Field(default=10, gt=0, le=300)
+    job_stalled_after_seconds: float = Field(default=60, gt=0, le=3600)
+    worker_give_up_seconds: float = Field(default=300, gt=0)
     # Compute: seconds a graceful stop may take before the VM is forced off; seconds an instance
     # may sit in a transitional state before the reconciler repairs it from the node's truth.
     instance_stop_timeout: float = Field(default=60, gt=0, le=3600)

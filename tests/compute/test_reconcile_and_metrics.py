@@ -47,8 +47,9 @@ def _age(db: Session, instance: Instance, seconds: int) -> None:
     db.flush()
 
 
-def _worker_died_running_its_job(db: Session, instance_id: str) -> None:
-    """The provision job was taken by a worker that then died: 'doing', heartbeat long gone."""
+def _worker_died_running_its_job(db: Session, instance_id: str, *, status: str) -> None:
+    """The provision job was taken by a worker that then died: 'doing', heartbeat long gone;
+    with ``status="failed"``, the stalled-jobs pass has since failed it (its last attempt)."""
     worker_id = db.execute(
         text(
             "INSERT INTO procrastinate_workers (last_heartbeat)"
@@ -56,8 +57,11 @@ def _worker_died_running_its_job(db: Session, instance_id: str) -> None:
         )
     ).scalar_one()
     db.execute(
-        text("UPDATE procrastinate_jobs SET status = 'doing', worker_id = :w WHERE lock = :lock"),
-        {"w": worker_id, "lock": f"instance:{instance_id}"},
+        text(
+            "UPDATE procrastinate_jobs SET status = CAST(:status AS procrastinate_job_status),"
+            " worker_id = :w WHERE lock = :lock"
+        ),
+        {"w": worker_id, "lock": f"instance:{instance_id}", "status": status},
     )
 
 
@@ -80,12 +84,10 @@ def test_worker_killed_after_creating_the_vm(
     instance.status = "provisioning"
     driver.create(_spec(None, instance_id=instance.id))  # type: ignore[arg-type]
     _age(db, instance, 3600)
-    _worker_died_running_its_job(db, instance_id)
+    _worker_died_running_its_job(db, instance_id, status="failed")
     reconcile.reconcile_all(db)
     assert _instance(db, instance_id).status == "running"
     assert driver.list() == [instance.id]
-    # The stalled job no longer holds the instance's job lock.
-    assert _job_status(db, instance_id) == ["failed"]
 
 
 def test_worker_killed_before_creating_the_vm(
@@ -96,7 +98,7 @@ def test_worker_killed_before_creating_the_vm(
     instance = _instance(db, instance_id)
     instance.status = "provisioning"
     _age(db, instance, 3600)
-    _worker_died_running_its_job(db, instance_id)
+    _worker_died_running_its_job(db, instance_id, status="failed")
     reconcile.reconcile_all(db)
     settled = _instance(db, instance_id)
     assert settled.status == "error"
@@ -104,6 +106,50 @@ def test_worker_killed_before_creating_the_vm(
     assert driver.list() == []
     # Deleting it then frees its capacity and address: nothing leaks.
     assert client.delete(f"/api/v1/instances/{instance_id}", headers=headers).status_code == 202
+
+
+def test_a_job_of_a_dead_worker_is_left_to_the_stalled_jobs_pass(
+    client: TestClient, db: Session, setup: tuple[Node, FakeDriver, dict[str, str]]
+) -> None:
+    _, driver, headers = setup
+    instance_id = _order(client, headers).json()["id"]
+    instance = _instance(db, instance_id)
+    instance.status = "provisioning"
+    _age(db, instance, 3600)
+    # Not yet recovered: the pass may still retry it, so the reconciler must not settle it.
+    _worker_died_running_its_job(db, instance_id, status="doing")
+    reconcile.reconcile_all(db)
+    assert _instance(db, instance_id).status == "provisioning"
+    assert _job_status(db, instance_id) == ["doing"]
+    assert driver.list() == []
+
+
+def test_a_vm_provisioned_while_the_node_is_listed_is_not_lost(
+    client: TestClient,
+    db: Session,
+    setup: tuple[Node, FakeDriver, dict[str, str]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _, driver, headers = setup
+    instance_id = _order(client, headers).json()["id"]
+    instance = _instance(db, instance_id)
+    db.execute(text("DELETE FROM procrastinate_jobs"))  # its job is about to finish
+    listed = driver.list
+
+    def list_then_provision() -> list[uuid.UUID]:
+        # The node is listed; right after, the provisioning job creates the VM and records
+        # the instance running, before the reconciler reads the database.
+        seen = listed()
+        driver.create(_spec(None, instance_id=instance.id))  # type: ignore[arg-type]
+        instance.status = "running"
+        db.flush()
+        return seen
+
+    monkeypatch.setattr(driver, "list", list_then_provision)
+    reconcile.reconcile_all(db)
+    settled = _instance(db, instance_id)
+    assert settled.status == "running", (settled.metadata_json or {}).get("error")
+    assert driver.state(instance.id) == VMState.RUNNING
 
 
 def test_a_queued_job_is_left_to_run_however_long_it_waits(

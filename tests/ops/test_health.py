@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 
 from vmcloud.app import create_app
 from vmcloud.config import Settings
+from vmcloud.core.worker import WorkerHealth
 from vmcloud.db import migrate
 from vmcloud.db.embedded import EmbeddedPostgres
 
@@ -56,7 +57,7 @@ def test_readyz_follows_the_database_down_and_up(
         down = client.get("/readyz")
         assert down.status_code == 503
         assert down.headers["content-type"] == "application/problem+json"
-        assert down.json()["type"] == "/problems/service-unavailable"
+        assert down.json()["type"] == "/problems/unavailable"
         assert "database" in down.json()["detail"].lower()
         assert client.get("/healthz").status_code == 200  # the process itself is fine
         own_server.start()
@@ -74,3 +75,43 @@ def test_readyz_is_503_until_migrations_reach_head(
         assert "migration" in response.json()["detail"]
         migrate.upgrade(url)
         assert client.get("/readyz").status_code == 200
+
+
+def test_readyz_names_a_failed_in_process_worker(client: TestClient) -> None:
+    health = WorkerHealth()
+    client.app.state.worker_health = health  # type: ignore[attr-defined]
+    health.set("running")
+    ready = client.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["worker"] == "running"
+    health.set("failed", "the database is not reachable")
+    failed = client.get("/readyz")
+    assert failed.status_code == 503
+    assert "worker" in failed.json()["detail"]
+    assert "not reachable" in failed.json()["detail"]
+
+
+def test_requests_get_503_while_the_database_is_away_and_recover(
+    own_server: EmbeddedPostgres, data_dir: Path
+) -> None:
+    url = own_server.url("vmcloud")
+    migrate.upgrade(url)
+    login = {"login": "nobody", "password": "not a real password"}
+    with _client_for(url, data_dir) as client:
+        assert client.get("/api/v1/products").status_code == 200
+        own_server.stop()
+        for method, path, body in (
+            ("GET", "/api/v1/products", None),
+            ("POST", "/api/v1/auth/login", login),
+            ("GET", "/api/v1/instances", None),  # no token: fails before the database
+        ):
+            response = client.request(method, path, json=body)
+            if path == "/api/v1/instances":
+                assert response.status_code == 401
+                continue
+            assert response.status_code == 503, (path, response.text)
+            assert response.headers["content-type"] == "application/problem+json"
+            assert response.json()["type"] == "/problems/unavailable"
+            assert int(response.headers["retry-after"]) > 0
+        own_server.start()
+        assert client.get("/api/v1/products").status_code == 200
+        assert client.post("/api/v1/auth/login", json=login).status_code == 401

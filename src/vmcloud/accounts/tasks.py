@@ -8,6 +8,7 @@ from vmcloud.accounts import service
 from vmcloud.core import jobs
 
 
+@jobs.on_stall(jobs.OnStall.RETRY)
 @jobs.app.task(name="accounts.send_verification_email", queue="mail", retry=jobs.DEFAULT_RETRY)
 def send_verification_email(user_id: str) -> None:
     with jobs.unit_of_work() as (db, runtime):
@@ -16,6 +17,7 @@ def send_verification_email(user_id: str) -> None:
         )
 
 
+@jobs.on_stall(jobs.OnStall.RETRY)
 @jobs.app.task(name="accounts.send_password_reset", queue="mail", retry=jobs.DEFAULT_RETRY)
 def send_password_reset(user_id: str) -> None:
     with jobs.unit_of_work() as (db, runtime):
@@ -24,6 +26,7 @@ def send_password_reset(user_id: str) -> None:
         )
 
 
+@jobs.on_stall(jobs.OnStall.FAIL)
 @jobs.app.periodic(cron="37 * * * *", periodic_id="purge-expired-tokens")
 @jobs.app.task(name="accounts.purge_expired_tokens", queue="maintenance")
 def purge_expired_tokens(timestamp: int) -> None:

@@ -36,6 +36,8 @@ def _batch() -> Iterator[Session]:
         yield db
 
 
+# Idempotent: every charge is keyed by its period, so a rerun bills nothing twice.
+@jobs.on_stall(jobs.OnStall.RETRY)
 @jobs.app.periodic(cron="* * * * *", periodic_id="billing-run")
 @jobs.app.task(name="billing.run", queue="billing", lock="billing-run")
 def billing_run(timestamp: int) -> None:
@@ -43,6 +45,8 @@ def billing_run(timestamp: int) -> None:
     renewals.run(unit_of_work=_batch, now=utcnow())
 
 
+# Read-only.
+@jobs.on_stall(jobs.OnStall.RETRY)
 @jobs.app.periodic(cron="*/10 * * * *", periodic_id="ledger-verify")
 @jobs.app.task(name="billing.verify_ledger", queue="maintenance")
 def verify_ledger(timestamp: int) -> None:
@@ -56,6 +60,7 @@ def verify_ledger(timestamp: int) -> None:
         )
 
 
+@jobs.on_stall(jobs.OnStall.RETRY)
 @jobs.app.task(name="billing.send_past_due_email", queue="mail", retry=jobs.DEFAULT_RETRY)
 def send_past_due_email(subscription_id: str) -> None:
     with jobs.unit_of_work() as (db, runtime):
@@ -79,6 +84,7 @@ def send_past_due_email(subscription_id: str) -> None:
         )
 
 
+@jobs.on_stall(jobs.OnStall.RETRY)
 @jobs.app.task(name="billing.send_low_balance_email", queue="mail", retry=jobs.DEFAULT_RETRY)
 def send_low_balance_email(user_id: str) -> None:
     with jobs.unit_of_work() as (db, runtime):
@@ -96,6 +102,7 @@ def send_low_balance_email(user_id: str) -> None:
         )
 
 
+@jobs.on_stall(jobs.OnStall.FAIL)
 @jobs.app.periodic(cron="41 * * * *", periodic_id="purge-idempotency-keys")
 @jobs.app.task(name="billing.purge_idempotency_keys", queue="maintenance")
 def purge_idempotency_keys(timestamp: int) -> None:

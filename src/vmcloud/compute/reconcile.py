@@ -66,13 +66,11 @@ def _error(instance: Instance, reason: str) -> None:
 
 
 def _busy(db: Session, instance_id: uuid.UUID) -> bool:
-    """Whether a job for the instance is queued or running on a live worker: its outcome, not
-    the reconciler, decides the instance's next state. A job whose worker stopped sending
-    heartbeats is stalled: it is marked failed, freeing the instance's job lock, and the
-    reconciler settles the instance instead."""
-    lock = jobs.instance_lock(instance_id)
-    jobs.fail_stalled(db, lock=lock)
-    return jobs.has_active(db, lock=lock)
+    """Whether a job for the instance is queued or running: its outcome, not the reconciler,
+    decides the instance's next state. A job whose worker died counts until the stalled-jobs
+    pass (``core/jobs.recover_stalled``) retries it or, at its last attempt, fails it; then the
+    reconciler settles the instance from the node's truth."""
+    return jobs.has_active(db, lock=jobs.instance_lock(instance_id))
 
 
 def reconcile_node(db: Session, node: Node) -> None:
@@ -98,7 +96,9 @@ def reconcile_node(db: Session, node: Node) -> None:
         try:
             with db.begin_nested():
                 db.refresh(instance, with_for_update=True)
-                state = driver.state(instance.id) if instance.id in on_node else VMState.MISSING
+                # Asked again under the row lock, not taken from the listing: a VM provisioned
+                # after the listing (its job done by now) is not missing.
+                state = driver.state(instance.id)
                 _settle(db, driver, instance, state, stale)
         except Exception as exc:
             log.warning("reconcile.instance_failed", instance_id=str(instance.id), error=str(exc))

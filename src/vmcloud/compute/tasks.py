@@ -56,6 +56,9 @@ def _fail(context: JobContext, instance_id: uuid.UUID, exc: Exception) -> None:
     raise exc  # procrastinate retries the job later
 
 
+# Each job is safe to run again: provisioning clears what an earlier attempt left, power
+# actions and destroy are idempotent in every driver (drivers/base.py).
+@jobs.on_stall(jobs.OnStall.RETRY)
 @jobs.app.task(name="compute.provision_instance", queue="compute", retry=RETRY, pass_context=True)
 def provision_instance(context: JobContext, instance_id: str) -> None:
     iid = uuid.UUID(instance_id)
@@ -86,6 +89,7 @@ def provision_instance(context: JobContext, instance_id: str) -> None:
     log.info("instance.provisioned", instance_id=instance_id)
 
 
+@jobs.on_stall(jobs.OnStall.RETRY)
 @jobs.app.task(name="compute.instance_action", queue="compute", retry=RETRY, pass_context=True)
 def run_instance_action(context: JobContext, instance_id: str) -> None:
     iid = uuid.UUID(instance_id)
@@ -119,6 +123,7 @@ def run_instance_action(context: JobContext, instance_id: str) -> None:
                 instance.started_at = utcnow()
 
 
+@jobs.on_stall(jobs.OnStall.RETRY)
 @jobs.app.task(name="compute.destroy_instance", queue="compute", retry=RETRY, pass_context=True)
 def destroy_instance(context: JobContext, instance_id: str) -> None:
     iid = uuid.UUID(instance_id)
@@ -136,6 +141,7 @@ def destroy_instance(context: JobContext, instance_id: str) -> None:
         reconciler.finish_deletion(db, iid)
 
 
+@jobs.on_stall(jobs.OnStall.FAIL)
 @jobs.app.periodic(cron="* * * * *", periodic_id="reconcile-nodes")
 @jobs.app.task(name="compute.reconcile", queue="maintenance")
 def reconcile_nodes(timestamp: int) -> None:
@@ -143,6 +149,7 @@ def reconcile_nodes(timestamp: int) -> None:
         reconciler.reconcile_all(db)
 
 
+@jobs.on_stall(jobs.OnStall.FAIL)
 @jobs.app.periodic(cron="* * * * *", periodic_id="collect-metrics")
 @jobs.app.task(name="compute.collect_metrics", queue="maintenance")
 def collect_metrics(timestamp: int) -> None:

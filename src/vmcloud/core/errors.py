@@ -12,12 +12,17 @@ from collections.abc import Mapping, Sequence
 from http import HTTPStatus
 from typing import Any
 
+import psycopg
+import sqlalchemy.exc
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
+from vmcloud.core.logging import get_logger
+
 PROBLEM_MEDIA_TYPE = "application/problem+json"
+log = get_logger(__name__)
 
 
 class ProblemError(Exception):
@@ -97,7 +102,7 @@ class RateLimitedError(ProblemError):
 
 class ServiceUnavailableError(ProblemError):
     status = 503
-    type = "service-unavailable"
+    type = "unavailable"
     title = "Service unavailable"
 
 
@@ -155,7 +160,7 @@ _HTTP_TYPES = {
     413: "payload-too-large",
     415: "unsupported-media-type",
     429: "rate-limited",
-    503: "service-unavailable",
+    503: "unavailable",
 }
 
 
@@ -219,7 +224,32 @@ async def _http_error_handler(_: Request, exc: Exception) -> Response:
     )
 
 
+# Seconds a client should wait before retrying when the database is away or a transaction
+# lost a race PostgreSQL broke (a deadlock, a serialization failure, a cancelled statement).
+DATABASE_RETRY_AFTER = 5
+DATABASE_ERRORS: tuple[type[Exception], ...] = (
+    sqlalchemy.exc.OperationalError,  # connection refused or lost; deadlock; statement timeout
+    sqlalchemy.exc.InterfaceError,  # a connection that was already closed
+    sqlalchemy.exc.TimeoutError,  # no pooled connection came free in time
+    psycopg.OperationalError,  # raised by code that uses psycopg directly
+    psycopg.InterfaceError,
+)
+
+
+async def _database_error_handler(request: Request, exc: Exception) -> Response:
+    log.warning("database.unavailable", path=request.url.path, error=type(exc).__name__)
+    return problem_response(
+        status=503,
+        type="unavailable",
+        title="Service unavailable",
+        detail="The service is briefly unable to reach its database; try again shortly.",
+        headers={"Retry-After": str(DATABASE_RETRY_AFTER)},
+    )
+
+
 def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ProblemError, _problem_error_handler)
     app.add_exception_handler(RequestValidationError, _validation_handler)
     app.add_exception_handler(StarletteHTTPException, _http_error_handler)
+    for error in DATABASE_ERRORS:
+        app.add_exception_handler(error, _database_error_handler)

@@ -12,20 +12,32 @@
 
 from __future__ import annotations
 
+import enum
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, TypeVar
 
 import procrastinate
+import procrastinate.manager
 from procrastinate import PsycopgConnector
+from prometheus_client import Counter
 from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 
 from vmcloud.audit import service as audit
 from vmcloud.config import Settings
+from vmcloud.core.logging import get_logger
 from vmcloud.core.mail import Mailer
+
+log = get_logger(__name__)
+STALLED_JOBS = Counter(
+    "vmcloud_stalled_jobs_total",
+    "Jobs found running on a dead worker, by task and what was done with them.",
+    ["task", "outcome"],
+)
 
 # Modules that declare tasks; the worker imports them before it starts.
 TASK_MODULES = [
@@ -77,53 +89,106 @@ def defer(
     return int(job_ids[0])
 
 
-# A worker that has not sent a heartbeat for this long is gone (procrastinate workers beat
-# every 10 s by default).
-STALLED_AFTER_SECONDS = 60
-
-
 def instance_lock(instance_id: object) -> str:
     return f"instance:{instance_id}"
 
 
 def has_active(db: Session, *, lock: str) -> bool:
-    """A job with ``lock`` is waiting, or running on a worker that is alive."""
+    """A job with ``lock`` is waiting or running. A job whose worker died still counts until
+    :func:`recover_stalled` has decided its fate (retried, or failed by its task's policy)."""
     return bool(
         db.execute(
             text(
                 """
                 SELECT EXISTS (
-                    SELECT 1 FROM procrastinate_jobs j
-                    LEFT JOIN procrastinate_workers w ON w.id = j.worker_id
-                     WHERE j.lock = :lock
-                       AND (j.status = 'todo'
-                            OR (j.status = 'doing' AND w.last_heartbeat
-                                > now() - make_interval(secs => :stalled)))
-                )
+                    SELECT 1 FROM procrastinate_jobs
+                     WHERE lock = :lock AND status IN ('todo', 'doing'))
                 """
             ),
-            {"lock": lock, "stalled": STALLED_AFTER_SECONDS},
+            {"lock": lock},
         ).scalar_one()
     )
 
 
-def fail_stalled(db: Session, *, lock: str) -> int:
-    """Mark failed the jobs with ``lock`` whose worker died while running them, so the lock
-    (and the jobs queued behind it) is free again; returns how many."""
-    result = db.execute(
-        text(
-            """
-            UPDATE procrastinate_jobs j SET status = 'failed'
-             WHERE j.lock = :lock AND j.status = 'doing'
-               AND NOT EXISTS (
-                   SELECT 1 FROM procrastinate_workers w
-                    WHERE w.id = j.worker_id
-                      AND w.last_heartbeat > now() - make_interval(secs => :stalled))
-            """
-        ),
-        {"lock": lock, "stalled": STALLED_AFTER_SECONDS},
-    )
-    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+class OnStall(enum.Enum):
+    """What happens to a job whose worker died while running it (see docs/jobs.md)."""
+
+    RETRY = "retry"  # run it again: the task is idempotent, or at least once beats never
+    FAIL = "fail"  # mark it failed: a periodic successor or the reconciler does its work
+
+
+_ON_STALL: dict[str, OnStall] = {}
+# Retries after a stall for tasks with no retry strategy of their own.
+STALL_MAX_ATTEMPTS = 3
+
+TaskT = TypeVar("TaskT", bound="procrastinate.tasks.Task[Any, Any, Any]")
+
+
+def on_stall(policy: OnStall) -> Callable[[TaskT], TaskT]:
+    """Declare, next to a task, what a stall does to its jobs. Every task declares one."""
+
+    def register(task: TaskT) -> TaskT:
+        _ON_STALL[task.name] = policy
+        return task
+
+    return register
+
+
+def stall_policy(task_name: str) -> OnStall | None:
+    if task_name.startswith(("builtin:", "procrastinate.")):
+        return OnStall.FAIL  # procrastinate's own housekeeping, periodic when used at all
+    return _ON_STALL.get(task_name)
+
+
+@dataclass(frozen=True)
+class Recovery:
+    job_id: int
+    task_name: str
+    outcome: str  # "retried" or "failed"
+
+
+def _max_attempts(task_name: str) -> int:
+    task = app.tasks.get(task_name)
+    strategy = task.retry_strategy if task is not None else None
+    limit = getattr(strategy, "max_attempts", None)
+    return int(limit) if limit else STALL_MAX_ATTEMPTS
+
+
+async def recover_stalled(
+    manager: procrastinate.manager.JobManager, *, stalled_after: float
+) -> list[Recovery]:
+    """Find the jobs whose worker stopped sending heartbeats (procrastinate's stalled-jobs
+    query) and retry or fail each by its task's policy. Jobs holding a lock free it either way.
+    Safe to run on several workers at once: a job another worker already moved is skipped."""
+    done: list[Recovery] = []
+    for job in await manager.get_stalled_jobs(seconds_since_heartbeat=stalled_after):
+        assert job.id is not None
+        policy = stall_policy(job.task_name)
+        if policy is None:
+            log.error("jobs.stalled_unknown_task", job_id=job.id, task=job.task_name)
+            policy = OnStall.FAIL
+        retry = policy is OnStall.RETRY and job.attempts + 1 < _max_attempts(job.task_name)
+        try:
+            if retry:
+                await manager.retry_job_by_id_async(job.id, retry_at=datetime.now(UTC))
+            else:
+                await manager.finish_job_by_id_async(
+                    job.id, status=procrastinate.jobs.Status.FAILED, delete_job=False
+                )
+        except Exception as exc:  # moved by another worker's pass in the meantime
+            log.info("jobs.stalled_skipped", job_id=job.id, error=str(exc))
+            continue
+        outcome = "retried" if retry else "failed"
+        STALLED_JOBS.labels(task=job.task_name, outcome=outcome).inc()
+        log.warning(
+            "jobs.stalled_recovered",
+            job_id=job.id,
+            task=job.task_name,
+            outcome=outcome,
+            attempts=job.attempts + 1,
+        )
+        done.append(Recovery(job.id, job.task_name, outcome))
+    return done
 
 
 @dataclass
@@ -172,7 +237,12 @@ def worker_app(database_url: str, concurrency: int) -> Iterator[procrastinate.Ap
     """The task app, bound for the duration of the block to a connection pool on
     ``database_url`` (open it with ``open_async()``). Periodic tasks defer through it too."""
     connector = PsycopgConnector(
-        conninfo=libpq_url(database_url), min_size=1, max_size=concurrency + 2
+        conninfo=libpq_url(database_url),
+        min_size=1,
+        max_size=concurrency + 2,
+        # Waiting longer for a connection only delays noticing that the database is gone
+        # (core/worker.py then restarts the worker).
+        timeout=5,
     )
     with app.replace_connector(connector) as bound:
         yield bound

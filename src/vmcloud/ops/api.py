@@ -11,6 +11,7 @@ from starlette.responses import Response
 
 from vmcloud.core.errors import ServiceUnavailableError
 from vmcloud.core.logging import get_logger
+from vmcloud.core.worker import WorkerHealth
 from vmcloud.db import migrate
 
 router = APIRouter(tags=["operations"])
@@ -35,7 +36,15 @@ def readyz(request: Request) -> dict[str, Any]:
         raise ServiceUnavailableError(
             "The database schema is not at the latest migration; run `vmcloud db upgrade`."
         )
-    return {"status": "ready", "database": "ok", "migrations": sorted(current)}
+    body: dict[str, Any] = {"status": "ready", "database": "ok", "migrations": sorted(current)}
+    health: WorkerHealth | None = request.app.state.worker_health
+    if health is not None:
+        if health.failed:
+            raise ServiceUnavailableError(
+                f"The job worker of this process has failed: {health.error}."
+            )
+        body["worker"] = health.state
+    return body
 
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)

@@ -28,6 +28,7 @@ def _active_staff(db: Session, only: uuid.UUID | None = None) -> list[User]:
     return list(db.scalars(stmt))
 
 
+@jobs.on_stall(jobs.OnStall.RETRY)
 @jobs.app.task(name="support.notify", queue="mail", retry=jobs.DEFAULT_RETRY)
 def notify(event: str, ticket_id: str, message_id: str | None) -> None:
     """``staff_reply`` and ``resolved`` go to the customer; ``new_ticket`` and
@@ -55,6 +56,7 @@ def notify(event: str, ticket_id: str, message_id: str | None) -> None:
             )
 
 
+@jobs.on_stall(jobs.OnStall.RETRY)
 @jobs.app.task(name="support.send", queue="mail", retry=jobs.DEFAULT_RETRY)
 def send(event: str, ticket_id: str, message_id: str | None, user_id: str) -> None:
     with jobs.unit_of_work() as (db, runtime):
@@ -97,6 +99,7 @@ def _compose(
     return None
 
 
+@jobs.on_stall(jobs.OnStall.FAIL)
 @jobs.app.periodic(cron="17 * * * *", periodic_id="support-auto-close")
 @jobs.app.task(name="support.auto_close", queue="maintenance")
 def auto_close(timestamp: int) -> None:
