@@ -173,6 +173,17 @@ def test_support_reads_any_instance_but_changes_none(
     assert client.delete(f"{INSTANCES}/{instance_id}", headers=headers).status_code == 404
 
 
+def test_support_cannot_rename_a_customers_instance(
+    client: TestClient, db: Session, node: Node, customer: dict[str, str]
+) -> None:
+    instance_id = _order(client, customer).json()["id"]
+    staff = make_user(db, role="support")
+    headers = bearer(login(client, staff.username, PASSWORD))
+    renamed = client.patch(f"{INSTANCES}/{instance_id}", json={"name": "hijacked"}, headers=headers)
+    assert renamed.status_code == 404, renamed.text
+    assert db.get(Instance, uuid.UUID(instance_id)).name == "web-1"  # type: ignore[union-attr]
+
+
 INVALID: list[tuple[str, dict[str, Any]]] = [
     ("name", {"name": ""}),
     ("name", {"name": "x" * 65}),

@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 from vmcloud.accounts.deps import AdminUser, CurrentUser, StaffUser
 from vmcloud.billing import service
 from vmcloud.billing import subscriptions as subs
+from vmcloud.billing.deps import ChangeableSubscription, VisibleSubscription
 from vmcloud.billing.models import SUBSCRIPTION_STATUSES
 from vmcloud.billing.schemas import (
     AdminSubscriptionRead,
@@ -72,21 +73,14 @@ def list_subscriptions(
 
 
 @subscriptions.get("/{subscription_id}", response_model=SubscriptionRead)
-def get_subscription(
-    subscription_id: uuid.UUID, db: DbSession, user: CurrentUser
-) -> SubscriptionRead:
-    return SubscriptionRead.model_validate(
-        subs.get_owned(db=db, subscription_id=subscription_id, user=user)
-    )
+def get_subscription(sub: VisibleSubscription) -> SubscriptionRead:
+    return SubscriptionRead.model_validate(sub)
 
 
 @subscriptions.post(
     "/{subscription_id}/cancel", response_model=SubscriptionRead, summary="Stop renewal"
 )
-def cancel_subscription(
-    subscription_id: uuid.UUID, db: DbSession, user: CurrentUser
-) -> SubscriptionRead:
-    sub = subs.get_owned(db=db, subscription_id=subscription_id, user=user, lock=True)
+def cancel_subscription(sub: ChangeableSubscription, db: DbSession) -> SubscriptionRead:
     return SubscriptionRead.model_validate(subs.cancel(db=db, sub=sub))
 
 

@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
-from vmcloud.accounts.models import User
+from vmcloud.accounts.models import STAFF_ROLES, User
 from vmcloud.audit import service as audit
 from vmcloud.billing import alerts, hourly, ledger
 from vmcloud.billing.models import Subscription, Transaction
@@ -127,16 +127,30 @@ def _charge(db: Session, sub: Subscription, amount: Decimal, key: str, now: date
 # -- reading and cancelling --------------------------------------------------------------------
 
 
-def get_owned(
-    *, db: Session, subscription_id: uuid.UUID, user: User, lock: bool = False
+# Loaders named for what the caller means to do with the subscription; 404 (never 403) when
+# the caller may not. Routes take them as dependencies (``billing.deps``).
+
+
+def _load(
+    db: Session, subscription_id: uuid.UUID, user: User, *, any_for: tuple[str, ...], lock: bool
 ) -> Subscription:
-    stmt = select(Subscription).where(
-        Subscription.id == subscription_id, Subscription.user_id == user.id
-    )
+    stmt = select(Subscription).where(Subscription.id == subscription_id)
+    if user.role not in any_for:
+        stmt = stmt.where(Subscription.user_id == user.id)
     sub = db.scalar(stmt.with_for_update() if lock else stmt)
     if sub is None:
         raise NotFoundError("There is no such subscription.")
     return sub
+
+
+def get_visible(*, db: Session, subscription_id: uuid.UUID, user: User) -> Subscription:
+    """To read: the owner's; staff read every subscription."""
+    return _load(db, subscription_id, user, any_for=STAFF_ROLES, lock=False)
+
+
+def get_changeable(*, db: Session, subscription_id: uuid.UUID, user: User) -> Subscription:
+    """To change (cancel), locked for the change: the owner's; admins act on any."""
+    return _load(db, subscription_id, user, any_for=("admin",), lock=True)
 
 
 def list_subscriptions(

@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 
 from vmcloud.accounts.deps import AdminUser, CurrentUser, StaffUser, VerifiedUser
 from vmcloud.compute import nodes, service
+from vmcloud.compute.deps import ChangeableInstance, VisibleInstance
 from vmcloud.compute.models import INSTANCE_STATUSES
 from vmcloud.compute.schemas import (
     InstanceAction,
@@ -24,7 +25,6 @@ from vmcloud.compute.schemas import (
 )
 from vmcloud.core import idempotency
 from vmcloud.core.clock import to_utc_naive
-from vmcloud.core.errors import NotFoundError
 from vmcloud.core.pagination import Page, PageQuery
 from vmcloud.db.session import DbSession
 
@@ -63,55 +63,37 @@ def create_instance(
 
 
 @router.get("/{instance_id}", response_model=InstanceRead)
-def get_instance(instance_id: uuid.UUID, db: DbSession, user: CurrentUser) -> InstanceRead:
-    return InstanceRead.model_validate(
-        service.get_owned_instance(db=db, instance_id=instance_id, user=user)
-    )
-
-
-def _owned_for_change(db: DbSession, instance_id: uuid.UUID, user: CurrentUser) -> object:
-    instance = service.get_owned_instance(db=db, instance_id=instance_id, user=user, lock=True)
-    if user.role == "support" and instance.user_id != user.id:
-        # Support staff read every instance but change only their own.
-        raise NotFoundError("There is no such instance.")
-    return instance
+def get_instance(instance: VisibleInstance) -> InstanceRead:
+    return InstanceRead.model_validate(instance)
 
 
 @router.patch("/{instance_id}", response_model=InstanceRead)
 def rename_instance(
-    instance_id: uuid.UUID, body: InstanceUpdate, db: DbSession, user: CurrentUser
+    instance: ChangeableInstance, body: InstanceUpdate, db: DbSession
 ) -> InstanceRead:
-    instance = service.get_owned_instance(db=db, instance_id=instance_id, user=user, lock=True)
     return InstanceRead.model_validate(
         service.rename_instance(db=db, instance=instance, name=body.name)
     )
 
 
 @router.delete("/{instance_id}", response_model=InstanceRead, status_code=202)
-def delete_instance(instance_id: uuid.UUID, db: DbSession, user: CurrentUser) -> InstanceRead:
-    instance = _owned_for_change(db, instance_id, user)
-    return InstanceRead.model_validate(service.delete_instance(db=db, instance=instance))  # type: ignore[arg-type]
+def delete_instance(instance: ChangeableInstance, db: DbSession) -> InstanceRead:
+    return InstanceRead.model_validate(service.delete_instance(db=db, instance=instance))
 
 
 @router.post("/{instance_id}/actions", response_model=InstanceRead, status_code=202)
 def instance_action(
-    instance_id: uuid.UUID, body: InstanceAction, db: DbSession, user: CurrentUser
+    instance: ChangeableInstance, body: InstanceAction, db: DbSession
 ) -> InstanceRead:
-    instance = _owned_for_change(db, instance_id, user)
     return InstanceRead.model_validate(
-        service.request_action(db=db, instance=instance, action=body.type)  # type: ignore[arg-type]
+        service.request_action(db=db, instance=instance, action=body.type)
     )
 
 
 @router.get("/{instance_id}/metrics", response_model=Page[MetricRead])
 def instance_metrics(
-    instance_id: uuid.UUID,
-    db: DbSession,
-    user: CurrentUser,
-    page: PageQuery,
-    since: datetime | None = None,
+    instance: VisibleInstance, db: DbSession, page: PageQuery, since: datetime | None = None
 ) -> Page[MetricRead]:
-    instance = service.get_owned_instance(db=db, instance_id=instance_id, user=user)
     items, cursor = service.list_metrics(
         db=db, instance=instance, since=to_utc_naive(since) if since else None, params=page
     )

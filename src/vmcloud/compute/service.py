@@ -12,7 +12,7 @@ from sqlalchemy import exists, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from vmcloud.accounts.models import User
+from vmcloud.accounts.models import STAFF_ROLES, User
 from vmcloud.audit import service as audit
 from vmcloud.billing import subscriptions as billing
 from vmcloud.catalog import service as catalog
@@ -244,18 +244,40 @@ def rename_instance(*, db: Session, instance: Instance, name: str) -> Instance:
 # -- reading ---------------------------------------------------------------------------------
 
 
-def get_owned_instance(
-    *, db: Session, instance_id: uuid.UUID, user: User, lock: bool = False
+# Loaders named for what the caller means to do with the instance. Each answers 404, never
+# 403, when the caller may not: another user's instance does not exist for them. Routes take
+# them as dependencies (``compute.deps``), so no route re-checks who may do what.
+
+
+def _load(
+    db: Session, instance_id: uuid.UUID, user: User, *, any_for: tuple[str, ...], lock: bool
 ) -> Instance:
-    """The instance if ``user`` owns it — or is staff (admin for changes; callers check) —
-    else 404, never 403: another user's instance does not exist for them."""
+    """The live instance if ``user`` owns it or has one of the roles ``any_for``; else 404."""
     stmt = select(Instance).where(Instance.id == instance_id, Instance.deleted_at.is_(None))
-    if user.role not in ("support", "admin"):
+    if user.role not in any_for:
         stmt = stmt.where(Instance.user_id == user.id)
     instance = db.scalar(stmt.with_for_update() if lock else stmt)
     if instance is None:
         raise NotFoundError("There is no such instance.")
     return instance
+
+
+def get_visible_instance(*, db: Session, instance_id: uuid.UUID, user: User) -> Instance:
+    """To read: the owner's; staff read every instance."""
+    return _load(db, instance_id, user, any_for=STAFF_ROLES, lock=False)
+
+
+def get_changeable_instance(*, db: Session, instance_id: uuid.UUID, user: User) -> Instance:
+    """To change (rename, act, delete), locked for the change: the owner's; admins act on any.
+    Support staff read every instance but change only their own."""
+    return _load(db, instance_id, user, any_for=("admin",), lock=True)
+
+
+def get_owned_instance(
+    *, db: Session, instance_id: uuid.UUID, user: User, lock: bool = False
+) -> Instance:
+    """Strictly the user's own, whatever their role (what a ticket may name)."""
+    return _load(db, instance_id, user, any_for=(), lock=lock)
 
 
 def list_instances(

@@ -18,6 +18,7 @@ from vmcloud.core.pagination import Page, PageQuery
 from vmcloud.db.session import DbSession
 from vmcloud.support import attachments, service
 from vmcloud.support.attachments import Upload
+from vmcloud.support.deps import ChangeableTicket, QueueTicket, VisibleTicket
 from vmcloud.support.models import SupportTicket
 from vmcloud.support.schemas import (
     MessageCreate,
@@ -144,8 +145,7 @@ def open_ticket(
 
 
 @router.get("/{ticket_id}", response_model=TicketDetail | StaffTicketDetail)
-def get_ticket(ticket_id: uuid.UUID, db: DbSession, user: CurrentUser) -> dict[str, Any]:
-    ticket = service.get_visible(db=db, ticket_id=ticket_id, user=user)
+def get_ticket(ticket: VisibleTicket, db: DbSession, user: CurrentUser) -> dict[str, Any]:
     return _detail(db, ticket, service.is_staff(user))
 
 
@@ -156,15 +156,16 @@ def get_ticket(ticket_id: uuid.UUID, db: DbSession, user: CurrentUser) -> dict[s
     summary="Reply (JSON, or multipart with files)",
 )
 def post_message(
-    ticket_id: uuid.UUID,
     payload: MessageInput,
+    ticket: ChangeableTicket,
     db: DbSession,
     user: CurrentUser,
     settings: AppSettings,
     limiter: Limiter,
 ) -> dict[str, Any]:
+    # The body is read before the ticket is loaded: its row lock is not held while a client
+    # sends its files.
     body, uploads = payload
-    ticket = service.get_visible(db=db, ticket_id=ticket_id, user=user, lock=True)
     message = service.add_message(
         db=db,
         ticket=ticket,
@@ -180,16 +181,14 @@ def post_message(
 
 
 @router.post("/{ticket_id}/close", response_model=TicketRead)
-def close_ticket(ticket_id: uuid.UUID, db: DbSession, user: CurrentUser) -> TicketRead:
-    ticket = service.get_visible(db=db, ticket_id=ticket_id, user=user, lock=True)
+def close_ticket(ticket: ChangeableTicket, db: DbSession) -> TicketRead:
     return TicketRead.model_validate(service.close(db=db, ticket=ticket))
 
 
 @router.post("/{ticket_id}/rating", response_model=TicketRead)
 def rate_ticket(
-    ticket_id: uuid.UUID, body: RatingCreate, db: DbSession, user: CurrentUser
+    ticket: ChangeableTicket, body: RatingCreate, db: DbSession, user: CurrentUser
 ) -> TicketRead:
-    ticket = service.get_visible(db=db, ticket_id=ticket_id, user=user, lock=True)
     return TicketRead.model_validate(
         service.rate(db=db, ticket=ticket, user=user, rating=body.rating)
     )
@@ -197,13 +196,12 @@ def rate_ticket(
 
 @router.get("/{ticket_id}/attachments/{attachment_id}", response_class=Response)
 def download_attachment(
-    ticket_id: uuid.UUID,
+    ticket: VisibleTicket,
     attachment_id: str,
     db: DbSession,
     user: CurrentUser,
     settings: AppSettings,
 ) -> Response:
-    ticket = service.get_visible(db=db, ticket_id=ticket_id, user=user)
     for message in service.messages_of(db=db, ticket=ticket, staff=service.is_staff(user)):
         for meta in message.attachments_json or []:
             if meta.get("id") == attachment_id:
@@ -251,8 +249,5 @@ def ticket_queue(
 
 
 @admin.patch("/{ticket_id}", response_model=StaffTicketRead)
-def update_ticket(
-    ticket_id: uuid.UUID, body: TicketAdminUpdate, db: DbSession, user: StaffUser
-) -> StaffTicketRead:
-    ticket = service.get_visible(db=db, ticket_id=ticket_id, user=user, lock=True)
+def update_ticket(ticket: QueueTicket, body: TicketAdminUpdate, db: DbSession) -> StaffTicketRead:
     return StaffTicketRead.model_validate(service.update_ticket(db=db, ticket=ticket, body=body))

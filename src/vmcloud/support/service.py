@@ -85,11 +85,9 @@ def open_ticket(
         raise _invalid("category", f"one of {', '.join(categories)}")
     if body.instance_id is not None:
         try:
-            instance = compute.get_owned_instance(db=db, instance_id=body.instance_id, user=user)
+            compute.get_owned_instance(db=db, instance_id=body.instance_id, user=user)
         except NotFoundError:
             raise _invalid("instance_id", "no such instance of yours") from None
-        if instance.user_id != user.id:
-            raise _invalid("instance_id", "no such instance of yours")
     ticket = SupportTicket(
         id=uuid.uuid4(),
         user_id=user.id,
@@ -107,10 +105,11 @@ def open_ticket(
     return ticket
 
 
-def get_visible(
-    *, db: Session, ticket_id: uuid.UUID, user: User, lock: bool = False
-) -> SupportTicket:
-    """The ticket if ``user`` owns it or is staff; 404 for anyone else."""
+# Loaders named for what the caller means to do with the ticket; 404 (never 403) when the
+# caller may not. Routes take them as dependencies (``support.deps``).
+
+
+def _load(db: Session, ticket_id: uuid.UUID, user: User, *, lock: bool) -> SupportTicket:
     stmt = select(SupportTicket).where(SupportTicket.id == ticket_id)
     if not is_staff(user):
         stmt = stmt.where(SupportTicket.user_id == user.id)
@@ -118,6 +117,18 @@ def get_visible(
     if ticket is None:
         raise NotFoundError("There is no such ticket.")
     return ticket
+
+
+def get_visible_ticket(*, db: Session, ticket_id: uuid.UUID, user: User) -> SupportTicket:
+    """To read: the owner's; staff read every ticket."""
+    return _load(db, ticket_id, user, lock=False)
+
+
+def get_changeable_ticket(*, db: Session, ticket_id: uuid.UUID, user: User) -> SupportTicket:
+    """To change (reply, close, rate, work it from the queue), locked for the change: the
+    owner's; staff work every ticket. What each change allows whom (internal notes, rating)
+    the change itself decides."""
+    return _load(db, ticket_id, user, lock=True)
 
 
 def list_own(
