@@ -132,3 +132,29 @@ def test_one_idempotency_key_sent_twenty_times_at_once_has_one_effect(
             == 1
         )
         assert ledger.verify(db=db) == []
+
+
+def test_concurrent_orders_each_with_its_own_key_never_deadlock(
+    settings: Settings, own_engine: Engine, tmp_path: Path
+) -> None:
+    # Each key row's foreign key takes a KEY SHARE lock on the user row first; a per-user
+    # FOR UPDATE after it deadlocked two such requests against each other (500s).
+    username = _setup(own_engine, "4.00")  # two plans of 2.00
+    statuses: list[int] = []
+    with _app(settings, own_engine, tmp_path) as client:
+        headers = bearer(login(client, username, PASSWORD))
+        for _round in range(5):  # the race does not lose every time: give it several chances
+
+            def order(n: int) -> int:
+                keyed = headers | {"Idempotency-Key": f"k-{uuid.uuid4()}"}
+                return client.post("/api/v1/instances", json=_body(n), headers=keyed).status_code
+
+            with ThreadPoolExecutor(max_workers=6) as pool:
+                statuses += list(pool.map(order, range(6)))
+
+    assert set(statuses) <= {202, 402}, statuses
+    assert statuses.count(202) == 2, statuses
+    with Session(own_engine) as db:
+        assert db.scalar(select(func.count()).select_from(Instance)) == 2
+        assert db.scalar(select(func.sum(User.balance))) == 0
+        assert ledger.verify(db=db) == []

@@ -8,7 +8,7 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from vmcloud.accounts import revocation
-from vmcloud.accounts.models import User
+from vmcloud.accounts.models import USER_ROW_LOCK, User
 from vmcloud.accounts.schemas import UserAdminUpdate
 from vmcloud.audit import service as audit
 from vmcloud.core.errors import ConflictError, InvalidInputError, NotFoundError
@@ -47,7 +47,7 @@ def list_users(
 
 
 def get_user(*, db: Session, user_id: uuid.UUID, lock: bool = False) -> User:
-    user = db.get(User, user_id, with_for_update=lock)
+    user = db.get(User, user_id, with_for_update=USER_ROW_LOCK if lock else None)
     if user is None:
         raise NotFoundError("There is no such user.")
     return user
@@ -72,7 +72,9 @@ def update_user(*, db: Session, user_id: uuid.UUID, body: UserAdminUpdate) -> Us
     if loses_admin:
         # Lock every active admin row so two admins cannot demote each other at once.
         admins = db.scalars(
-            select(User.id).where(User.role == "admin", User.status == "active").with_for_update()
+            select(User.id)
+            .where(User.role == "admin", User.status == "active")
+            .with_for_update(key_share=True)
         ).all()
         if len(admins) <= 1:
             raise ConflictError(

@@ -130,3 +130,11 @@ class RecoveryCode(Base):
     code_hash: Mapped[str] = mapped_column(String(64), unique=True)
     used_at: Mapped[datetime | None] = mapped_column(DateTime())
     created_at: Mapped[datetime | None] = created_at()
+
+
+# A user's row is locked FOR NO KEY UPDATE, never FOR UPDATE. It serialises changes to one
+# user just the same, but does not wait for the KEY SHARE lock that every insert referencing
+# the user takes (an idempotency key, a ledger entry, an instance): with FOR UPDATE, two
+# requests of one customer that had each inserted such a row deadlocked on each other.
+# (SQLAlchemy spells it key_share=True.)
+USER_ROW_LOCK: dict[str, bool] = {"key_share": True}

@@ -12,7 +12,13 @@ from sqlalchemy.orm import Session
 
 from vmcloud.accounts import emails, limits
 from vmcloud.accounts.errors import InvalidTokenError, WrongPasswordError
-from vmcloud.accounts.models import EmailVerification, PasswordReset, RefreshToken, User
+from vmcloud.accounts.models import (
+    USER_ROW_LOCK,
+    EmailVerification,
+    PasswordReset,
+    RefreshToken,
+    User,
+)
 from vmcloud.accounts.passwords import (
     generate_password,
     hash_password,
@@ -255,7 +261,7 @@ def confirm_password_reset(
         raise InvalidTokenError(
             "This reset link is invalid, used or expired; ask for a new one.", status=400
         )
-    user = db.get(User, record.user_id, with_for_update=True)
+    user = db.get(User, record.user_id, with_for_update=USER_ROW_LOCK)
     assert user is not None
     if user.status != "active":
         raise InvalidTokenError("This reset link is no longer valid.", status=400)
@@ -319,3 +325,9 @@ def purge_expired_tokens(*, db: Session, keep: timedelta = timedelta(days=7)) ->
         result = db.execute(delete(model).where(model.expires_at < cutoff))
         removed += int(result.rowcount or 0)  # type: ignore[attr-defined]
     return removed
+
+
+def lock_user(*, db: Session, user_id: uuid.UUID) -> None:
+    """Serialise the caller's transaction with every other change to this user (balance,
+    quota, dunning) until it ends."""
+    db.execute(select(User.id).where(User.id == user_id).with_for_update(key_share=True))

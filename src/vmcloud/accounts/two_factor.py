@@ -7,7 +7,7 @@ from sqlalchemy.orm import Session
 
 from vmcloud.accounts import limits, totp
 from vmcloud.accounts.errors import InvalidCodeError, TwoFactorRequiredError, WrongPasswordError
-from vmcloud.accounts.models import RecoveryCode, User
+from vmcloud.accounts.models import USER_ROW_LOCK, RecoveryCode, User
 from vmcloud.accounts.passwords import verify_password
 from vmcloud.accounts.schemas import RecoveryCodes, TwoFactorSetup
 from vmcloud.audit import service as audit
@@ -20,7 +20,9 @@ from vmcloud.site_settings import service as site_settings
 
 def setup(*, db: Session, settings: Settings, user: User) -> TwoFactorSetup:
     """Start (or restart) enrolment: a new secret, stored encrypted, not yet enforced."""
-    db.refresh(user, with_for_update=True)  # an `enable` running meanwhile goes first or waits
+    db.refresh(
+        user, with_for_update=USER_ROW_LOCK
+    )  # an `enable` running meanwhile goes first or waits
     if user.two_factor_enabled:
         raise ConflictError("Two-factor authentication is already on; disable it first.")
     secret = totp.new_secret()
@@ -43,7 +45,7 @@ def enable(
     code: str,
 ) -> RecoveryCodes:
     limiter.hit(limits.SECOND_FACTOR_PER_ACCOUNT, str(user.id))
-    db.refresh(user, with_for_update=True)
+    db.refresh(user, with_for_update=USER_ROW_LOCK)
     if user.two_factor_enabled:
         raise ConflictError("Two-factor authentication is already on.")
     if not user.two_factor_secret:
@@ -68,7 +70,7 @@ def disable(
     code: str,
 ) -> None:
     limiter.hit(limits.SECOND_FACTOR_PER_ACCOUNT, str(user.id))
-    db.refresh(user, with_for_update=True)
+    db.refresh(user, with_for_update=USER_ROW_LOCK)
     if not user.two_factor_enabled:
         raise ConflictError("Two-factor authentication is not on.")
     if not verify_password(user.password_hash, password):
@@ -89,7 +91,7 @@ def check_login_code(
     if not code:
         raise TwoFactorRequiredError(commit=False)
     limiter.hit(limits.SECOND_FACTOR_PER_ACCOUNT, str(user.id))
-    db.refresh(user, with_for_update=True)
+    db.refresh(user, with_for_update=USER_ROW_LOCK)
     if _accept_totp(settings, user, code):
         return
     if _accept_recovery_code(db, user, code):

@@ -19,7 +19,7 @@ from decimal import Decimal
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from vmcloud.accounts.models import User
+from vmcloud.accounts import service as accounts
 from vmcloud.audit import service as audit
 from vmcloud.billing import hourly, ledger
 from vmcloud.billing.models import Subscription
@@ -83,7 +83,7 @@ def settle_debts(*, db: Session, user_id: uuid.UUID, now: datetime) -> int:
         return 0
     instance_ids = sorted(row.instance_id for row in due if row.instance_id is not None)
     instances = {i: compute.get_instance(db=db, instance_id=i, lock=True) for i in instance_ids}
-    db.execute(select(User.id).where(User.id == user_id).with_for_update())
+    accounts.lock_user(db=db, user_id=user_id)
     paid = 0
     for row in due:
         sub = db.get(Subscription, row.id, with_for_update=True, populate_existing=True)

@@ -12,6 +12,7 @@ from sqlalchemy import exists, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from vmcloud.accounts import service as accounts
 from vmcloud.accounts.models import STAFF_ROLES, User
 from vmcloud.audit import service as audit
 from vmcloud.billing import subscriptions as billing
@@ -87,7 +88,7 @@ def create_instance(*, db: Session, owner: User, body: InstanceCreate) -> Instan
         raise _invalid("image", f"needs a disk of at least {image.min_disk_gb} GB")
 
     limit = site_settings.get_value(db=db, key="compute.max_instances_per_user", default=10)
-    db.execute(select(User.id).where(User.id == owner.id).with_for_update())  # serialise per user
+    accounts.lock_user(db=db, user_id=owner.id)  # serialise per user: quota and balance
     live = db.scalar(
         select(func.count(Instance.id)).where(
             Instance.user_id == owner.id, Instance.deleted_at.is_(None)
