@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request, status
@@ -23,9 +22,9 @@ from vmcloud.compute.schemas import (
     NodeUpdate,
 )
 from vmcloud.core import idempotency
-from vmcloud.core.clock import to_utc_naive
 from vmcloud.core.errors import NotFoundError
 from vmcloud.core.pagination import Page, PageQuery
+from vmcloud.core.schemas import UTCInput
 from vmcloud.db.session import DbSession
 
 router = APIRouter(prefix="/instances", tags=["instances"])
@@ -109,12 +108,10 @@ def instance_metrics(
     db: DbSession,
     user: CurrentUser,
     page: PageQuery,
-    since: datetime | None = None,
+    since: UTCInput | None = None,
 ) -> Page[MetricRead]:
     instance = service.get_owned_instance(db=db, instance_id=instance_id, user=user)
-    items, cursor = service.list_metrics(
-        db=db, instance=instance, since=to_utc_naive(since) if since else None, params=page
-    )
+    items, cursor = service.list_metrics(db=db, instance=instance, since=since, params=page)
     return Page(items=[MetricRead.model_validate(m) for m in items], next_cursor=cursor)
 
 
