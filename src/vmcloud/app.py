@@ -26,12 +26,14 @@ from vmcloud.core.mail import make_mailer
 from vmcloud.core.middleware import RequestContextMiddleware
 from vmcloud.core.net import parse_networks
 from vmcloud.core.ratelimit import RateLimiter
+from vmcloud.core.size_limits import RequestSizeLimitMiddleware
 from vmcloud.core.worker import WorkerHealth, supervise
 from vmcloud.db import migrate
 from vmcloud.db.session import make_engine, make_session_factory
 from vmcloud.ops.api import router as ops_router
 from vmcloud.site_settings import api as settings_api
 from vmcloud.support import api as support_api
+from vmcloud.support import attachments
 from vmcloud.web.pages import router as pages_router
 
 API_PREFIX = "/api/v1"
@@ -101,6 +103,12 @@ def create_app(
     app.state.rate_limiter = limiter
 
     install_problem_handlers(app)
+    app.add_middleware(
+        RequestSizeLimitMiddleware,
+        max_body_bytes=settings.max_request_body_bytes,
+        max_header_bytes=settings.max_request_header_bytes,
+        uploads=[attachments.upload_route(session_factory)],
+    )
     app.add_middleware(RequestContextMiddleware)
     app.include_router(ops_router)
     app.include_router(api_router())

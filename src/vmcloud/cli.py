@@ -62,6 +62,9 @@ def _serve(settings: Settings, url: str, *, run_worker: bool) -> None:
         access_log=False,
         proxy_headers=False,
         server_header=False,
+        # h11 caps the request line and headers (httptools has none); see core/size_limits.py.
+        http="h11",
+        h11_max_incomplete_event_size=settings.max_request_header_bytes,
     )
     typer.echo(f"VMCloud is listening on {settings.public_url}", err=True)
     # Uvicorn shuts down gracefully on SIGINT/SIGTERM and then re-raises the signal to the

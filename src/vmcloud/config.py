@@ -69,6 +69,11 @@ class Settings(BaseSettings):
     allow_fake_driver: bool = False
     # Prefix for rate-limit keys; lets test suites or several installs share one database.
     rate_limit_namespace: str = ""
+    # Request size (docs/operations.md): a body over max_request_body_bytes is 413 before it is
+    # read (a ticket message with files may be as large as the attachment settings allow); the
+    # request line and headers together may not pass max_request_header_bytes.
+    max_request_body_bytes: int = Field(default=2 * 1024 * 1024, ge=1024)
+    max_request_header_bytes: int = Field(default=16 * 1024, ge=1024, le=1024 * 1024)
 
     # Payments (see docs/payments.md): Stripe's secret API key and webhook signing secret;
     # stripe_api_base points the SDK at another server (stripe-mock, a test double).

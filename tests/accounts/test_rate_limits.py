@@ -3,7 +3,8 @@ and a fresh window lets the caller in again."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 import pytest
 from fastapi.testclient import TestClient
@@ -16,12 +17,26 @@ from vmcloud.core import clock, ratelimit
 LOGIN = "/api/v1/auth/login"
 
 
-def _shift_time(monkeypatch: pytest.MonkeyPatch, delta: timedelta) -> None:
-    monkeypatch.setattr(ratelimit, "utcnow", lambda: clock.utcnow() + delta)
+@dataclass
+class HeldClock:
+    now: datetime
+
+
+@pytest.fixture(autouse=True)
+def limiter_clock(monkeypatch: pytest.MonkeyPatch) -> HeldClock:
+    """Counters are per fixed window (as short as a minute): hold the limiter's clock mid-window
+    so a run that straddles a boundary cannot see a count start again."""
+    held = HeldClock(clock.utcnow().replace(minute=30, second=30, microsecond=0))
+    monkeypatch.setattr(ratelimit, "utcnow", lambda: held.now)
+    return held
+
+
+def _shift_time(held: HeldClock, delta: timedelta) -> None:
+    held.now += delta
 
 
 def test_login_attempts_per_account_hit_429_then_reset(
-    client: TestClient, db: Session, monkeypatch: pytest.MonkeyPatch
+    client: TestClient, db: Session, limiter_clock: HeldClock
 ) -> None:
     make_user(db, username="sam")
     for _ in range(limits.LOGIN_PER_ACCOUNT.hits):
@@ -32,7 +47,7 @@ def test_login_attempts_per_account_hit_429_then_reset(
     retry_after = int(blocked.headers["retry-after"])
     assert 1 <= retry_after <= limits.LOGIN_PER_ACCOUNT.period
     # Once the window has passed, the right password works again.
-    _shift_time(monkeypatch, timedelta(seconds=limits.LOGIN_PER_ACCOUNT.period))
+    _shift_time(limiter_clock, timedelta(seconds=limits.LOGIN_PER_ACCOUNT.period))
     assert client.post(LOGIN, json={"login": "sam", "password": PASSWORD}).status_code == 200
 
 
@@ -62,15 +77,10 @@ def test_per_address_limit_spans_accounts(client: TestClient) -> None:
 
 
 def test_limits_hold_across_two_api_processes(
-    client: TestClient, app, engine, app_settings, monkeypatch
+    client: TestClient, app, engine, app_settings
 ) -> None:  # type: ignore[no-untyped-def]
     """A second app instance (another process, same database) sees the same counters."""
     from vmcloud.app import create_app
-
-    # Counters are per fixed window: hold the limiter's clock mid-window so a run that
-    # straddles the hour cannot see the count start again.
-    frozen = clock.utcnow().replace(minute=30, second=0, microsecond=0)
-    monkeypatch.setattr(ratelimit, "utcnow", lambda: frozen)
 
     other_app = create_app(app_settings, engine=engine, session_factory=app.state.session_factory)
     with TestClient(other_app, client=("198.51.100.7", 40000)) as other:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query
@@ -12,8 +11,8 @@ from sqlalchemy import select
 from vmcloud.accounts.deps import AdminUser
 from vmcloud.audit.models import AuditLog
 from vmcloud.audit.schemas import AuditLogRead
-from vmcloud.core.clock import to_utc_naive
 from vmcloud.core.pagination import Page, PageQuery, paginate
+from vmcloud.core.schemas import UTCInput
 from vmcloud.db.session import DbSession
 
 router = APIRouter(prefix="/admin/audit-logs", tags=["admin: audit"])
@@ -28,8 +27,8 @@ def list_audit_logs(
     entity_type: Annotated[str | None, Query(max_length=100)] = None,
     entity_id: uuid.UUID | None = None,
     action: Annotated[str | None, Query(max_length=255)] = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
+    since: UTCInput | None = None,
+    until: UTCInput | None = None,
 ) -> Page[AuditLogRead]:
     stmt = select(AuditLog)
     if user_id:
@@ -41,8 +40,8 @@ def list_audit_logs(
     if action:
         stmt = stmt.where(AuditLog.action == action)
     if since:
-        stmt = stmt.where(AuditLog.timestamp >= to_utc_naive(since))
+        stmt = stmt.where(AuditLog.timestamp >= since)
     if until:
-        stmt = stmt.where(AuditLog.timestamp < to_utc_naive(until))
+        stmt = stmt.where(AuditLog.timestamp < until)
     items, cursor = paginate(db, stmt, order_by=(AuditLog.timestamp, AuditLog.id), params=page)
     return Page(items=[AuditLogRead.model_validate(i) for i in items], next_cursor=cursor)

@@ -4,7 +4,9 @@ Every change of a balance is exactly one ``transactions`` row written in the sam
 transaction, and for every user ``balance = Σ payment + Σ credit + Σ refund - Σ charge -
 Σ debit`` over completed entries. Balances change with one guarded ``UPDATE``: a debit that
 the balance does not cover matches no row and changes nothing, so concurrent debits can never
-take a balance below zero (a CHECK constraint says so too).
+take a balance below zero (a CHECK constraint says so too). Money in is guarded the same way
+against ``MAX_BALANCE``, the most ``users.balance`` (``NUMERIC(10,2)``) can hold: an entry that
+would pass it matches no row, changes nothing and is a 409.
 """
 
 from __future__ import annotations
@@ -20,18 +22,35 @@ from sqlalchemy.orm import Session
 from vmcloud.accounts.models import User
 from vmcloud.billing.models import Transaction
 from vmcloud.core.clock import utcnow
-from vmcloud.core.errors import InvalidInputError, ProblemError
+from vmcloud.core.errors import ConflictError, InvalidInputError, ProblemError
 
 ADDS = ("payment", "credit", "refund")
 SUBTRACTS = ("charge", "debit")
 CENT = Decimal("0.01")
 MAX_AMOUNT = Decimal("99999999.99")
+MAX_BALANCE = Decimal("99999999.99")  # users.balance is NUMERIC(10,2)
 
 
 class InsufficientFundsError(ProblemError):
     status = 402
     type = "insufficient-funds"
     title = "Insufficient funds"
+
+
+class BalanceLimitError(ConflictError):
+    type = "balance-limit"
+    title = "Balance limit reached"
+
+    def __init__(self) -> None:
+        super().__init__(f"A balance cannot exceed {MAX_BALANCE}; this amount would pass it.")
+
+
+def check_room(*, db: Session, user_id: uuid.UUID, amount: Decimal) -> None:
+    """409 when adding ``amount`` now would take the balance past ``MAX_BALANCE`` (checked
+    before money is asked for; the guarded ``UPDATE`` decides when it actually arrives)."""
+    balance = db.scalar(select(func.coalesce(User.balance, 0)).where(User.id == user_id))
+    if balance is not None and balance + amount > MAX_BALANCE:
+        raise BalanceLimitError()
 
 
 def money(value: Decimal | str | int) -> Decimal:
@@ -54,7 +73,7 @@ def _apply(db: Session, *, user_id: uuid.UUID, type_: str, amount: Decimal) -> N
     if type_ in ADDS:
         stmt = (
             update(User)
-            .where(User.id == user_id)
+            .where(User.id == user_id, func.coalesce(User.balance, 0) <= MAX_BALANCE - amount)
             .values(balance=func.coalesce(User.balance, 0) + amount)
             .returning(User.id)
         )
@@ -66,6 +85,8 @@ def _apply(db: Session, *, user_id: uuid.UUID, type_: str, amount: Decimal) -> N
             .returning(User.id)
         )
     changed = db.execute(stmt.execution_options(synchronize_session="fetch")).scalar_one_or_none()
+    if changed is None and type_ in ADDS:
+        raise BalanceLimitError()
     if changed is None:
         raise InsufficientFundsError("The balance does not cover this amount.")
 

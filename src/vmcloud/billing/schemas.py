@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 from pydantic import StringConstraints, field_validator
 
-from vmcloud.core.schemas import InputModel, Money, OutputModel, UTCDateTime
+from vmcloud.core.schemas import InputModel, Money, MoneyText, OutputModel, UTCDateTime
 
 
 class Balance(OutputModel):
@@ -31,8 +31,7 @@ class TransactionRead(OutputModel):
 
 
 class CreditCreate(InputModel):
-    # A decimal string ("12.50"); JSON numbers are refused (they pass through floats).
-    amount: Annotated[str, StringConstraints(pattern=r"^\d{1,8}(\.\d{1,2})?$")]
+    amount: MoneyText
     reason: Annotated[str, StringConstraints(min_length=1, max_length=500)]
 
 

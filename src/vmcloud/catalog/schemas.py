@@ -39,7 +39,8 @@ class Specs(BaseModel):
 
 
 def _price(places: int) -> Any:
-    pattern = re.compile(rf"^\d{{1,8}}(\.\d{{1,{places}}})?$")
+    # ASCII digits only: \d and Decimal() also take other scripts' digits (Arabic-Indic, …).
+    pattern = re.compile(rf"^[0-9]{{1,8}}(\.[0-9]{{1,{places}}})?$")
 
     def check(value: str) -> str:
         if not pattern.match(value):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request, status
@@ -24,8 +23,8 @@ from vmcloud.compute.schemas import (
     NodeUpdate,
 )
 from vmcloud.core import idempotency
-from vmcloud.core.clock import to_utc_naive
 from vmcloud.core.pagination import Page, PageQuery
+from vmcloud.core.schemas import UTCInput
 from vmcloud.db.session import DbSession
 
 router = APIRouter(prefix="/instances", tags=["instances"])
@@ -92,11 +91,9 @@ def instance_action(
 
 @router.get("/{instance_id}/metrics", response_model=Page[MetricRead])
 def instance_metrics(
-    instance: VisibleInstance, db: DbSession, page: PageQuery, since: datetime | None = None
+    instance: VisibleInstance, db: DbSession, page: PageQuery, since: UTCInput | None = None
 ) -> Page[MetricRead]:
-    items, cursor = service.list_metrics(
-        db=db, instance=instance, since=to_utc_naive(since) if since else None, params=page
-    )
+    items, cursor = service.list_metrics(db=db, instance=instance, since=since, params=page)
     return Page(items=[MetricRead.model_validate(m) for m in items], next_cursor=cursor)
 
 

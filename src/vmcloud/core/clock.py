@@ -15,9 +15,14 @@ def utcnow() -> datetime:
 
 
 def to_utc_naive(value: datetime) -> datetime:
+    """``value`` in naive UTC; ``ValueError`` when that falls outside the years 1 to 9999 (the
+    first and last days with an offset that pushes them over the edge)."""
     if value.tzinfo is None:
         return value
-    return value.astimezone(UTC).replace(tzinfo=None)
+    try:
+        return value.astimezone(UTC).replace(tzinfo=None)
+    except OverflowError:
+        raise ValueError("the time is out of range in UTC") from None
 
 
 def isoformat_z(value: datetime) -> str:

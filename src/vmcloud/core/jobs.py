@@ -160,7 +160,7 @@ async def recover_stalled(
     """Find the jobs whose worker stopped sending heartbeats (procrastinate's stalled-jobs
     query) and retry or fail each by its task's policy. Jobs holding a lock free it either way.
     Safe to run on several workers at once: a job another worker already moved is skipped."""
-    app.perform_import_paths()  # every task declares its policy where it is defined
+    app.perform_import_paths()  # type: ignore[no-untyped-call]  # tasks declare their policy
     done: list[Recovery] = []
     for job in await manager.get_stalled_jobs(seconds_since_heartbeat=stalled_after):
         assert job.id is not None

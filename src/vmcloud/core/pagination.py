@@ -69,6 +69,10 @@ def _decode_value(raw: Any, python_type: type) -> Any:
         if -_INT64 <= raw < _INT64:
             return raw
     elif isinstance(raw, str):
+        # JSON escapes can carry what no column holds: a NUL, a lone surrogate (not UTF-8).
+        if "\x00" in raw:
+            raise ValueError("NUL in a cursor value")
+        raw.encode()  # UnicodeEncodeError (a ValueError) for a lone surrogate
         if python_type is str:
             return raw
         if python_type is datetime:

@@ -6,13 +6,27 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, PlainSerializer, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    PlainSerializer,
+    StringConstraints,
+    field_validator,
+)
 
-from vmcloud.core.clock import isoformat_z
+from vmcloud.core.clock import isoformat_z, to_utc_naive
 
 # Times leave the API as ISO 8601 UTC with "Z"; money as a decimal string, never a float.
 UTCDateTime = Annotated[datetime, PlainSerializer(isoformat_z, return_type=str)]
 Money = Annotated[Decimal, PlainSerializer(lambda v: f"{v:.2f}", return_type=str)]
+
+# A time in a request (query or body), with any offset or none (UTC), as naive UTC like every
+# stored time; one that leaves the calendar when moved to UTC is a 422 on its field.
+UTCInput = Annotated[datetime, AfterValidator(to_utc_naive)]
+# An amount in a request: a decimal string of ASCII digits ("12.50"). JSON numbers are refused
+# (they pass through floats), and so are other scripts' digits, which Decimal() would take.
+MoneyText = Annotated[str, StringConstraints(pattern=r"^[0-9]{1,8}(\.[0-9]{1,2})?$")]
 
 
 def _reject_nul(value: Any) -> None:

@@ -41,9 +41,7 @@ router = APIRouter(prefix="/tickets", tags=["support"])
 admin = APIRouter(prefix="/admin/tickets", tags=["admin: support"])
 
 _FORM_BOOLEANS = {"true": True, "1": True, "on": True, "false": False, "0": False, "off": False}
-# Multipart bodies: at most this many parts, and the message field at most this large.
-_MAX_PARTS = 50
-_MAX_FIELD = 100 * 1024
+_MAX_PARTS, _MAX_FIELD = attachments.MAX_PARTS, attachments.MAX_FIELD
 
 
 async def _message_input(
@@ -63,12 +61,8 @@ async def _message_input(
     factory = request.app.state.session_factory
     with factory() as db:
         max_bytes, max_count, _ = attachments.limits(db)
-    # Refuse a body larger than the files it may carry before any of it is read.
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > max_count * max_bytes + _MAX_PARTS * _MAX_FIELD:
-        raise attachments.PayloadTooLargeError(
-            f"A message carries at most {max_count} files of {max_bytes} bytes each."
-        )
+    # A body larger than the files it may carry was refused before any of it was read
+    # (core/size_limits.py, with attachments.upload_route).
     async with request.form(
         max_files=max_count + 1, max_fields=_MAX_PARTS, max_part_size=_MAX_FIELD
     ) as form:

@@ -9,14 +9,16 @@ files are checked before any is stored, so a refused upload stores nothing.
 from __future__ import annotations
 
 import hashlib
+import re
 import unicodedata
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from vmcloud.core.errors import InvalidInputError, ProblemError
+from vmcloud.core.size_limits import UploadRoute
 from vmcloud.site_settings import service as site_settings
 from vmcloud.support.storage import Storage
 
@@ -47,6 +49,25 @@ def limits(db: Session) -> tuple[int, int, list[str]]:
     max_count = int(site_settings.get_value(db=db, key="support.attachment_max_count", default=0))
     types = list(site_settings.get_value(db=db, key="support.attachment_types", default=[]))
     return max_bytes, max_count, types
+
+
+# Multipart message bodies: at most this many parts, and each text field at most this large.
+MAX_PARTS = 50
+MAX_FIELD = 100 * 1024
+# The route that takes attachments (customers and staff alike): a ticket's new message.
+MESSAGE_PATH = re.compile(r"^/api/v1/tickets/[^/]+/messages$")
+
+
+def upload_route(session_factory: sessionmaker[Session]) -> UploadRoute:
+    """For the request size limits: a multipart message may be as large as the files it may
+    carry and its other parts."""
+
+    def limit() -> int:
+        with session_factory() as db:
+            max_bytes, max_count, _ = limits(db)
+        return max_count * max_bytes + MAX_PARTS * MAX_FIELD
+
+    return UploadRoute(MESSAGE_PATH, limit)
 
 
 def _clean_name(name: str) -> str:

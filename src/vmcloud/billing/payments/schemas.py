@@ -7,9 +7,9 @@ from typing import Annotated
 from pydantic import StringConstraints
 
 from vmcloud.billing.schemas import TransactionRead
-from vmcloud.core.schemas import InputModel, OutputModel
+from vmcloud.core.schemas import InputModel, MoneyText, OutputModel
 
-AmountText = Annotated[str, StringConstraints(pattern=r"^[0-9]{1,8}(\.[0-9]{1,2})?$")]
+AmountText = MoneyText
 Reason = Annotated[str, StringConstraints(min_length=1, max_length=500)]
 
 

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 
+from prometheus_client import Counter
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -35,6 +36,11 @@ from vmcloud.site_settings import service as site_settings
 
 log = get_logger(__name__)
 SANDBOX_ID = re.compile(r"^sbx_[0-9a-f]{32}$")
+NOT_CREDITED = Counter(
+    "vmcloud_payments_not_credited_total",
+    "Payments a provider captured that could not be credited (the balance limit): staff act.",
+    ["provider"],
+)
 
 
 @dataclass(frozen=True)
@@ -72,6 +78,7 @@ def create_top_up(
             f"A top-up must be between {low:.2f} and {high:.2f} {money_unit}.",
             errors=[{"field": "amount", "message": f"between {low:.2f} and {high:.2f}"}],
         )
+    ledger.check_room(db=db, user_id=user.id, amount=value)  # before the customer pays
     choices = [p for p in enabled_providers(db) if p in CUSTOMER_PROVIDERS]
     if provider not in choices:
         raise InvalidInputError(
@@ -169,12 +176,40 @@ def _succeed(db: Session, entry: Transaction, event: PaymentEvent) -> bool:
         return False
     _note(entry, event_id=event.event_id, payment_intent=event.details.get("payment_intent"))
     db.flush()
-    ledger.complete(db=db, entry_id=entry.id)
+    try:
+        ledger.complete(db=db, entry_id=entry.id)
+    except ledger.BalanceLimitError:
+        _not_credited(db, entry, event)
+        return False
     audit.label(entry, "transaction.payment")
     from vmcloud.billing import subscriptions
 
     subscriptions.settle_debts(db=db, user_id=entry.user_id)
     return True
+
+
+def _not_credited(db: Session, entry: Transaction, event: PaymentEvent) -> None:
+    """The provider has the customer's money but the balance has no room for it. The delivery
+    is still acknowledged (a provider retrying would change nothing); the entry stays
+    ``pending``, marked for staff, and a later delivery of the same event credits it once
+    there is room."""
+    _note(entry, not_credited="balance-limit")
+    db.flush()
+    log.error(
+        "payment.not_credited",
+        entry=str(entry.id),
+        provider=entry.payment_provider,
+        event_id=event.event_id,
+        reason="balance-limit",
+    )
+    NOT_CREDITED.labels(entry.payment_provider or "unknown").inc()
+    audit.record(
+        db=db,
+        action="transaction.payment_not_credited",
+        entity_type="transaction",
+        entity_id=entry.id,
+        extra={"event_id": event.event_id, "reason": "balance-limit"},
+    )
 
 
 def _fail(db: Session, entry: Transaction, event: PaymentEvent) -> bool:
