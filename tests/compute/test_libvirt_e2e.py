@@ -13,15 +13,13 @@ from pathlib import Path
 import libvirt
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from tests.compute.conftest import LIBVIRT_URI, drop_pool
 from tests.factories.accounts import PASSWORD, make_user
 from tests.factories.catalog import make_product
-from tests.factories.compute import make_node, make_pool
+from tests.factories.compute import boot_tiny_image, make_node, make_pool
 from tests.helpers import JobRunner, bearer, login
-from vmcloud.catalog.models import Image
 from vmcloud.compute import nodes
 from vmcloud.compute.models import Instance, Node
 from vmcloud.compute.tiny_image import BOOT_MARKER, READY_MARKER, TinyImage
@@ -41,18 +39,7 @@ def real_node(db: Session, tiny: TinyImage) -> Iterator[Node]:
         name=f"e2e-{uuid.uuid4().hex[:6]}",
     )
     make_pool(db, "198.18.40.0/29")
-    db.execute(
-        update(Image)
-        .where(Image.slug == "tiny-linux")
-        .values(
-            boot_json={
-                "kind": "kernel",
-                "kernel": str(tiny.kernel),
-                "initrd": str(tiny.initrd),
-                "cmdline": tiny.cmdline,
-            }
-        )
-    )
+    boot_tiny_image(db, tiny)
     db.flush()
     try:
         yield node

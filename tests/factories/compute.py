@@ -6,11 +6,12 @@ import itertools
 import uuid
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from vmcloud.catalog.models import Region
+from vmcloud.catalog.models import Image, Region
 from vmcloud.compute.models import IpPool, Node
+from vmcloud.compute.tiny_image import TinyImage
 
 _counter = itertools.count(1)
 
@@ -55,3 +56,19 @@ def make_pool(db: Session, cidr: str = "198.18.0.0/24", **overrides: Any) -> IpP
     db.add(pool)
     db.flush()
     return pool
+
+
+def boot_tiny_image(db: Session, tiny: TinyImage) -> None:
+    """Point the seeded ``tiny-linux`` image at the tiny guest built for this run."""
+    db.execute(
+        update(Image)
+        .where(Image.slug == "tiny-linux")
+        .values(
+            boot_json={
+                "kind": "kernel",
+                "kernel": str(tiny.kernel),
+                "initrd": str(tiny.initrd),
+                "cmdline": tiny.cmdline,
+            }
+        )
+    )

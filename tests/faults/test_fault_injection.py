@@ -14,22 +14,20 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy import select, text, update
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from tests.compute.conftest import LIBVIRT_URI, drop_pool
 from tests.factories.accounts import PASSWORD, make_user
 from tests.factories.catalog import make_product
-from tests.factories.compute import make_node, make_pool
+from tests.factories.compute import boot_tiny_image, make_node, make_pool
 from tests.faults.conftest import PrivatePostgres, Process, scalar, vmcloud_env, wait_until
 from tests.helpers import Mailbox
-from vmcloud.catalog.models import Image
 from vmcloud.compute import nodes
 from vmcloud.compute.models import TRANSITIONAL, Instance, Node
 from vmcloud.compute.tiny_image import TinyImage
@@ -62,18 +60,7 @@ class Platform:
                 specs_json={"vcpus": 1, "memory_mb": 160, "disk_gb": 1},
                 pricing_json={"hourly": "0.01"},
             )
-            db.execute(
-                update(Image)
-                .where(Image.slug == "tiny-linux")
-                .values(
-                    boot_json={
-                        "kind": "kernel",
-                        "kernel": str(tiny.kernel),
-                        "initrd": str(tiny.initrd),
-                        "cmdline": tiny.cmdline,
-                    }
-                )
-            )
+            boot_tiny_image(db, tiny)
             self.username = make_user(db, balance="100.00").username
             db.commit()
             self.node_id = node.id
