@@ -331,4 +331,3 @@ def test_postgresql_stopped_for_15_s_during_requests_and_jobs(
     # The worker said loudly that it lost the database, and came back.
     assert "worker.stopped_unexpectedly" in server.output()
     assert httpx.get(f"{server.base}/readyz").json()["worker"] == "running"
-    uuid.UUID(second)
