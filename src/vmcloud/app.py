@@ -25,6 +25,7 @@ from vmcloud.core.logging import get_logger
 from vmcloud.core.mail import make_mailer
 from vmcloud.core.middleware import RequestContextMiddleware
 from vmcloud.core.net import parse_networks
+from vmcloud.core.openapi import install_openapi
 from vmcloud.core.ratelimit import RateLimiter
 from vmcloud.db import migrate
 from vmcloud.db.session import make_engine, make_session_factory
@@ -99,6 +100,7 @@ def create_app(
     app.state.rate_limiter = limiter
 
     install_problem_handlers(app)
+    install_openapi(app)
     app.add_middleware(RequestContextMiddleware)
     app.include_router(ops_router)
     app.include_router(api_router())
