@@ -25,6 +25,7 @@ from vmcloud.core.logging import get_logger
 from vmcloud.core.mail import make_mailer
 from vmcloud.core.middleware import RequestContextMiddleware
 from vmcloud.core.net import parse_networks
+from vmcloud.core.openapi import install_openapi
 from vmcloud.core.ratelimit import RateLimiter
 from vmcloud.core.size_limits import RequestSizeLimitMiddleware
 from vmcloud.core.worker import WorkerHealth, supervise
@@ -103,6 +104,7 @@ def create_app(
     app.state.rate_limiter = limiter
 
     install_problem_handlers(app)
+    install_openapi(app)
     app.add_middleware(
         RequestSizeLimitMiddleware,
         max_body_bytes=settings.max_request_body_bytes,

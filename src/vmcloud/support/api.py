@@ -148,6 +148,29 @@ def get_ticket(ticket: VisibleTicket, db: DbSession, user: CurrentUser) -> dict[
     response_model=MessageRead | StaffMessageRead,
     status_code=status.HTTP_201_CREATED,
     summary="Reply (JSON, or multipart with files)",
+    # The body is read by _message_input, so FastAPI cannot see it: both forms are declared here.
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"schema": MessageCreate.model_json_schema()},
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["message"],
+                        "properties": {
+                            **MessageCreate.model_json_schema()["properties"],
+                            "files": {
+                                "type": "array",
+                                "items": {"type": "string", "format": "binary"},
+                                "description": "Attachments (support.attachment_* settings)",
+                            },
+                        },
+                    }
+                },
+            },
+        }
+    },
 )
 def post_message(
     payload: MessageInput,
