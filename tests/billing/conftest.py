@@ -12,9 +12,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from tests.factories.catalog import make_product
 from tests.factories.compute import make_node, make_pool
 from vmcloud.accounts.models import User
-from vmcloud.billing import renewals
+from vmcloud.billing import flows, renewals
 from vmcloud.catalog.models import Product
-from vmcloud.compute import service as compute
 from vmcloud.compute.models import Instance, Node
 from vmcloud.compute.schemas import InstanceCreate
 
@@ -51,7 +50,7 @@ def buy(db: Session, node: Node, plan: Product) -> Buy:
             "billing_cycle": cycle,
         }
         body.update(overrides)
-        instance = compute.create_instance(db=db, owner=user, body=InstanceCreate(**body))
+        instance = flows.order_instance(db=db, owner=user, body=InstanceCreate(**body))
         db.flush()
         return instance
 

@@ -21,7 +21,7 @@ from tests.factories.accounts import make_user
 from tests.factories.catalog import make_product
 from tests.factories.compute import make_node, make_pool
 from vmcloud.audit import service as audit
-from vmcloud.billing import ledger, renewals, subscriptions
+from vmcloud.billing import flows, ledger, renewals, subscriptions
 from vmcloud.billing import service as billing
 from vmcloud.billing.models import Subscription, Transaction
 from vmcloud.billing.payments import refunds as payments
@@ -132,7 +132,7 @@ def test_money_moves_keep_the_ledger_rule(
                 billing_cycle=cycle,
             )  # fmt: skip
             try:
-                self.instances.append(compute.create_instance(db=db, owner=self.user, body=body))
+                self.instances.append(flows.order_instance(db=db, owner=self.user, body=body))
                 db.commit()
             except ledger.InsufficientFundsError:
                 db.rollback()
@@ -155,7 +155,7 @@ def test_money_moves_keep_the_ledger_rule(
             instance = data.draw(st.sampled_from(live))
             db.refresh(instance, with_for_update=True)
             if instance.status not in compute.NOT_DELETABLE:
-                compute.delete_instance(db=db, instance=instance)
+                flows.delete_instance(db=db, instance=instance)
             db.commit()
 
         @rule(data=st.data())

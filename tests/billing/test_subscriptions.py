@@ -16,13 +16,14 @@ from tests.factories.catalog import make_product
 from tests.factories.compute import make_node
 from tests.helpers import JobRunner, Mailbox
 from vmcloud.audit.models import AuditLog
-from vmcloud.billing import ledger, subscriptions
+from vmcloud.billing import flows, ledger, subscriptions
 from vmcloud.billing.models import Subscription, Transaction
 from vmcloud.catalog.models import Product
 from vmcloud.compute import nodes
 from vmcloud.compute import service as compute
 from vmcloud.compute.drivers.fake import FailsOnCreateDriver
 from vmcloud.compute.models import Instance, Node
+from vmcloud.core.clock import utcnow
 from vmcloud.site_settings import service as site_settings
 
 DECEMBER = datetime(2026, 12, 1)
@@ -336,7 +337,7 @@ def test_deleting_a_monthly_instance_refunds_its_unused_whole_days(db: Session, 
     sub.period_start -= timedelta(days=10, hours=3)
     sub.period_end -= timedelta(days=10, hours=3)
     db.flush()
-    compute.delete_instance(db=db, instance=instance)
+    flows.delete_instance(db=db, instance=instance)
     db.refresh(sub)
     total = (sub.period_end - sub.period_start).days
     unused = total - 11  # the started eleventh day is not refunded
@@ -350,7 +351,7 @@ def test_no_refund_when_prorated_refunds_are_off(db: Session, buy: Buy) -> None:
     site_settings.update_setting(db=db, key="billing.prorated_refunds", value=False)
     user = make_user(db, balance="4.00")
     instance = buy(user, "monthly")
-    compute.delete_instance(db=db, instance=instance)
+    flows.delete_instance(db=db, instance=instance)
     assert _balance(db, user.id) == 0
 
 
@@ -361,7 +362,7 @@ def test_deleting_an_hourly_instance_charges_up_to_now(db: Session, buy: Buy) ->
     sub = _sub(db, instance)
     # Three whole hours unbilled, and the hour now running.
     _start_at(db, sub, sub.period_start - timedelta(hours=3))
-    compute.delete_instance(db=db, instance=instance)
+    flows.delete_instance(db=db, instance=instance)
     db.refresh(sub)
     assert _charged(db, sub) == Decimal("1.20")
     assert sub.status == "cancelled"
@@ -369,8 +370,8 @@ def test_deleting_an_hourly_instance_charges_up_to_now(db: Session, buy: Buy) ->
     _assert_ledger(db)
 
 
-def test_a_failed_provisioning_refunds_the_charge(
-    db: Session, buy: Buy, job_runner: JobRunner
+def test_a_failed_provisioning_is_refunded_by_the_next_billing_run(
+    db: Session, buy: Buy, job_runner: JobRunner, billing_run: Run
 ) -> None:
     broken = make_node(db, vcpus=512, memory_mb=1024 * 1024, disk_gb=100_000)
     nodes.fake_drivers[broken.uri] = FailsOnCreateDriver()
@@ -381,10 +382,32 @@ def test_a_failed_provisioning_refunds_the_charge(
     job_runner.attempts = 4  # the last attempt
     job_runner.run("compute.")
     db.refresh(instance)
-    sub = _sub(db, instance)
     assert instance.status == "error"
+    # Compute knows nothing of billing: the refund is pulled by the billing run's sweep.
+    assert _sub(db, instance).status == "active"
+    billing_run(utcnow())
+    sub = _sub(db, instance)
     assert sub.status == "cancelled"
     assert _balance(db, user.id) == Decimal("4.00")
+    billing_run(utcnow())  # once
+    assert _balance(db, user.id) == Decimal("4.00")
+    _assert_ledger(db)
+
+
+def test_deleting_a_failed_instance_before_the_sweep_refunds_it_all(
+    db: Session, buy: Buy, job_runner: JobRunner
+) -> None:
+    broken = make_node(db, vcpus=512, memory_mb=1024 * 1024, disk_gb=100_000)
+    nodes.fake_drivers[broken.uri] = FailsOnCreateDriver()
+    db.execute(text("UPDATE nodes SET status = 'disabled' WHERE id <> :id"), {"id": broken.id})
+    user = make_user(db, balance="4.00")
+    instance = buy(user, "monthly")
+    job_runner.attempts = 4
+    job_runner.run("compute.")
+    db.refresh(instance)
+    flows.delete_instance(db=db, instance=instance)
+    assert _sub(db, instance).status == "cancelled"
+    assert _balance(db, user.id) == Decimal("4.00")  # not just the unused days
     _assert_ledger(db)
 
 
@@ -460,7 +483,7 @@ def test_the_unused_days_refund_counts_against_its_periods_charge(db: Session, b
     sub = _sub(db, instance)
     charge = db.scalar(select(Transaction).where(Transaction.subscription_id == sub.id))
     assert charge is not None
-    compute.delete_instance(db=db, instance=instance)
+    flows.delete_instance(db=db, instance=instance)
     refunded = _balance(db, user.id)
     assert refunded > Decimal("3.50")
     assert refundable(db, charge) == Decimal("4.00") - refunded

@@ -29,6 +29,7 @@ from vmcloud.accounts.tokens import hash_secret, new_secret
 from vmcloud.accounts.validation import check_username, normalise_email
 from vmcloud.audit import service as audit
 from vmcloud.config import Settings
+from vmcloud.core import jobs
 from vmcloud.core.clock import utcnow
 from vmcloud.core.errors import ConflictError, ForbiddenError, InvalidInputError
 from vmcloud.core.mail import Mailer
@@ -140,7 +141,6 @@ def register(
 
 def _queue_verification(db: Session, user: User) -> None:
     from vmcloud.accounts import tasks
-    from vmcloud.core import jobs
 
     jobs.defer(db, tasks.send_verification_email, user_id=str(user.id))
 
@@ -222,7 +222,6 @@ def request_password_reset(
     user = db.scalar(select(User).where(func.lower(User.email) == key))
     if user is not None and user.status == "active":
         from vmcloud.accounts import tasks
-        from vmcloud.core import jobs
 
         jobs.defer(db, tasks.send_password_reset, user_id=str(user.id))
 

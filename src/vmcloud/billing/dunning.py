@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from vmcloud.accounts import service as accounts
 from vmcloud.audit import service as audit
-from vmcloud.billing import hourly, ledger
+from vmcloud.billing import flows, hourly, ledger
 from vmcloud.billing.models import Subscription
 from vmcloud.billing.subscriptions import MONTHS, _charge, _end, _period_key, add_months
 from vmcloud.compute import service as compute
@@ -178,7 +178,7 @@ def end_instance(db: Session, sub: Subscription, reason: str) -> None:
         return
     instance = compute.get_instance(db=db, instance_id=sub.instance_id, lock=True, skip_locked=True)
     if instance is not None and instance.status not in compute.NOT_DELETABLE:
-        compute.delete_instance(db=db, instance=instance, reason=reason)
+        flows.delete_instance(db=db, instance=instance, reason=reason)
 
 
 def enforce_endings(*, db: Session) -> int:
@@ -206,7 +206,7 @@ def enforce_endings(*, db: Session) -> int:
     for row in rows:
         instance = compute.get_instance(db=db, instance_id=row.id, lock=True, skip_locked=True)
         if instance is not None and instance.status not in (*compute.NOT_DELETABLE, "error"):
-            compute.delete_instance(db=db, instance=instance, reason="subscription ended")
+            flows.delete_instance(db=db, instance=instance, reason="subscription ended")
             done += 1
     return done
 

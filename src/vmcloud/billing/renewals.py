@@ -14,7 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from vmcloud.audit import service as audit
-from vmcloud.billing import alerts, dunning, hourly
+from vmcloud.billing import alerts, dunning, flows, hourly
 from vmcloud.billing.models import Subscription
 from vmcloud.billing.subscriptions import _end
 from vmcloud.core.logging import get_logger
@@ -46,6 +46,7 @@ class RunSummary:
     ended: int = 0
     expired: int = 0
     enforced: int = 0
+    refunded: int = 0  # failed provisionings given back (flows.refund_failed_provisionings)
 
 
 def renew_due(*, db: Session, now: datetime, batch: int = 200) -> tuple[int, int, int]:
@@ -80,6 +81,13 @@ def renew_due(*, db: Session, now: datetime, batch: int = 200) -> tuple[int, int
 def run(*, unit_of_work: UnitOfWork, now: datetime, batch: int = hourly.BATCH) -> RunSummary:
     """One billing run at ``now``; each batch commits on its own."""
     summary = RunSummary(hourly=hourly.RunResult())
+    while True:
+        # First: an instance that never came up is refunded, not billed on.
+        with unit_of_work() as db:
+            refunded = flows.refund_failed_provisionings(db=db)
+        summary.refunded += refunded
+        if refunded == 0:
+            break
     while True:
         with unit_of_work() as db:
             step = hourly.bill_batch(db=db, now=now, batch=batch)
@@ -119,5 +127,6 @@ def run(*, unit_of_work: UnitOfWork, now: datetime, batch: int = hourly.BATCH) -
         unpaid=summary.unpaid + len(summary.hourly.past_due),
         ended=summary.ended + len(summary.hourly.ended),
         expired=summary.expired,
+        refunded=summary.refunded,
     )
     return summary

@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal
 from typing import Any
 
-from sqlalchemy import case, func, select
+from sqlalchemy import Select, case, func, select
 from sqlalchemy.orm import Session
 
 from vmcloud.accounts.models import STAFF_ROLES, User
@@ -337,6 +337,13 @@ def _end(sub: Subscription, status: str, now: datetime) -> None:
     sub.auto_renew = False
     sub.cancelled_at = sub.cancelled_at or now
     sub.amount_due = None
+
+
+def live_instance_ids() -> Select[uuid.UUID | None]:
+    """The instances that a live (active or past-due) subscription bills, as a subquery."""
+    return select(Subscription.instance_id).where(
+        Subscription.status.in_(("active", "past_due")), Subscription.instance_id.is_not(None)
+    )
 
 
 def refund_failed_provisioning(*, db: Session, instance_id: uuid.UUID) -> None:

@@ -104,16 +104,17 @@ def delete_product(*, db: Session, ref: str) -> Product | None:
     """Delete a plan nobody ever ran; archive one that instances use or used (their history and
     billing keep pointing at it). Returns the archived plan, or ``None`` when deleted."""
     product = get_product(db=db, ref=ref, lock=True)
-    from vmcloud.compute import service as compute
-
-    if compute.product_in_use(db=db, product_id=product.id):
+    try:
+        with db.begin_nested():
+            db.delete(product)
+            db.flush()
+    except IntegrityError:
+        # Instances (live or deleted) point at it: keep it, off sale.
         if product.status != "archived":
             audit.label(product, "product.archive")
             product.status = "archived"
             db.flush()
         return product
-    db.delete(product)
-    db.flush()
     return None
 
 

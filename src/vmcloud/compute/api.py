@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query, Request, status
 from fastapi.responses import JSONResponse
 
 from vmcloud.accounts.deps import AdminUser, CurrentUser, StaffUser, VerifiedUser
+from vmcloud.billing import flows
 from vmcloud.compute import nodes, service
 from vmcloud.compute.deps import ChangeableInstance, VisibleInstance
 from vmcloud.compute.models import INSTANCE_STATUSES
@@ -56,7 +57,7 @@ def create_instance(
     )
     if claim.replay is not None:
         return claim.replay
-    created = InstanceRead.model_validate(service.create_instance(db=db, owner=user, body=body))
+    created = InstanceRead.model_validate(flows.order_instance(db=db, owner=user, body=body))
     idempotency.remember(db=db, claim=claim, status=202, body=created)
     return created
 
@@ -77,7 +78,7 @@ def rename_instance(
 
 @router.delete("/{instance_id}", response_model=InstanceRead, status_code=202)
 def delete_instance(instance: ChangeableInstance, db: DbSession) -> InstanceRead:
-    return InstanceRead.model_validate(service.delete_instance(db=db, instance=instance))
+    return InstanceRead.model_validate(flows.delete_instance(db=db, instance=instance))
 
 
 @router.post("/{instance_id}/actions", response_model=InstanceRead, status_code=202)

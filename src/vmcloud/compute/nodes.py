@@ -11,6 +11,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from vmcloud.catalog import service as catalog
 from vmcloud.compute.drivers.base import ComputeDriver
 from vmcloud.compute.drivers.fake import FakeDriver
 from vmcloud.compute.drivers.libvirt import LibvirtDriver
@@ -145,8 +146,6 @@ def release(*, db: Session, node_id: uuid.UUID, need: Need) -> None:
 
 
 def create_node(*, db: Session, body: NodeCreate, allow_fake: bool) -> Node:
-    from vmcloud.catalog import service as catalog
-
     if body.driver == "fake" and not allow_fake:
         raise InvalidInputError(
             "The in-memory driver is for tests only.",

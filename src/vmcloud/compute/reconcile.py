@@ -18,7 +18,6 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from vmcloud.billing import subscriptions as billing
 from vmcloud.catalog import service as catalog
 from vmcloud.compute import nodes
 from vmcloud.compute.drivers.base import ComputeDriver, VMState
@@ -138,8 +137,6 @@ def _settle(
     else:
         if state != VMState.MISSING:
             driver.destroy(instance.id)
-        if status in ("pending", "provisioning"):
-            billing.refund_failed_provisioning(db=db, instance_id=instance.id)
         _error(instance, f"{status} was interrupted; delete the instance or ask support")
 
 

@@ -8,18 +8,18 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import exists, func, select
+from sqlalchemy import Select, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from vmcloud.accounts import service as accounts
 from vmcloud.accounts.models import STAFF_ROLES, User
 from vmcloud.audit import service as audit
-from vmcloud.billing import subscriptions as billing
 from vmcloud.catalog import service as catalog
 from vmcloud.compute import ips, nodes
 from vmcloud.compute.models import Instance, InstanceMetric, Node
 from vmcloud.compute.schemas import InstanceCreate
+from vmcloud.core import jobs
 from vmcloud.core.clock import utcnow
 from vmcloud.core.errors import ConflictError, ForbiddenError, InvalidInputError, NotFoundError
 from vmcloud.core.pagination import PageParams, paginate
@@ -37,11 +37,6 @@ NOT_DELETABLE = ("deleting", "deleted")
 class QuotaExceededError(ForbiddenError):
     type = "quota-exceeded"
     title = "Instance limit reached"
-
-
-def product_in_use(*, db: Session, product_id: uuid.UUID) -> bool:
-    """Whether any instance, live or deleted, was created from the product."""
-    return bool(db.scalar(select(exists().where(Instance.product_id == product_id))))
 
 
 def reserved_need(instance: Instance, product_specs: dict[str, Any] | None) -> nodes.Need | None:
@@ -136,20 +131,12 @@ def create_instance(*, db: Session, owner: User, body: InstanceCreate) -> Instan
         raise ips.PoolExhaustedError(
             "The address picked is taken by another region's instance; try again."
         ) from exc
-    billing.start(
-        db=db,
-        user_id=owner.id,
-        instance_id=instance.id,
-        pricing=product.pricing_json,
-        cycle=body.billing_cycle,
-    )
     _queue(db, "provision", instance.id)
     return instance
 
 
 def _queue(db: Session, what: str, instance_id: uuid.UUID) -> None:
-    from vmcloud.compute import tasks
-    from vmcloud.core import jobs
+    from vmcloud.compute import tasks  # tasks import this module
 
     task = {
         "provision": tasks.provision_instance,
@@ -183,14 +170,40 @@ def request_action(*, db: Session, instance: Instance, action: str) -> Instance:
     return instance
 
 
-def delete_instance(*, db: Session, instance: Instance, reason: str | None = None) -> Instance:
-    """Delete the VM (in a job) and end its subscription now: unused whole days of a paid
-    period are refunded, hourly use is charged up to this moment."""
+def check_deletable(instance: Instance) -> None:
     if instance.status in NOT_DELETABLE:
         raise ConflictError(
             "The instance is already being deleted.", type="invalid-state", title="Not allowed"
         )
-    billing.end_for_deletion(db=db, instance_id=instance.id)
+
+
+def failed_before_start(instance: Instance) -> bool:
+    """It ended in ``error`` without its VM ever having run (provisioning failed)."""
+    return instance.status == "error" and instance.started_at is None
+
+
+def never_started_failures(
+    *, db: Session, among: Select[uuid.UUID | None], limit: int
+) -> list[uuid.UUID]:
+    """Live instances, of the ids ``among`` selects, that failed before they ever started."""
+    return list(
+        db.scalars(
+            select(Instance.id)
+            .where(
+                Instance.id.in_(among),
+                Instance.status == "error",
+                Instance.started_at.is_(None),
+                Instance.deleted_at.is_(None),
+            )
+            .limit(limit)
+        )
+    )
+
+
+def delete_instance(*, db: Session, instance: Instance, reason: str | None = None) -> Instance:
+    """Delete the VM (in a job). Billing's flow (``billing.flows.delete_instance``) ends the
+    subscription first; call that, not this, for a customer's instance."""
+    check_deletable(instance)
     audit.label(instance, "instance.delete", extra={"reason": reason} if reason else None)
     set_status(instance, "deleting")
     db.flush()

@@ -13,7 +13,6 @@ import uuid
 import procrastinate
 from procrastinate import JobContext
 
-from vmcloud.billing import subscriptions as billing
 from vmcloud.compute import metrics, runtime
 from vmcloud.compute import reconcile as reconciler
 from vmcloud.compute.drivers.base import DriverError, VMState
@@ -41,9 +40,7 @@ def _give_up(instance_id: uuid.UUID, exc: Exception) -> None:
     with jobs.unit_of_work() as (db, _):
         instance = db.get(Instance, instance_id, with_for_update=True)
         if instance is not None and instance.status not in ("deleting", "deleted"):
-            if instance.status in ("pending", "provisioning"):
-                # It never came up: what its subscription charged goes back.
-                billing.refund_failed_provisioning(db=db, instance_id=instance_id)
+            # One that never came up is refunded by the billing run's sweep.
             set_status(instance, "error")
             instance.metadata_json = {**(instance.metadata_json or {}), "error": str(exc)[:500]}
     log.warning("instance.error", instance_id=str(instance_id), error=str(exc))

@@ -17,6 +17,7 @@ from vmcloud.audit import service as audit
 from vmcloud.config import Settings
 from vmcloud.core.errors import ProblemError
 from vmcloud.core.net import ClientMeta
+from vmcloud.site_settings.service import CACHE_KEY, SettingsCache
 
 
 def make_engine(settings: Settings, url: str | None = None) -> Engine:
@@ -41,8 +42,6 @@ def make_engine(settings: Settings, url: str | None = None) -> Engine:
 
 def make_session_factory(bind: Engine | Connection, **options: Any) -> sessionmaker[Session]:
     """Sessions for one database. Sessions of one factory share a settings cache."""
-    from vmcloud.site_settings.service import CACHE_KEY, SettingsCache
-
     return sessionmaker(
         bind=bind,
         expire_on_commit=False,

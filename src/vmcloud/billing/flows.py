@@ -1,0 +1,56 @@
+"""What a customer buys, as one unit of work across compute and billing: ordering an instance
+(the VM and its subscription) and deleting one (the VM and the end of its billing). Routes and
+the billing run call these; compute knows nothing of billing. Everything happens in the
+caller's transaction, so a 402 leaves no instance behind and a delete never ends billing
+without queuing the VM's destruction."""
+
+from __future__ import annotations
+
+from sqlalchemy.orm import Session
+
+from vmcloud.accounts.models import User
+from vmcloud.billing import subscriptions
+from vmcloud.catalog import service as catalog
+from vmcloud.compute import service as compute
+from vmcloud.compute.models import Instance
+from vmcloud.compute.schemas import InstanceCreate
+
+
+def order_instance(*, db: Session, owner: User, body: InstanceCreate) -> Instance:
+    """Reserve and queue the VM, then start its subscription (monthly and yearly are charged
+    now: 402 and nothing written when the balance does not cover it)."""
+    instance = compute.create_instance(db=db, owner=owner, body=body)
+    product = catalog.get_product_by_id(db=db, product_id=instance.product_id)
+    assert product is not None  # create_instance found it on sale a moment ago
+    subscriptions.start(
+        db=db,
+        user_id=owner.id,
+        instance_id=instance.id,
+        pricing=product.pricing_json,
+        cycle=body.billing_cycle,
+    )
+    return instance
+
+
+def delete_instance(*, db: Session, instance: Instance, reason: str | None = None) -> Instance:
+    """End the instance's billing now and queue the VM's destruction. An instance that never
+    came up gets back everything it was charged (the billing run's sweep would do the same a
+    minute later); any other has its unused whole days refunded, or its hours charged up to
+    now."""
+    compute.check_deletable(instance)
+    if compute.failed_before_start(instance):
+        subscriptions.refund_failed_provisioning(db=db, instance_id=instance.id)
+    else:
+        subscriptions.end_for_deletion(db=db, instance_id=instance.id)
+    return compute.delete_instance(db=db, instance=instance, reason=reason)
+
+
+def refund_failed_provisionings(*, db: Session, limit: int = 500) -> int:
+    """The billing run's sweep: live subscriptions whose instance ended in ``error`` without
+    ever starting are refunded in full and cancelled. Returns how many."""
+    failed = compute.never_started_failures(
+        db=db, among=subscriptions.live_instance_ids(), limit=limit
+    )
+    for instance_id in failed:
+        subscriptions.refund_failed_provisioning(db=db, instance_id=instance_id)
+    return len(failed)
