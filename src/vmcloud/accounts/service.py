@@ -7,7 +7,6 @@ from datetime import timedelta
 from urllib.parse import urlencode
 
 from sqlalchemy import delete, func, select, text, update
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from vmcloud.accounts import emails, limits
@@ -35,6 +34,7 @@ from vmcloud.core.errors import ConflictError, ForbiddenError, InvalidInputError
 from vmcloud.core.mail import Mailer
 from vmcloud.core.net import RequestMeta
 from vmcloud.core.ratelimit import RateLimiter
+from vmcloud.db.session import flush_or_raise
 from vmcloud.site_settings import service as site_settings
 
 VERIFICATION_TTL = timedelta(hours=24)
@@ -130,11 +130,8 @@ def register(
     )
     audit.label(user, "user.register", by_self=True)
     db.add(user)
-    try:
-        with db.begin_nested():
-            db.flush()
-    except IntegrityError as exc:  # a concurrent registration won the race
-        raise ConflictError("This email or username is already registered.") from exc
+    # A concurrent registration may have won the race.
+    flush_or_raise(db, ConflictError("This email or username is already registered."))
     _queue_verification(db, user)
     return user
 

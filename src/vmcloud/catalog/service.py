@@ -14,6 +14,7 @@ from vmcloud.catalog.models import Image, Product, Region
 from vmcloud.catalog.schemas import ProductCreate, ProductUpdate
 from vmcloud.core.errors import ConflictError, NotFoundError
 from vmcloud.core.pagination import PageParams, paginate
+from vmcloud.db.session import flush_or_raise
 
 PUBLIC_STATUSES = ("active", "hidden")  # hidden: unlisted, still reachable by id or slug
 
@@ -75,11 +76,7 @@ def create_product(*, db: Session, body: ProductCreate) -> Product:
         raise _slug_taken()
     product = Product(**_columns(body.model_dump(mode="json")))
     db.add(product)
-    try:
-        with db.begin_nested():
-            db.flush()
-    except IntegrityError as exc:
-        raise _slug_taken() from exc
+    flush_or_raise(db, _slug_taken())
     return product
 
 
@@ -92,11 +89,7 @@ def update_product(*, db: Session, ref: str, body: ProductUpdate) -> Product:
             raise _slug_taken()
     for field, value in changes.items():
         setattr(product, field, value)
-    try:
-        with db.begin_nested():
-            db.flush()
-    except IntegrityError as exc:
-        raise _slug_taken() from exc
+    flush_or_raise(db, _slug_taken())
     return product
 
 

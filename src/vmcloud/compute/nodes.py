@@ -8,7 +8,6 @@ import uuid
 from dataclasses import dataclass
 
 from sqlalchemy import select, update
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from vmcloud.catalog import service as catalog
@@ -24,6 +23,7 @@ from vmcloud.core.errors import (
     ServiceUnavailableError,
 )
 from vmcloud.core.pagination import PageParams, paginate
+from vmcloud.db.session import flush_or_raise
 
 _drivers: dict[tuple[str, ...], ComputeDriver] = {}
 _drivers_lock = threading.Lock()
@@ -168,13 +168,12 @@ def create_node(*, db: Session, body: NodeCreate, allow_fake: bool) -> Node:
     values = body.model_dump(exclude={"region"})
     node = Node(region_id=region.id, **values)
     db.add(node)
-    try:
-        with db.begin_nested():
-            db.flush()
-    except IntegrityError as exc:  # a concurrent add of the same name won
-        raise ConflictError(
+    flush_or_raise(  # a concurrent add of the same name won
+        db,
+        ConflictError(
             "A node with this name exists.", errors=[{"field": "name", "message": "in use"}]
-        ) from exc
+        ),
+    )
     return node
 
 
@@ -194,15 +193,14 @@ def update_node(*, db: Session, node_id: uuid.UUID, body: NodeUpdate) -> Node:
         )
     for field, value in changes.items():
         setattr(node, field, value)
-    try:
-        with db.begin_nested():
-            db.flush()
-    except IntegrityError as exc:
-        raise ConflictError(
+    flush_or_raise(
+        db,
+        ConflictError(
             "The node's instances need more than that capacity.",
             type="capacity-in-use",
             title="Capacity in use",
-        ) from exc
+        ),
+    )
     return node
 
 

@@ -9,7 +9,6 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Select, func, select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from vmcloud.accounts import service as accounts
@@ -23,6 +22,7 @@ from vmcloud.core import jobs
 from vmcloud.core.clock import utcnow
 from vmcloud.core.errors import ConflictError, ForbiddenError, InvalidInputError, NotFoundError
 from vmcloud.core.pagination import PageParams, paginate
+from vmcloud.db.session import flush_or_raise
 from vmcloud.site_settings import service as site_settings
 
 # Which action may start from which state, and the state it moves the instance to.
@@ -123,14 +123,13 @@ def create_instance(*, db: Session, owner: User, body: InstanceCreate) -> Instan
         extra={"region": region.slug, "image": image.slug, "node": node.name},
     )
     db.add(instance)
-    try:
-        with db.begin_nested():
-            db.flush()
-    except IntegrityError as exc:
-        # Only possible when pools of two regions overlap and both handed out the address.
-        raise ips.PoolExhaustedError(
+    # Refused only when pools of two regions overlap and both handed out the address.
+    flush_or_raise(
+        db,
+        ips.PoolExhaustedError(
             "The address picked is taken by another region's instance; try again."
-        ) from exc
+        ),
+    )
     _queue(db, "provision", instance.id)
     return instance
 

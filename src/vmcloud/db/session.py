@@ -11,6 +11,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from sqlalchemy import Connection, Engine, create_engine
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from vmcloud.audit import service as audit
@@ -49,6 +50,16 @@ def make_session_factory(bind: Engine | Connection, **options: Any) -> sessionma
         info={CACHE_KEY: SettingsCache()},
         **options,
     )
+
+
+def flush_or_raise(db: Session, error: ProblemError) -> None:
+    """Flush in a savepoint; when the database refuses it (a unique key or a constraint that a
+    concurrent request won), raise ``error`` instead, with the session still usable."""
+    try:
+        with db.begin_nested():
+            db.flush()
+    except IntegrityError as exc:
+        raise error from exc
 
 
 def _db_session(request: Request, meta: ClientMeta) -> Iterator[Session]:
