@@ -31,7 +31,7 @@ from vmcloud.accounts.schemas import (
 )
 from vmcloud.core.deps import app_settings
 from vmcloud.core.net import ClientMeta
-from vmcloud.core.pagination import Page, PageQuery
+from vmcloud.core.pagination import Page, PageQuery, page_of
 from vmcloud.db.session import DbSession
 
 auth = APIRouter(prefix="/auth", tags=["auth"])
@@ -182,7 +182,7 @@ def admin_list_users(
     status: Literal["active", "suspended", "banned", "closed"] | None = None,
 ) -> Page[UserAdminRead]:
     items, cursor = admin_service.list_users(db=db, params=page, q=q, role=role, status=status)
-    return Page(items=[UserAdminRead.model_validate(u) for u in items], next_cursor=cursor)
+    return page_of(UserAdminRead, items, cursor)
 
 
 @admin.get("/{user_id}", response_model=UserAdminRead)

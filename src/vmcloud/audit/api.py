@@ -11,7 +11,7 @@ from sqlalchemy import select
 from vmcloud.accounts.deps import AdminUser
 from vmcloud.audit.models import AuditLog
 from vmcloud.audit.schemas import AuditLogRead
-from vmcloud.core.pagination import Page, PageQuery, paginate
+from vmcloud.core.pagination import Page, PageQuery, page_of, paginate
 from vmcloud.core.schemas import UTCInput
 from vmcloud.db.session import DbSession
 
@@ -44,4 +44,4 @@ def list_audit_logs(
     if until:
         stmt = stmt.where(AuditLog.timestamp < until)
     items, cursor = paginate(db, stmt, order_by=(AuditLog.timestamp, AuditLog.id), params=page)
-    return Page(items=[AuditLogRead.model_validate(i) for i in items], next_cursor=cursor)
+    return page_of(AuditLogRead, items, cursor)

@@ -23,7 +23,7 @@ from vmcloud.billing.schemas import (
 )
 from vmcloud.core import idempotency
 from vmcloud.core.idempotency import KeyHeader
-from vmcloud.core.pagination import Page, PageQuery
+from vmcloud.core.pagination import Page, PageQuery, page_of
 from vmcloud.db.session import DbSession
 
 router = APIRouter(prefix="/billing", tags=["billing"])
@@ -40,7 +40,7 @@ def get_balance(db: DbSession, user: CurrentUser) -> Balance:
 @router.get("/transactions", response_model=Page[TransactionRead], summary="Your ledger")
 def list_transactions(db: DbSession, user: CurrentUser, page: PageQuery) -> Page[TransactionRead]:
     items, cursor = service.list_transactions(db=db, user=user, params=page)
-    return Page(items=[TransactionRead.model_validate(t) for t in items], next_cursor=cursor)
+    return page_of(TransactionRead, items, cursor)
 
 
 @admin.post(
@@ -69,7 +69,7 @@ def list_subscriptions(
     db: DbSession, user: CurrentUser, page: PageQuery, status: SubscriptionStatus | None = None
 ) -> Page[SubscriptionRead]:
     items, cursor = subs.list_subscriptions(db=db, params=page, user_id=user.id, status=status)
-    return Page(items=[SubscriptionRead.model_validate(s) for s in items], next_cursor=cursor)
+    return page_of(SubscriptionRead, items, cursor)
 
 
 @subscriptions.get("/{subscription_id}", response_model=SubscriptionRead)
@@ -106,7 +106,7 @@ def admin_transactions(
         status=status,
         subscription_id=subscription_id,
     )
-    return Page(items=[AdminTransactionRead.model_validate(t) for t in items], next_cursor=cursor)
+    return page_of(AdminTransactionRead, items, cursor)
 
 
 @admin.get("/subscriptions", response_model=Page[AdminSubscriptionRead])
@@ -121,4 +121,4 @@ def admin_subscriptions(
     items, cursor = subs.list_subscriptions(
         db=db, params=page, user_id=user_id, status=status, instance_id=instance_id
     )
-    return Page(items=[AdminSubscriptionRead.model_validate(s) for s in items], next_cursor=cursor)
+    return page_of(AdminSubscriptionRead, items, cursor)

@@ -15,7 +15,7 @@ from vmcloud.catalog.schemas import (
     ProductUpdate,
     RegionRead,
 )
-from vmcloud.core.pagination import Page, PageQuery
+from vmcloud.core.pagination import Page, PageQuery, page_of
 from vmcloud.db.session import DbSession
 
 public = APIRouter(tags=["catalogue"])
@@ -25,7 +25,7 @@ admin = APIRouter(prefix="/admin/products", tags=["admin: catalogue"])
 @public.get("/products", response_model=Page[ProductRead], summary="Plans on sale")
 def list_products(db: DbSession, page: PageQuery) -> Page[ProductRead]:
     items, cursor = service.list_public_products(db=db, params=page)
-    return Page(items=[ProductRead.model_validate(p) for p in items], next_cursor=cursor)
+    return page_of(ProductRead, items, cursor)
 
 
 @public.get("/products/{ref}", response_model=ProductRead, summary="A plan by id or slug")
@@ -36,13 +36,13 @@ def get_product(ref: str, db: DbSession) -> ProductRead:
 @public.get("/regions", response_model=Page[RegionRead], summary="Where VMs can run")
 def list_regions(db: DbSession, page: PageQuery) -> Page[RegionRead]:
     items, cursor = service.list_regions(db=db, params=page)
-    return Page(items=[RegionRead.model_validate(r) for r in items], next_cursor=cursor)
+    return page_of(RegionRead, items, cursor)
 
 
 @public.get("/images", response_model=Page[ImageRead], summary="Operating systems to install")
 def list_images(db: DbSession, page: PageQuery) -> Page[ImageRead]:
     items, cursor = service.list_images(db=db, params=page)
-    return Page(items=[ImageRead.model_validate(i) for i in items], next_cursor=cursor)
+    return page_of(ImageRead, items, cursor)
 
 
 @admin.get("", response_model=Page[ProductRead], summary="All plans, any status")
@@ -53,7 +53,7 @@ def admin_list_products(
     status: Annotated[Literal["active", "hidden", "archived"] | None, Query()] = None,
 ) -> Page[ProductRead]:
     items, cursor = service.list_products(db=db, params=page, status=status)
-    return Page(items=[ProductRead.model_validate(p) for p in items], next_cursor=cursor)
+    return page_of(ProductRead, items, cursor)
 
 
 @admin.get("/{ref}", response_model=ProductRead)

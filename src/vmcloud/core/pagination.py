@@ -12,7 +12,7 @@ import base64
 import binascii
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -35,6 +35,16 @@ ItemT = TypeVar("ItemT")
 class Page(BaseModel, Generic[ItemT]):
     items: list[ItemT]
     next_cursor: str | None
+
+
+ReadT = TypeVar("ReadT", bound=BaseModel)
+
+
+def page_of(schema: type[ReadT], rows: Iterable[object], cursor: str | None) -> Page[ReadT]:
+    """A page of ``rows`` (ORM objects) read through ``schema``, and the cursor to the next."""
+    return Page[schema](  # type: ignore[valid-type]
+        items=[schema.model_validate(row) for row in rows], next_cursor=cursor
+    )
 
 
 @dataclass(frozen=True)

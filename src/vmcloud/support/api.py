@@ -14,7 +14,7 @@ from starlette.datastructures import UploadFile
 from vmcloud.accounts.deps import CurrentUser, Limiter, StaffUser
 from vmcloud.core.deps import AppSettings
 from vmcloud.core.errors import InvalidInputError, NotFoundError
-from vmcloud.core.pagination import Page, PageQuery
+from vmcloud.core.pagination import Page, PageQuery, page_of
 from vmcloud.db.session import DbSession
 from vmcloud.support import attachments, service
 from vmcloud.support.attachments import Upload
@@ -126,7 +126,7 @@ def list_tickets(
     db: DbSession, user: CurrentUser, page: PageQuery, status: Status | None = None
 ) -> Page[TicketRead]:
     items, cursor = service.list_own(db=db, user=user, params=page, status=status)
-    return Page(items=[TicketRead.model_validate(t) for t in items], next_cursor=cursor)
+    return page_of(TicketRead, items, cursor)
 
 
 @router.post("", response_model=TicketRead, status_code=status.HTTP_201_CREATED)
@@ -262,7 +262,7 @@ def ticket_queue(
         category=category,
         unassigned=unassigned,
     )
-    return Page(items=[StaffTicketRead.model_validate(t) for t in items], next_cursor=cursor)
+    return page_of(StaffTicketRead, items, cursor)
 
 
 @admin.patch("/{ticket_id}", response_model=StaffTicketRead)
