@@ -25,6 +25,7 @@ from vmcloud.compute.drivers.fake import FailsOnCreateDriver
 from vmcloud.compute.models import Instance, Node
 from vmcloud.core.clock import utcnow
 from vmcloud.site_settings import service as site_settings
+from vmcloud.site_settings.registry import GRACE_DAYS
 
 DECEMBER = datetime(2026, 12, 1)
 JANUARY = datetime(2027, 1, 1)
@@ -254,7 +255,7 @@ def test_unpaid_past_the_grace_days_deletes_the_instance(
     sub = _sub(db, instance)
     end = sub.period_end
     billing_run(end)
-    grace = int(site_settings.get_value(db=db, key="billing.grace_days"))
+    grace = site_settings.get(db, GRACE_DAYS)
     billing_run(end + timedelta(days=grace) - timedelta(seconds=1))
     db.refresh(sub)
     assert sub.status == "past_due"

@@ -15,6 +15,7 @@ from tests.helpers import JobRunner, Mailbox, bearer, login
 from vmcloud.accounts.models import User
 from vmcloud.audit.models import AuditLog
 from vmcloud.site_settings import service as site_settings
+from vmcloud.site_settings.registry import AUTO_CLOSE_DAYS
 
 TICKETS = "/api/v1/tickets"
 QUEUE = "/api/v1/admin/tickets"
@@ -352,7 +353,7 @@ def test_resolved_tickets_close_themselves_after_the_quiet_days(
         client.patch(f"{QUEUE}/{tid}", json={"status": "resolved"}, headers=people.agent)
     # The customer answers one: it reopens, so it is no longer resolved.
     client.post(f"{TICKETS}/{answered}/messages", json={"message": "no!"}, headers=people.customer)
-    days = int(site_settings.get_value(db=db, key="support.auto_close_days"))
+    days = site_settings.get(db, AUTO_CLOSE_DAYS)
     assert service.auto_close(db=db, now=utcnow() + timedelta(days=days - 1)) == 0
     assert service.auto_close(db=db, now=utcnow() + timedelta(days=days, minutes=1)) == 1
     db.commit()  # audit rows are written as the unit of work commits

@@ -36,6 +36,7 @@ from vmcloud.core.net import RequestMeta
 from vmcloud.core.ratelimit import RateLimiter
 from vmcloud.db.session import flush_or_raise
 from vmcloud.site_settings import service as site_settings
+from vmcloud.site_settings.registry import REGISTRATION_ENABLED, SITE_NAME
 
 VERIFICATION_TTL = timedelta(hours=24)
 RESET_TTL = timedelta(hours=1)
@@ -111,7 +112,7 @@ def register(
     *, db: Session, limiter: RateLimiter, body: RegisterRequest, meta: RequestMeta
 ) -> User:
     limiter.hit_address(limits.REGISTER_PER_IP, meta.ip)
-    if not site_settings.get_value(db=db, key="auth.registration_enabled", default=True):
+    if not site_settings.get(db, REGISTRATION_ENABLED):
         raise RegistrationClosedError("New accounts cannot be created at the moment.")
     email = normalise_email(body.email)
     limiter.hit(limits.REGISTER_PER_ACCOUNT, email)
@@ -175,7 +176,7 @@ def send_verification_email(
     if user is None or user.email_verified:
         return
     raw = _mint(db, EmailVerification, user, VERIFICATION_TTL)
-    site = site_settings.get_value(db=db, key="site.name", default="VMCloud")
+    site = site_settings.get(db, SITE_NAME)
     mailer.send(
         emails.verification(
             to=user.email,
@@ -230,7 +231,7 @@ def send_password_reset(
     if user is None or user.status != "active":
         return
     raw = _mint(db, PasswordReset, user, RESET_TTL)
-    site = site_settings.get_value(db=db, key="site.name", default="VMCloud")
+    site = site_settings.get(db, SITE_NAME)
     mailer.send(
         emails.password_reset(
             to=user.email,

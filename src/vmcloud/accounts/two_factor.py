@@ -16,6 +16,7 @@ from vmcloud.core.clock import utcnow
 from vmcloud.core.errors import ConflictError
 from vmcloud.core.ratelimit import RateLimiter
 from vmcloud.site_settings import service as site_settings
+from vmcloud.site_settings.registry import SITE_NAME
 
 
 def setup(*, db: Session, settings: Settings, user: User) -> TwoFactorSetup:
@@ -30,7 +31,7 @@ def setup(*, db: Session, settings: Settings, user: User) -> TwoFactorSetup:
     user.totp_last_step = None
     audit.label(user, "user.2fa_setup")
     db.flush()
-    issuer = site_settings.get_value(db=db, key="site.name", default="VMCloud")
+    issuer = site_settings.get(db, SITE_NAME)
     return TwoFactorSetup(
         secret=secret, otpauth_uri=totp.provisioning_uri(secret, account=user.email, issuer=issuer)
     )

@@ -11,16 +11,11 @@ from sqlalchemy.orm import Session
 
 from vmcloud.core import jobs
 from vmcloud.site_settings import service as site_settings
-
-
-def threshold(db: Session) -> Decimal:
-    return Decimal(
-        str(site_settings.get_value(db=db, key="billing.low_balance_warning", default="0"))
-    )
+from vmcloud.site_settings.registry import LOW_BALANCE_WARNING
 
 
 def crossed(db: Session, *, before: Decimal, after: Decimal) -> bool:
-    line = threshold(db)
+    line = site_settings.get(db, LOW_BALANCE_WARNING)
     return line > 0 and before >= line > after
 
 

@@ -29,6 +29,7 @@ from vmcloud.compute.models import Instance
 from vmcloud.core import jobs
 from vmcloud.core.logging import get_logger
 from vmcloud.site_settings import service as site_settings
+from vmcloud.site_settings.registry import GRACE_DAYS
 
 log = get_logger(__name__)
 
@@ -153,7 +154,7 @@ def _suspend(db: Session, instance_id: uuid.UUID) -> int:
 
 def expire_overdue(*, db: Session, now: datetime, batch: int = 200) -> int:
     """End subscriptions unpaid for longer than the grace days and delete their instances."""
-    grace = int(site_settings.get_value(db=db, key="billing.grace_days", default=7))
+    grace = site_settings.get(db, GRACE_DAYS)
     subs = db.scalars(
         select(Subscription)
         .where(

@@ -30,7 +30,8 @@ from decimal import Decimal
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from vmcloud.billing import alerts
+from vmcloud.site_settings import service as site_settings
+from vmcloud.site_settings.registry import LOW_BALANCE_WARNING
 
 BATCH = 5000
 
@@ -169,7 +170,7 @@ def bill_batch(
             "batch": batch,
             "ids": [str(i) for i in subscription_ids] if subscription_ids is not None else None,
             "final": final,
-            "warn_below": alerts.threshold(db),
+            "warn_below": site_settings.get(db, LOW_BALANCE_WARNING),
         },
     ).one()
     return RunResult(

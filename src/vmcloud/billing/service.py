@@ -15,15 +15,12 @@ from vmcloud.billing.models import Transaction
 from vmcloud.core.errors import NotFoundError
 from vmcloud.core.pagination import PageParams, paginate
 from vmcloud.site_settings import service as site_settings
-
-
-def currency(db: Session) -> str:
-    return str(site_settings.get_value(db=db, key="billing.currency", default="USD"))
+from vmcloud.site_settings.registry import CURRENCY
 
 
 def balance_of(*, db: Session, user: User) -> tuple[Decimal, str]:
     db.refresh(user, attribute_names=["balance"])
-    return Decimal(user.balance or 0), currency(db)
+    return Decimal(user.balance or 0), site_settings.get(db, CURRENCY)
 
 
 def list_transactions(
@@ -67,7 +64,7 @@ def staff_entry(
         user_id=user_id,
         type_=type_,
         amount=ledger.money(amount),
-        currency=currency(db),
+        currency=site_settings.get(db, CURRENCY),
         payment_method="manual",
         payment_provider="manual",
         metadata={"reason": reason, "by": str(admin.id)},

@@ -24,6 +24,7 @@ from vmcloud.core.clock import utcnow
 from vmcloud.core.errors import ConflictError, NotFoundError
 from vmcloud.core.pagination import PageParams, paginate
 from vmcloud.site_settings import service as site_settings
+from vmcloud.site_settings.registry import CURRENCY, HOURLY_MIN_BALANCE, PRORATED_REFUNDS
 
 LIVE = ("active", "past_due")
 MONTHS = {"monthly": 1, "yearly": 12}
@@ -35,10 +36,6 @@ def add_months(value: datetime, months: int) -> datetime:
     year, month = value.year + index // 12, index % 12 + 1
     day = min(value.day, calendar.monthrange(year, month)[1])
     return value.replace(year=year, month=month, day=day)
-
-
-def currency(db: Session) -> str:
-    return str(site_settings.get_value(db=db, key="billing.currency", default="USD"))
 
 
 def _period_key(prefix: str, moment: datetime) -> str:
@@ -66,7 +63,7 @@ def start(
         user_id=user_id,
         instance_id=instance_id,
         type=cycle,
-        currency=currency(db),
+        currency=site_settings.get(db, CURRENCY),
         status="active",
         auto_renew=True,
         accrued=Decimal(0),
@@ -74,9 +71,7 @@ def start(
     )
     if cycle == "hourly":
         rate = Decimal(str(pricing["hourly"]))
-        minimum = Decimal(
-            str(site_settings.get_value(db=db, key="billing.hourly_min_balance", default="0"))
-        )
+        minimum = site_settings.get(db, HOURLY_MIN_BALANCE)
         balance = db.scalar(select(User.balance).where(User.id == user_id)) or Decimal(0)
         if balance < minimum:
             raise ledger.InsufficientFundsError(
@@ -109,7 +104,7 @@ def _charge(db: Session, sub: Subscription, amount: Decimal, key: str, now: date
         user_id=sub.user_id,
         type_="charge",
         amount=amount,
-        currency=sub.currency or currency(db),
+        currency=sub.currency or site_settings.get(db, CURRENCY),
         subscription_id=sub.id,
         payment_method="balance",
         period_key=key,
@@ -243,7 +238,7 @@ def _refund(
         user_id=sub.user_id,
         type_="refund",
         amount=amount,
-        currency=sub.currency or currency(db),
+        currency=sub.currency or site_settings.get(db, CURRENCY),
         subscription_id=sub.id,
         payment_method="balance",
         period_key=key,
@@ -287,9 +282,7 @@ def end_for_deletion(*, db: Session, instance_id: uuid.UUID, now: datetime | Non
         return
     if sub.status == "active" and sub.type == "hourly":
         _final_hours(db, sub, now)
-    elif sub.status == "active" and site_settings.get_value(
-        db=db, key="billing.prorated_refunds", default=True
-    ):
+    elif sub.status == "active" and site_settings.get(db, PRORATED_REFUNDS):
         refund = unused_days_refund(sub, now)
         key = _period_key("refund", sub.period_start)
         _refund(db, sub, refund, key, "unused-days", of=_period_charge(db, sub))

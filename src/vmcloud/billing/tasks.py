@@ -11,13 +11,14 @@ from prometheus_client import Gauge
 from sqlalchemy.orm import Session
 
 from vmcloud.accounts.models import User
-from vmcloud.billing import alerts, emails, ledger, renewals
+from vmcloud.billing import emails, ledger, renewals
 from vmcloud.billing.models import Subscription
 from vmcloud.compute.models import Instance
 from vmcloud.core import idempotency, jobs
 from vmcloud.core.clock import utcnow
 from vmcloud.core.logging import get_logger
 from vmcloud.site_settings import service as site_settings
+from vmcloud.site_settings.registry import CURRENCY, GRACE_DAYS, LOW_BALANCE_WARNING, SITE_NAME
 
 log = get_logger(__name__)
 
@@ -74,11 +75,11 @@ def send_past_due_email(subscription_id: str) -> None:
         runtime.mailer.send(
             emails.past_due(
                 to=user.email,
-                site=str(site_settings.get_value(db=db, key="site.name", default="VMCloud")),
+                site=site_settings.get(db, SITE_NAME),
                 instance=instance.name if instance else "your instance",
                 amount=sub.amount_due or Decimal(0),
                 currency=sub.currency or "USD",
-                grace_days=int(site_settings.get_value(db=db, key="billing.grace_days", default=7)),
+                grace_days=site_settings.get(db, GRACE_DAYS),
                 link=runtime.settings.public_url,
             )
         )
@@ -89,14 +90,15 @@ def send_past_due_email(subscription_id: str) -> None:
 def send_low_balance_email(user_id: str) -> None:
     with jobs.unit_of_work() as (db, runtime):
         user = db.get(User, uuid.UUID(user_id))
-        if user is None or (user.balance or Decimal(0)) >= alerts.threshold(db):
+        warn_below = site_settings.get(db, LOW_BALANCE_WARNING)
+        if user is None or (user.balance or Decimal(0)) >= warn_below:
             return  # topped up meanwhile
         runtime.mailer.send(
             emails.low_balance(
                 to=user.email,
-                site=str(site_settings.get_value(db=db, key="site.name", default="VMCloud")),
+                site=site_settings.get(db, SITE_NAME),
                 balance=user.balance or Decimal(0),
-                currency=str(site_settings.get_value(db=db, key="billing.currency", default="USD")),
+                currency=site_settings.get(db, CURRENCY),
                 link=runtime.settings.public_url,
             )
         )

@@ -13,6 +13,7 @@ from vmcloud.compute.models import Instance, InstanceMetric, Node
 from vmcloud.core.clock import isoformat_z, utcnow
 from vmcloud.core.logging import get_logger
 from vmcloud.site_settings import service as site_settings
+from vmcloud.site_settings.registry import METRICS_INTERVAL_SECONDS, METRICS_RETENTION_DAYS
 
 log = get_logger(__name__)
 
@@ -66,9 +67,7 @@ def sample(db: Session, instance: Instance, driver: ComputeDriver) -> bool:
 def collect_all(db: Session) -> int:
     """Sample every running instance whose last sample is older than the interval; purge
     samples past the retention. Returns how many were sampled."""
-    interval = int(
-        site_settings.get_value(db=db, key="compute.metrics_interval_seconds", default=60)
-    )
+    interval = site_settings.get(db, METRICS_INTERVAL_SECONDS)
     sampled = 0
     for node in db.scalars(select(Node).where(Node.status != "disabled")).all():
         driver = nodes.driver_for(node)
@@ -88,9 +87,7 @@ def collect_all(db: Session) -> int:
             if last is not None and utcnow() - last < timedelta(seconds=interval - 5):
                 continue
             sampled += sample(db, instance, driver)
-    retention = int(
-        site_settings.get_value(db=db, key="compute.metrics_retention_days", default=30)
-    )
+    retention = site_settings.get(db, METRICS_RETENTION_DAYS)
     db.execute(
         delete(InstanceMetric).where(
             InstanceMetric.collected_at < utcnow() - timedelta(days=retention)

@@ -24,6 +24,7 @@ from vmcloud.core.errors import ConflictError, ForbiddenError, InvalidInputError
 from vmcloud.core.pagination import PageParams, paginate
 from vmcloud.db.session import flush_or_raise
 from vmcloud.site_settings import service as site_settings
+from vmcloud.site_settings.registry import MAX_INSTANCES_PER_USER
 
 # Which action may start from which state, and the state it moves the instance to.
 ACTIONS: dict[str, tuple[tuple[str, ...], str]] = {
@@ -82,7 +83,7 @@ def create_instance(*, db: Session, owner: User, body: InstanceCreate) -> Instan
     if image.min_disk_gb > need.disk_gb:
         raise _invalid("image", f"needs a disk of at least {image.min_disk_gb} GB")
 
-    limit = site_settings.get_value(db=db, key="compute.max_instances_per_user", default=10)
+    limit = site_settings.get(db, MAX_INSTANCES_PER_USER)
     accounts.lock_user(db=db, user_id=owner.id)  # serialise per user: quota and balance
     live = db.scalar(
         select(func.count(Instance.id)).where(

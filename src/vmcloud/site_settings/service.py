@@ -1,27 +1,33 @@
 """Typed site settings stored as text in ``settings``.
 
-Values are validated on every write against the setting's type and, for known keys, the rules
-in ``registry``; a value that does not fit is a 422 and nothing changes. Reads go through a
-short-lived cache shared by the sessions of one process: a change made in one process is seen
+Code reads a setting through its declaration in ``registry``: ``get(db, GRACE_DAYS) -> int``.
+Values are validated on every write against the setting's stored type and, for declared keys,
+the declaration's rule; a value that does not fit is a 422 and nothing changes. Reads go through
+a short-lived cache shared by the sessions of one process: a change made in one process is seen
 by every other within ``CACHE_TTL`` seconds, and at once in the process that made it.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import threading
 import time
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import ValidationError
 from sqlalchemy import event, select
 from sqlalchemy.orm import Session
 
 from vmcloud.core.errors import InvalidInputError, NotFoundError
-from vmcloud.site_settings.models import Setting
-from vmcloud.site_settings.registry import ORDERED, RULES
+from vmcloud.core.logging import get_logger
+from vmcloud.site_settings.models import Setting as SettingRow
+from vmcloud.site_settings.registry import ORDERED, REGISTRY, Setting
+
+T = TypeVar("T")
+log = get_logger(__name__)
 
 CACHE_TTL = 2.0
 _TRUE = {"true", "1", "yes", "on"}
@@ -76,16 +82,24 @@ class SettingsCache:
     def entries(self, db: Session) -> dict[str, _Entry]:
         with self._lock:
             if self._entries is None or time.monotonic() - self._loaded_at > self.ttl:
-                self._entries = {
-                    s.key: _Entry(parse_value(s.value, s.type), bool(s.is_public))
-                    for s in db.scalars(select(Setting))
-                }
+                self._entries = _load(db)
                 self._loaded_at = time.monotonic()
             return self._entries
 
     def invalidate(self) -> None:
         with self._lock:
             self._entries = None
+
+
+def _load(db: Session) -> dict[str, _Entry]:
+    entries = {}
+    for row in db.scalars(select(SettingRow)):
+        try:
+            entries[row.key] = _Entry(parse_value(row.value, row.type), bool(row.is_public))
+        except ValueError:
+            # Written around the API (its writes are checked): read as missing, not a 500.
+            log.warning("setting.unreadable", key=row.key, type=row.type)
+    return entries
 
 
 def _cache(db: Session) -> SettingsCache:
@@ -96,9 +110,23 @@ def _cache(db: Session) -> SettingsCache:
     return cache
 
 
-def get_value(*, db: Session, key: str, default: Any = None) -> Any:
+def get(db: Session, setting: Setting[T], /) -> T:
+    """The value of a declared setting as its type; its default when the row is missing or
+    holds a value the declaration refuses (a warning is logged)."""
+    if REGISTRY.get(setting.key) is not setting:
+        raise LookupError(f"setting {setting.key!r} is not declared in site_settings.registry")
+    entry = _cache(db).entries(db).get(setting.key)
+    if entry is not None:
+        try:
+            return setting.validate(entry.value)
+        except ValidationError:
+            log.warning("setting.out_of_rule", key=setting.key, value=repr(entry.value))
+    return copy.deepcopy(setting.default)
+
+
+def _stored(db: Session, key: str) -> Any:
     entry = _cache(db).entries(db).get(key)
-    return default if entry is None else entry.value
+    return None if entry is None else entry.value
 
 
 def public_values(*, db: Session) -> dict[str, Any]:
@@ -109,8 +137,8 @@ def public_values(*, db: Session) -> dict[str, Any]:
     }
 
 
-def list_settings(*, db: Session) -> list[Setting]:
-    return list(db.scalars(select(Setting).order_by(Setting.key)))
+def list_settings(*, db: Session) -> list[SettingRow]:
+    return list(db.scalars(select(SettingRow).order_by(SettingRow.key)))
 
 
 def _coerce(key: str, type_: str, value: Any) -> tuple[str, Any]:
@@ -133,10 +161,10 @@ def _coerce(key: str, type_: str, value: Any) -> tuple[str, Any]:
     typed: Any = Decimal(str(value)) if type_ == "number" else value
     if type_ == "number" and not typed.is_finite():
         raise InvalidInputError(problem, errors=[{"field": "value", "message": "not finite"}])
-    rule = RULES.get(key)
-    if rule is not None:
+    declared = REGISTRY.get(key)
+    if declared is not None:
         try:
-            typed = rule.validate_python(typed)
+            typed = declared.validate(typed)
         except ValidationError as exc:
             messages = "; ".join(e["msg"] for e in exc.errors())
             raise InvalidInputError(
@@ -160,20 +188,20 @@ def _to_text(type_: str, value: Any) -> str:
     return str(value)
 
 
-def update_setting(*, db: Session, key: str, value: Any) -> Setting:
-    setting = db.get(Setting, key, with_for_update=True)
+def update_setting(*, db: Session, key: str, value: Any) -> SettingRow:
+    setting = db.get(SettingRow, key, with_for_update=True)
     if setting is None:
         raise NotFoundError(f"There is no setting {key!r}.")
     text, typed = _coerce(key, setting.type, value)
     for lower, upper in ORDERED:
-        if key in (lower, upper):
-            other_key = upper if key == lower else lower
-            other = get_value(db=db, key=other_key)
+        if key in (lower.key, upper.key):
+            other_key = upper.key if key == lower.key else lower.key
+            other = _stored(db, other_key)
             if other is not None:
-                low, high = (typed, other) if key == lower else (other, typed)
+                low, high = (typed, other) if key == lower.key else (other, typed)
                 if Decimal(str(low)) > Decimal(str(high)):
                     raise InvalidInputError(
-                        f"{lower} must not exceed {upper}.",
+                        f"{lower.key} must not exceed {upper.key}.",
                         errors=[{"field": "value", "message": f"conflicts with {other_key}"}],
                     )
     if setting.value != text:
@@ -193,10 +221,14 @@ def _refresh_after_commit(session: Session) -> None:
         _cache(session).invalidate()
 
 
-def admin_view(setting: Setting) -> dict[str, Any]:
+def admin_view(setting: SettingRow) -> dict[str, Any]:
+    try:
+        value = to_json(parse_value(setting.value, setting.type))
+    except ValueError:
+        value = setting.value  # unreadable as its type: shown as stored, for an admin to fix
     return {
         "key": setting.key,
-        "value": to_json(parse_value(setting.value, setting.type)),
+        "value": value,
         "type": setting.type,
         "category": setting.category,
         "description": setting.description,

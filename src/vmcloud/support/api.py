@@ -16,6 +16,8 @@ from vmcloud.core.deps import AppSettings
 from vmcloud.core.errors import InvalidInputError, NotFoundError
 from vmcloud.core.pagination import Page, PageQuery, page_of
 from vmcloud.db.session import DbSession
+from vmcloud.site_settings import service as site_settings
+from vmcloud.site_settings.registry import ATTACHMENT_MAX_BYTES, ATTACHMENT_MAX_COUNT
 from vmcloud.support import attachments, service
 from vmcloud.support.attachments import Upload
 from vmcloud.support.deps import ChangeableTicket, QueueTicket, VisibleTicket
@@ -60,7 +62,8 @@ async def _message_input(
     # Limits are read in a short session of their own: the request's belongs to the route.
     factory = request.app.state.session_factory
     with factory() as db:
-        max_bytes, max_count, _ = attachments.limits(db)
+        max_bytes = site_settings.get(db, ATTACHMENT_MAX_BYTES)
+        max_count = site_settings.get(db, ATTACHMENT_MAX_COUNT)
     # A body larger than the files it may carry was refused before any of it was read
     # (core/size_limits.py, with attachments.upload_route).
     async with request.form(

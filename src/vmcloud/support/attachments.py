@@ -20,6 +20,11 @@ from sqlalchemy.orm import Session, sessionmaker
 from vmcloud.core.errors import InvalidInputError, ProblemError
 from vmcloud.core.size_limits import UploadRoute
 from vmcloud.site_settings import service as site_settings
+from vmcloud.site_settings.registry import (
+    ATTACHMENT_MAX_BYTES,
+    ATTACHMENT_MAX_COUNT,
+    ATTACHMENT_TYPES,
+)
 from vmcloud.support.storage import Storage
 
 # Magic numbers of the types the default settings allow.
@@ -44,13 +49,6 @@ class Upload:
     data: bytes  # at most max_bytes + 1 (enough to know it is too large)
 
 
-def limits(db: Session) -> tuple[int, int, list[str]]:
-    max_bytes = int(site_settings.get_value(db=db, key="support.attachment_max_bytes", default=0))
-    max_count = int(site_settings.get_value(db=db, key="support.attachment_max_count", default=0))
-    types = list(site_settings.get_value(db=db, key="support.attachment_types", default=[]))
-    return max_bytes, max_count, types
-
-
 # Multipart message bodies: at most this many parts, and each text field at most this large.
 MAX_PARTS = 50
 MAX_FIELD = 100 * 1024
@@ -64,7 +62,8 @@ def upload_route(session_factory: sessionmaker[Session]) -> UploadRoute:
 
     def limit() -> int:
         with session_factory() as db:
-            max_bytes, max_count, _ = limits(db)
+            max_bytes = site_settings.get(db, ATTACHMENT_MAX_BYTES)
+            max_count = site_settings.get(db, ATTACHMENT_MAX_COUNT)
         return max_count * max_bytes + MAX_PARTS * MAX_FIELD
 
     return UploadRoute(MESSAGE_PATH, limit)
@@ -113,7 +112,9 @@ def store_uploads(*, db: Session, uploads: list[Upload], storage: Storage) -> li
     """Check every upload, then store each; returns the ``attachments_json`` entries."""
     if not uploads:
         return []
-    max_bytes, max_count, types = limits(db)
+    max_bytes = site_settings.get(db, ATTACHMENT_MAX_BYTES)
+    max_count = site_settings.get(db, ATTACHMENT_MAX_COUNT)
+    types = site_settings.get(db, ATTACHMENT_TYPES)
     if len(uploads) > max_count:
         raise _bad("count", f"at most {max_count} files per message")
     for upload in uploads:

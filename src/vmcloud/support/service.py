@@ -29,6 +29,7 @@ from vmcloud.core.errors import ConflictError, ForbiddenError, InvalidInputError
 from vmcloud.core.pagination import PageParams, paginate
 from vmcloud.core.ratelimit import Limit, RateLimiter
 from vmcloud.site_settings import service as site_settings
+from vmcloud.site_settings.registry import AUTO_CLOSE_DAYS, TICKET_CATEGORIES
 from vmcloud.support.attachments import Upload, store_uploads
 from vmcloud.support.models import SupportTicket, TicketMessage
 from vmcloud.support.schemas import MessageCreate, TicketAdminUpdate, TicketCreate
@@ -79,7 +80,7 @@ def open_ticket(
 ) -> SupportTicket:
     if limiter is not None and not is_staff(user):
         limiter.hit(OPEN_PER_ACCOUNT, str(user.id))
-    categories = list(site_settings.get_value(db=db, key="support.categories", default=[]))
+    categories = site_settings.get(db, TICKET_CATEGORIES)
     category = body.category or (categories[0] if categories else None)
     if category not in categories:
         raise _invalid("category", f"one of {', '.join(categories)}")
@@ -290,7 +291,7 @@ def update_ticket(*, db: Session, ticket: SupportTicket, body: TicketAdminUpdate
 def auto_close(*, db: Session, now: datetime | None = None, batch: int = 500) -> int:
     """Close tickets resolved longer than ``support.auto_close_days`` ago with no reply since
     (a reply reopens a ticket, so a resolved one has had none). 0 days: never."""
-    days = int(site_settings.get_value(db=db, key="support.auto_close_days", default=7))
+    days = site_settings.get(db, AUTO_CLOSE_DAYS)
     if days <= 0:
         return 0
     cutoff = (now or utcnow()) - timedelta(days=days)

@@ -13,6 +13,7 @@ from vmcloud.accounts.models import User
 from vmcloud.core import jobs
 from vmcloud.core.mail import Email
 from vmcloud.site_settings import service as site_settings
+from vmcloud.site_settings.registry import SITE_NAME
 from vmcloud.support import emails, service
 from vmcloud.support.models import SupportTicket, TicketMessage
 from vmcloud.support.service import STAFF_ROLES
@@ -73,7 +74,7 @@ def _compose(
     to = db.get(User, uuid.UUID(user_id))
     if ticket is None or to is None or (message is not None and message.is_internal):
         return None  # an internal note never becomes an email
-    site = str(site_settings.get_value(db=db, key="site.name", default="VMCloud"))
+    site = site_settings.get(db, SITE_NAME)
     link = f"{base}/api/v1/tickets/{ticket.id}"
     if event == "staff_reply" and message is not None:
         return emails.staff_reply(

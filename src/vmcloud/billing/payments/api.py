@@ -24,6 +24,7 @@ from vmcloud.core.errors import ProblemError
 from vmcloud.core.idempotency import KeyHeader
 from vmcloud.db.session import DbSession
 from vmcloud.site_settings import service as site_settings
+from vmcloud.site_settings.registry import SITE_NAME
 
 router = APIRouter(prefix="/billing", tags=["billing"])
 admin = APIRouter(prefix="/admin", tags=["admin: billing"])
@@ -154,7 +155,7 @@ def sandbox_checkout(provider_id: str, db: DbSession, settings: AppSettings) -> 
         entry = service.find_sandbox_checkout(db=db, provider_id=provider_id)
     except ProblemError as exc:
         return _problem_page(exc, settings.public_url)
-    site = str(site_settings.get_value(db=db, key="site.name", default="VMCloud"))
+    site = site_settings.get(db, SITE_NAME)
     return _html(
         sandbox.checkout_page(amount=entry.amount, currency=entry.currency or "", site=site)
     )

@@ -18,9 +18,10 @@ from vmcloud.billing import ledger, subscriptions
 from vmcloud.billing import service as billing
 from vmcloud.billing.models import Transaction
 from vmcloud.billing.payments.providers import UnknownProviderError, provider_for
-from vmcloud.billing.service import currency
 from vmcloud.config import Settings
 from vmcloud.core.errors import ConflictError, NotFoundError
+from vmcloud.site_settings import service as site_settings
+from vmcloud.site_settings.registry import CURRENCY
 
 
 def refundable(db: Session, original: Transaction) -> Decimal:
@@ -57,7 +58,7 @@ def refund_transaction(
             title="Not refundable",
         )
     left = refundable(db, original)
-    unit = original.currency or currency(db)
+    unit = original.currency or site_settings.get(db, CURRENCY)
     if left <= 0:
         raise ConflictError("This transaction has already been refunded in full.")
     value = left if amount is None else ledger.money(amount)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from decimal import Decimal
 
 from prometheus_client import Counter
 from sqlalchemy import select
@@ -27,12 +26,12 @@ from vmcloud.billing.payments.providers import (
     PaymentProvider,
     provider_for,
 )
-from vmcloud.billing.service import currency
 from vmcloud.config import Settings
 from vmcloud.core.clock import utcnow
 from vmcloud.core.errors import ConflictError, InvalidInputError, NotFoundError
 from vmcloud.core.logging import get_logger
 from vmcloud.site_settings import service as site_settings
+from vmcloud.site_settings.registry import CURRENCY, PAYMENT_PROVIDERS, TOPUP_MAX, TOPUP_MIN
 
 log = get_logger(__name__)
 SANDBOX_ID = re.compile(r"^sbx_[0-9a-f]{32}$")
@@ -56,30 +55,21 @@ class WebhookOutcome:
     changed: bool  # false: ignored, unknown, or already handled (a repeated delivery)
 
 
-def enabled_providers(db: Session) -> list[str]:
-    value = site_settings.get_value(db=db, key="billing.payment_providers", default=[])
-    return [str(name) for name in value] if isinstance(value, list) else []
-
-
-def _limit(db: Session, key: str, default: str) -> Decimal:
-    return Decimal(str(site_settings.get_value(db=db, key=key, default=default)))
-
-
 def create_top_up(
     *, db: Session, user: User, amount: str, provider: str, settings: Settings
 ) -> TopUp:
     """A pending payment entry and the provider's checkout for it."""
     value = ledger.money(amount)
-    low = _limit(db, "billing.topup_min", "5.00")
-    high = _limit(db, "billing.topup_max", "1000.00")
-    money_unit = currency(db)
+    low = site_settings.get(db, TOPUP_MIN)
+    high = site_settings.get(db, TOPUP_MAX)
+    money_unit = site_settings.get(db, CURRENCY)
     if not low <= value <= high:
         raise InvalidInputError(
             f"A top-up must be between {low:.2f} and {high:.2f} {money_unit}.",
             errors=[{"field": "amount", "message": f"between {low:.2f} and {high:.2f}"}],
         )
     ledger.check_room(db=db, user_id=user.id, amount=value)  # before the customer pays
-    choices = [p for p in enabled_providers(db) if p in CUSTOMER_PROVIDERS]
+    choices = [p for p in site_settings.get(db, PAYMENT_PROVIDERS) if p in CUSTOMER_PROVIDERS]
     if provider not in choices:
         raise InvalidInputError(
             f"Choose a payment provider this site offers: {', '.join(choices) or 'none'}.",
@@ -226,7 +216,8 @@ def _fail(db: Session, entry: Transaction, event: PaymentEvent) -> bool:
 def find_sandbox_checkout(*, db: Session, provider_id: str) -> Transaction:
     """The pending sandbox payment behind a checkout page: 404 when there is none (or the
     sandbox is switched off), 409 when it is already paid or declined."""
-    if "sandbox" not in enabled_providers(db) or not SANDBOX_ID.match(provider_id):
+    sandbox_on = "sandbox" in site_settings.get(db, PAYMENT_PROVIDERS)
+    if not sandbox_on or not SANDBOX_ID.match(provider_id):
         raise NotFoundError("There is no such checkout.")
     entry = db.scalars(
         select(Transaction).where(
