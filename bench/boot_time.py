@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from bench.harness import platform
 from vmcloud.catalog.models import Image, Region
-from vmcloud.compute import nodes, tiny_image
+from vmcloud.compute import nodes, pools, tiny_image
 from vmcloud.compute.models import IpPool, Node
 
 RUNS = 10
@@ -89,7 +89,7 @@ def main() -> None:
                 time.sleep(0.05)
         conn = libvirt.open("qemu:///system")
         try:
-            pool = conn.storagePoolLookupByName(nodes.pool_name(node_row.storage_dir))
+            pool = conn.storagePoolLookupByName(pools.pool_name(node_row.storage_dir))
             pool.destroy()
             pool.undefine()
         except libvirt.libvirtError:

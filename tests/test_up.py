@@ -24,7 +24,7 @@ from tests.accounts.test_two_factor import oathtool
 from tests.compute.conftest import drop_pool
 from tests.helpers import TOKEN_IN_LINK, Mailbox
 from vmcloud.accounts.passwords import verify_password
-from vmcloud.compute.nodes import pool_name
+from vmcloud.compute.pools import pool_name
 from vmcloud.db.embedded import EmbeddedPostgres
 
 ADMIN_LINE = re.compile(r"login:\s+admin\s+\(admin@example\.com\)\s+password:\s+(\S+)")

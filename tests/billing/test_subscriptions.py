@@ -19,9 +19,7 @@ from vmcloud.audit.models import AuditLog
 from vmcloud.billing import flows, ledger, subscriptions
 from vmcloud.billing.models import Subscription, Transaction
 from vmcloud.catalog.models import Product
-from vmcloud.compute import nodes
 from vmcloud.compute import service as compute
-from vmcloud.compute.drivers.fake import FailsOnCreateDriver
 from vmcloud.compute.models import Instance, Node
 from vmcloud.core.clock import utcnow
 from vmcloud.site_settings import service as site_settings
@@ -374,8 +372,9 @@ def test_deleting_an_hourly_instance_charges_up_to_now(db: Session, buy: Buy) ->
 def test_a_failed_provisioning_is_refunded_by_the_next_billing_run(
     db: Session, buy: Buy, job_runner: JobRunner, billing_run: Run
 ) -> None:
-    broken = make_node(db, vcpus=512, memory_mb=1024 * 1024, disk_gb=100_000)
-    nodes.fake_drivers[broken.uri] = FailsOnCreateDriver()
+    broken = make_node(
+        db, variant="fails-on-create", vcpus=512, memory_mb=1024 * 1024, disk_gb=100_000
+    )
     db.execute(text("UPDATE nodes SET status = 'disabled' WHERE id <> :id"), {"id": broken.id})
     user = make_user(db, balance="4.00")
     instance = buy(user, "monthly")
@@ -398,8 +397,9 @@ def test_a_failed_provisioning_is_refunded_by_the_next_billing_run(
 def test_deleting_a_failed_instance_before_the_sweep_refunds_it_all(
     db: Session, buy: Buy, job_runner: JobRunner
 ) -> None:
-    broken = make_node(db, vcpus=512, memory_mb=1024 * 1024, disk_gb=100_000)
-    nodes.fake_drivers[broken.uri] = FailsOnCreateDriver()
+    broken = make_node(
+        db, variant="fails-on-create", vcpus=512, memory_mb=1024 * 1024, disk_gb=100_000
+    )
     db.execute(text("UPDATE nodes SET status = 'disabled' WHERE id <> :id"), {"id": broken.id})
     user = make_user(db, balance="4.00")
     instance = buy(user, "monthly")

@@ -17,7 +17,7 @@ from tests.helpers import JobRunner, bearer, login
 from vmcloud.catalog.models import Image
 from vmcloud.compute import nodes
 from vmcloud.compute.drivers.base import VMState
-from vmcloud.compute.drivers.fake import DiesWhileBootingDriver, FailsOnCreateDriver, FakeDriver
+from vmcloud.compute.drivers.fake import FakeDriver
 from vmcloud.compute.models import Instance, Node
 from vmcloud.site_settings.models import Setting
 
@@ -286,9 +286,8 @@ def test_a_create_that_keeps_failing_ends_in_error_with_the_reason(
     customer: dict[str, str],
     job_runner: JobRunner,
 ) -> None:
-    broken = make_node(db)
+    make_node(db, variant="fails-on-create")
     make_pool(db, "198.18.10.0/29")
-    nodes.fake_drivers[broken.uri] = FailsOnCreateDriver()
     instance_id = _order(client, customer).json()["id"]
     job_runner.attempts = 4  # the last of the five attempts
     job_runner.run("compute.")
@@ -353,16 +352,15 @@ def test_capacity_released_is_what_was_reserved_even_if_the_plan_changed(
 def test_a_vm_that_dies_while_booting_ends_in_error(
     client: TestClient, db: Session, customer: dict[str, str], job_runner: JobRunner
 ) -> None:
-    dying = make_node(db)
+    dying = make_node(db, variant="dies-while-booting")
     make_pool(db, "198.18.11.0/29")
-    nodes.fake_drivers[dying.uri] = DiesWhileBootingDriver()
     instance_id = _order(client, customer).json()["id"]
     job_runner.attempts = 4
     job_runner.run("compute.")
     shown = client.get(f"{INSTANCES}/{instance_id}", headers=customer).json()
     assert shown["status"] == "error"
     assert "did not stay up" in shown["metadata_json"]["error"]
-    assert nodes.fake_drivers[dying.uri].list() == []  # the crashed VM was removed
+    assert nodes.driver_for(dying).list() == []  # the crashed VM was removed
 
 
 def test_user_data_stays_out_of_the_audit_trail(

@@ -20,7 +20,7 @@ from tests.factories.accounts import PASSWORD, make_user
 from tests.factories.catalog import make_product
 from tests.factories.compute import boot_tiny_image, make_node, make_pool
 from tests.helpers import JobRunner, bearer, login
-from vmcloud.compute import nodes
+from vmcloud.compute import nodes, pools
 from vmcloud.compute.models import Instance, Node
 from vmcloud.compute.tiny_image import BOOT_MARKER, READY_MARKER, TinyImage
 
@@ -47,7 +47,7 @@ def real_node(db: Session, tiny: TinyImage) -> Iterator[Node]:
         driver = nodes.driver_for(node)
         for leftover in driver.list():
             driver.destroy(leftover)
-        drop_pool(nodes.pool_name(node.storage_dir))
+        drop_pool(pools.pool_name(node.storage_dir))
         shutil.rmtree(storage, ignore_errors=True)
 
 

@@ -16,7 +16,7 @@ from tests.compute.test_instances_api import _order
 from tests.factories.accounts import PASSWORD, make_user
 from tests.factories.compute import make_node, make_pool
 from tests.helpers import JobRunner, bearer, login
-from vmcloud.compute import local, nodes
+from vmcloud.compute import local, nodes, pools
 from vmcloud.compute.drivers.fake import FakeDriver
 from vmcloud.compute.tiny_image import TinyImage
 
@@ -72,7 +72,7 @@ def test_the_kvm_probe_leaves_nothing_behind(tiny: TinyImage) -> None:
     try:
         after = {d.name() for d in conn.listAllDomains(0) if probe_name.match(d.name())}
         assert after == before
-        pool = conn.storagePoolLookupByName(nodes.pool_name(str(storage)))
+        pool = conn.storagePoolLookupByName(pools.pool_name(str(storage)))
         pool.refresh(0)
         assert pool.listVolumes() == []
         pool.destroy()

@@ -22,13 +22,16 @@ def local_region(db: Session) -> Region:
     return region
 
 
-def make_node(db: Session, **overrides: Any) -> Node:
+def make_node(db: Session, *, variant: str = "", **overrides: Any) -> Node:
+    """A node (the in-memory fake driver unless overridden); ``variant`` picks one of the fake's
+    failure modes (``drivers.fake.VARIANTS``: fails-on-create, dies-while-booting, …)."""
     n = next(_counter)
+    query = f"?variant={variant}" if variant else ""
     values: dict[str, Any] = {
         "name": f"node-{n}-{uuid.uuid4().hex[:6]}",
         "region_id": local_region(db).id,
         "driver": "fake",
-        "uri": f"fake://node-{n}-{uuid.uuid4().hex[:6]}",
+        "uri": f"fake://node-{n}-{uuid.uuid4().hex[:6]}{query}",
         "storage_dir": "/var/lib/vmcloud/disks",
         "vcpus": 8,
         "memory_mb": 16384,

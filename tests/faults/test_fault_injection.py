@@ -28,7 +28,7 @@ from tests.factories.catalog import make_product
 from tests.factories.compute import boot_tiny_image, make_node, make_pool
 from tests.faults.conftest import PrivatePostgres, Process, scalar, vmcloud_env, wait_until
 from tests.helpers import Mailbox
-from vmcloud.compute import nodes
+from vmcloud.compute import nodes, pools
 from vmcloud.compute.models import TRANSITIONAL, Instance, Node
 from vmcloud.compute.tiny_image import TinyImage
 
@@ -40,7 +40,7 @@ def storage() -> Iterator[Path]:
     path = Path(tempfile.mkdtemp(prefix="vmc-fault-", dir="/tmp"))
     path.chmod(0o755)
     yield path
-    drop_pool(nodes.pool_name(str(path)))
+    drop_pool(pools.pool_name(str(path)))
     shutil.rmtree(path, ignore_errors=True)
 
 

@@ -17,7 +17,7 @@ from vmcloud.compute import tiny_image
 from vmcloud.compute.drivers.base import BootSource, DriverError, VMSpec
 from vmcloud.compute.drivers.libvirt import LibvirtDriver
 from vmcloud.compute.models import IpPool, Node
-from vmcloud.compute.nodes import pool_name
+from vmcloud.compute.pools import pool_name
 from vmcloud.core.logging import get_logger
 
 log = get_logger(__name__)

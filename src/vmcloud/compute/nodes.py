@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import threading
 import uuid
 from dataclasses import dataclass
@@ -11,9 +10,8 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from vmcloud.catalog import service as catalog
+from vmcloud.compute import drivers
 from vmcloud.compute.drivers.base import ComputeDriver
-from vmcloud.compute.drivers.fake import FakeDriver
-from vmcloud.compute.drivers.libvirt import LibvirtDriver
 from vmcloud.compute.models import Node
 from vmcloud.compute.schemas import NodeCreate, NodeUpdate
 from vmcloud.core.errors import (
@@ -27,8 +25,6 @@ from vmcloud.db.session import flush_or_raise
 
 _drivers: dict[tuple[str, ...], ComputeDriver] = {}
 _drivers_lock = threading.Lock()
-# Tests put fake drivers (and their failure variants) here under the node's fake:// URI.
-fake_drivers: dict[str, ComputeDriver] = {}
 
 
 class NoCapacityError(ServiceUnavailableError):
@@ -50,27 +46,8 @@ def driver_for(node: Node) -> ComputeDriver:
     with _drivers_lock:
         driver = _drivers.get(key)
         if driver is None:
-            if node.driver == "fake":
-                driver = fake_drivers.setdefault(node.uri, FakeDriver())
-            else:
-                driver = LibvirtDriver(
-                    node.uri,
-                    storage_dir=node.storage_dir,
-                    pool_name=pool_name(node.storage_dir),
-                    virt_type=node.virt_type,
-                    network=node.network_mode,
-                    bridge=node.bridge,
-                    namespace=node.id.hex[:12],
-                )
-            _drivers[key] = driver
+            driver = _drivers[key] = drivers.build(node)
         return driver
-
-
-def pool_name(storage_dir: str) -> str:
-    """The libvirt storage pool of a disk directory: named after the directory, so two
-    installations (or a reinstall in a new place) never reuse each other's pool."""
-    digest = hashlib.sha256(storage_dir.rstrip("/").encode()).hexdigest()[:12]
-    return f"vmcloud-{digest}"
 
 
 def forget_drivers() -> None:

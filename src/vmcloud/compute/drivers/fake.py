@@ -1,11 +1,13 @@
 """An in-memory driver for unit tests, with failure-mode variants. Never chosen silently: only
-a node whose URI is ``fake://…`` uses it, and only tests create such nodes."""
+a node whose driver is ``fake`` uses it, and only tests create such nodes (a real install
+refuses them). The node's URI picks the variant: ``fake://name?variant=fails-on-create``."""
 
 from __future__ import annotations
 
 import threading
 import uuid
 from dataclasses import dataclass
+from urllib.parse import parse_qs, urlsplit
 
 from vmcloud.compute.drivers.base import ComputeDriver, DriverError, VMSpec, VMState, VMStats
 from vmcloud.compute.tiny_image import BOOT_MARKER, READY_MARKER
@@ -111,3 +113,24 @@ class LosesVMsDriver(FakeDriver):
 
     def lose(self, instance_id: uuid.UUID) -> None:
         self.vms.pop(instance_id, None)
+
+
+VARIANTS: dict[str, type[FakeDriver]] = {
+    "": FakeDriver,
+    "fails-on-create": FailsOnCreateDriver,
+    "dies-while-booting": DiesWhileBootingDriver,
+    "loses-vms": LosesVMsDriver,
+}
+# One in-memory hypervisor per URI for the life of the process: its VMs outlive the driver
+# cache (``nodes.forget_drivers``) as a real hypervisor's do.
+_hypervisors: dict[str, FakeDriver] = {}
+_hypervisors_lock = threading.Lock()
+
+
+def for_uri(uri: str) -> FakeDriver:
+    """The fake hypervisor at ``uri``, of the variant its ``?variant=`` names."""
+    variant = parse_qs(urlsplit(uri).query).get("variant", [""])[0]
+    if variant not in VARIANTS:
+        raise DriverError(f"no fake driver variant {variant!r}")
+    with _hypervisors_lock:
+        return _hypervisors.setdefault(uri, VARIANTS[variant]())
