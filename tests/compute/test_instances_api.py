@@ -360,6 +360,28 @@ def test_user_data_is_not_shown_back(
     assert "hunter2" not in str(body)
 
 
+def test_the_vm_gets_what_was_reserved_even_if_the_plan_changed_before_it_was_built(
+    client: TestClient,
+    db: Session,
+    node: Node,
+    fake: FakeDriver,
+    customer: dict[str, str],
+    job_runner: JobRunner,
+) -> None:
+    instance_id = uuid.UUID(_order(client, customer).json()["id"])
+    from vmcloud.catalog.models import Product
+
+    db.execute(
+        update(Product)
+        .where(Product.slug == "nano")
+        .values(specs_json={"vcpus": 4, "memory_mb": 4096, "disk_gb": 80})
+    )
+    db.flush()
+    job_runner.run("compute.")
+    spec = fake.vms[instance_id].spec
+    assert (spec.vcpus, spec.memory_mb, spec.disk_gb) == (1, 512, 10)  # what the node holds
+
+
 def test_capacity_released_is_what_was_reserved_even_if_the_plan_changed(
     client: TestClient, db: Session, node: Node, customer: dict[str, str], job_runner: JobRunner
 ) -> None:
