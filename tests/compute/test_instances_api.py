@@ -74,9 +74,12 @@ def test_create_runs_through_the_lifecycle(
     assert body["status"] == "pending"
     assert body["ip_address"] == "198.18.7.2"
     assert body["hostname"] == "web-1.example.com"
-    assert {"region": "local", "image": "tiny-linux", "node": node.name}.items() <= body[
-        "metadata_json"
-    ].items()
+    assert (body["region"], body["image"], body["billing_cycle"]) == (
+        "local",
+        "tiny-linux",
+        "monthly",
+    )
+    assert {"region": "local", "image": "tiny-linux"}.items() <= body["metadata_json"].items()
     instance_id = uuid.UUID(body["id"])
 
     job_runner.run("compute.")
@@ -171,6 +174,33 @@ def test_support_reads_any_instance_but_changes_none(
     listed = client.get("/api/v1/admin/instances", headers=headers).json()["items"]
     assert instance_id in {i["id"] for i in listed}
     assert client.delete(f"{INSTANCES}/{instance_id}", headers=headers).status_code == 404
+
+
+def test_customers_see_no_node_or_reservation_and_staff_see_both_in_the_admin_list(
+    client: TestClient, db: Session, node: Node, customer: dict[str, str]
+) -> None:
+    ordered = _order(client, customer, user_data="#cloud-config\npassword: hunter2")
+    instance_id = ordered.json()["id"]
+    admin = bearer(login(client, make_user(db, role="admin").username, PASSWORD))
+    for headers in (customer, admin):  # /instances answers the customer's view to anyone
+        for shown in (
+            ordered.json(),
+            client.get(f"{INSTANCES}/{instance_id}", headers=headers).json(),
+            client.get(INSTANCES, headers=customer).json()["items"][0],
+        ):
+            assert node.name not in str(shown)
+            assert not {"node", "node_id", "reserved"} & (shown.keys() | shown["metadata_json"])
+            assert not any(key.startswith("reserved") for key in shown)
+            assert shown["region"] == "local" and shown["metadata_json"]["image"] == "tiny-linux"
+
+    listed = client.get("/api/v1/admin/instances", headers=admin).json()["items"]
+    (staff_view,) = [i for i in listed if i["id"] == instance_id]
+    assert (staff_view["node"], staff_view["node_id"]) == (node.name, str(node.id))
+    assert staff_view["metadata_json"]["node"] == node.name
+    reserved = [staff_view[f"reserved_{k}"] for k in ("vcpus", "memory_mb", "disk_gb")]
+    assert reserved == [1, 512, 10]
+    assert (staff_view["region"], staff_view["billing_cycle"]) == ("local", "monthly")
+    assert "hunter2" not in str(listed)
 
 
 def test_support_cannot_rename_a_customers_instance(
@@ -293,7 +323,7 @@ def test_a_create_that_keeps_failing_ends_in_error_with_the_reason(
     job_runner.run("compute.")
     shown = client.get(f"{INSTANCES}/{instance_id}", headers=customer).json()
     assert shown["status"] == "error"
-    assert "refused" in shown["metadata_json"]["error"]
+    assert "refused" in shown["error_reason"]
 
 
 def test_rename(client: TestClient, node: Node, customer: dict[str, str]) -> None:
@@ -329,6 +359,28 @@ def test_user_data_is_not_shown_back(
     assert "hunter2" not in str(body)
 
 
+def test_the_vm_gets_what_was_reserved_even_if_the_plan_changed_before_it_was_built(
+    client: TestClient,
+    db: Session,
+    node: Node,
+    fake: FakeDriver,
+    customer: dict[str, str],
+    job_runner: JobRunner,
+) -> None:
+    instance_id = uuid.UUID(_order(client, customer).json()["id"])
+    from vmcloud.catalog.models import Product
+
+    db.execute(
+        update(Product)
+        .where(Product.slug == "nano")
+        .values(specs_json={"vcpus": 4, "memory_mb": 4096, "disk_gb": 80})
+    )
+    db.flush()
+    job_runner.run("compute.")
+    spec = fake.vms[instance_id].spec
+    assert (spec.vcpus, spec.memory_mb, spec.disk_gb) == (1, 512, 10)  # what the node holds
+
+
 def test_capacity_released_is_what_was_reserved_even_if_the_plan_changed(
     client: TestClient, db: Session, node: Node, customer: dict[str, str], job_runner: JobRunner
 ) -> None:
@@ -359,7 +411,7 @@ def test_a_vm_that_dies_while_booting_ends_in_error(
     job_runner.run("compute.")
     shown = client.get(f"{INSTANCES}/{instance_id}", headers=customer).json()
     assert shown["status"] == "error"
-    assert "did not stay up" in shown["metadata_json"]["error"]
+    assert "did not stay up" in shown["error_reason"]
     assert nodes.driver_for(dying).list() == []  # the crashed VM was removed
 
 

@@ -40,10 +40,7 @@ def _instance(db: Session, instance_id: str) -> Instance:
 
 
 def _age(db: Session, instance: Instance, seconds: int) -> None:
-    instance.metadata_json = {
-        **(instance.metadata_json or {}),
-        "transition_at": (utcnow() - timedelta(seconds=seconds)).isoformat(),
-    }
+    instance.transition_at = utcnow() - timedelta(seconds=seconds)
     db.flush()
 
 
@@ -102,7 +99,7 @@ def test_worker_killed_before_creating_the_vm(
     reconcile.reconcile_all(db)
     settled = _instance(db, instance_id)
     assert settled.status == "error"
-    assert "interrupted" in (settled.metadata_json or {})["error"]
+    assert "interrupted" in (settled.error_reason or "")
     assert driver.list() == []
     # Deleting it then frees its capacity and address: nothing leaks.
     assert client.delete(f"/api/v1/instances/{instance_id}", headers=headers).status_code == 202
@@ -148,7 +145,7 @@ def test_a_vm_provisioned_while_the_node_is_listed_is_not_lost(
     monkeypatch.setattr(driver, "list", list_then_provision)
     reconcile.reconcile_all(db)
     settled = _instance(db, instance_id)
-    assert settled.status == "running", (settled.metadata_json or {}).get("error")
+    assert settled.status == "running", settled.error_reason
     assert driver.state(instance.id) == VMState.RUNNING
 
 

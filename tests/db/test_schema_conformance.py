@@ -117,6 +117,23 @@ def test_seed_tables_gain_no_unexpected_objects(
         ("support_tickets", "support_tickets_rating_check"),
         ("support_tickets", "ix_support_tickets_queue"),
         ("ticket_messages", "ix_ticket_messages_ticket_created"),
+        # 0013 an instance's load-bearing state in columns
+        *(
+            ("instances", name)
+            for name in (
+                "region_id",
+                "image_id",
+                "billing_cycle",
+                "reserved_vcpus",
+                "reserved_memory_mb",
+                "reserved_disk_gb",
+                "transition_at",
+                "error_reason",
+                "instances_region_id_fkey",
+                "instances_image_id_fkey",
+                "instances_billing_cycle_check",
+            )
+        ),
     }
     for kind in ("columns", "constraints", "indexes"):
         extra = {

@@ -123,9 +123,7 @@ class Platform:
             ]
             # A deleted instance holds no capacity: the node's allocation is what live
             # instances reserved, no more.
-            assert node.allocated_vcpus == sum(
-                (i.metadata_json or {})["reserved"]["vcpus"] for i in live
-            )
+            assert node.allocated_vcpus == sum(i.reserved_vcpus or 0 for i in live)
             # A deleted instance holds no address: no two live rows share one, and none of
             # the deleted ones is counted as in use.
             held = db.execute(

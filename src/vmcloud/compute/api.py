@@ -15,6 +15,7 @@ from vmcloud.compute.deps import ChangeableInstance, VisibleInstance
 from vmcloud.compute.models import INSTANCE_STATUSES
 from vmcloud.compute.schemas import (
     InstanceAction,
+    InstanceAdminRead,
     InstanceCreate,
     InstanceRead,
     InstanceUpdate,
@@ -98,7 +99,7 @@ def instance_metrics(
     return Page(items=[MetricRead.model_validate(m) for m in items], next_cursor=cursor)
 
 
-@admin.get("/instances", response_model=Page[InstanceRead], summary="Every instance")
+@admin.get("/instances", response_model=Page[InstanceAdminRead], summary="Every instance")
 def admin_list_instances(
     db: DbSession,
     _: StaffUser,
@@ -106,11 +107,13 @@ def admin_list_instances(
     user_id: uuid.UUID | None = None,
     status: Status | None = None,
     node: Annotated[str | None, Query(max_length=100)] = None,
-) -> Page[InstanceRead]:
+) -> Page[InstanceAdminRead]:
+    """With each instance's node and the capacity it holds there (``/instances`` shows
+    neither, to anyone)."""
     items, cursor = service.list_instances(
         db=db, params=page, user_id=user_id, status=status, node=node
     )
-    return _page(list(items), cursor)
+    return Page(items=[InstanceAdminRead.model_validate(i) for i in items], next_cursor=cursor)
 
 
 @admin.get("/nodes", response_model=Page[NodeRead], summary="Hypervisor nodes")

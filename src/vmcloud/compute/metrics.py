@@ -31,8 +31,7 @@ def sample(db: Session, instance: Instance, driver: ComputeDriver) -> bool:
     except DriverError as exc:
         log.warning("metrics.unavailable", instance_id=str(instance.id), error=str(exc))
         return False
-    reserved = (instance.metadata_json or {}).get("reserved") or {}
-    vcpus = max(1, int(reserved.get("vcpus") or 1))
+    vcpus = max(1, instance.reserved_vcpus or 1)
     cpu_percent = 0.0
     if previous is not None and stats.cpu_time_ns >= previous.cpu_time_ns:
         wall_ns = (stats.collected_at - previous.collected_at).total_seconds() * 1e9

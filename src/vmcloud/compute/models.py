@@ -18,12 +18,14 @@ from sqlalchemy import (
     Integer,
     Numeric,
     String,
+    Text,
     text,
 )
 from sqlalchemy.dialects.postgresql import CIDR, JSONB
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, mapped_column, relationship
 from sqlalchemy.types import Uuid
 
+from vmcloud.catalog.models import Image, Region
 from vmcloud.db.base import Base, created_at, updated_at, uuid_pk
 from vmcloud.db.types import Inet
 
@@ -46,9 +48,9 @@ TRANSITIONAL = ("pending", "provisioning", "starting", "stopping", "rebooting", 
 class Instance(Base):
     __tablename__ = "instances"
     __audit__ = "instance"
-    # metadata_json carries the customer's user_data (may hold secrets) and bookkeeping; the
-    # audit row of each change names region, image and node itself.
-    __audit_ignore__ = ("resources_json", "metadata_json")
+    # metadata_json carries the guest's configuration, user_data included (may hold secrets);
+    # transition_at changes with every status, which the audit row already records.
+    __audit_ignore__ = ("resources_json", "metadata_json", "transition_at")
     __table_args__ = (
         Index("idx_instances_user_id", "user_id"),
         Index("idx_instances_product_id", "product_id"),
@@ -62,6 +64,8 @@ class Instance(Base):
             postgresql_where=text("deleted_at IS NULL AND ip_address IS NOT NULL"),
         ),
         Index("ix_instances_node_id", "node_id"),
+        # -- added by 0013
+        CheckConstraint("billing_cycle IN ('hourly', 'monthly', 'yearly')", name="billing_cycle"),
     )
 
     id: Mapped[uuid.UUID] = uuid_pk()
@@ -80,6 +84,22 @@ class Instance(Base):
     deleted_at: Mapped[datetime | None] = mapped_column(DateTime())
     # -- added
     node_id: Mapped[uuid.UUID | None] = mapped_column(Uuid(), ForeignKey("nodes.id"))
+    # -- added by 0013: what the order chose, what it holds on its node (released exactly,
+    # whatever its plan becomes later), when its status last changed and why it failed.
+    region_id: Mapped[uuid.UUID | None] = mapped_column(Uuid(), ForeignKey("regions.id"))
+    image_id: Mapped[uuid.UUID | None] = mapped_column(Uuid(), ForeignKey("images.id"))
+    billing_cycle: Mapped[str | None] = mapped_column(String(20))
+    reserved_vcpus: Mapped[int | None] = mapped_column(Integer)
+    reserved_memory_mb: Mapped[int | None] = mapped_column(Integer)
+    reserved_disk_gb: Mapped[int | None] = mapped_column(Integer)
+    transition_at: Mapped[datetime | None] = mapped_column(DateTime())
+    error_reason: Mapped[str | None] = mapped_column(Text)
+
+    # Read by the API's views (slugs and the node's name); many-to-one, so each region, image
+    # and node is loaded once per session however many instances name it.
+    node: Mapped[Node | None] = relationship(viewonly=True)
+    region: Mapped[Region | None] = relationship(viewonly=True)
+    image: Mapped[Image | None] = relationship(viewonly=True)
 
 
 class Node(Base):

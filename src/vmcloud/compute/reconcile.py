@@ -13,7 +13,7 @@ the VMs the node has with the live instances placed on it:
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -52,15 +52,13 @@ def finish_deletion(db: Session, instance_id: uuid.UUID) -> None:
 
 
 def _since(instance: Instance) -> timedelta:
-    raw = (instance.metadata_json or {}).get("transition_at")
-    if not raw:
+    if instance.transition_at is None:
         return timedelta.max
-    return utcnow() - datetime.fromisoformat(raw)
+    return utcnow() - instance.transition_at
 
 
 def _error(instance: Instance, reason: str) -> None:
-    set_status(instance, "error")
-    instance.metadata_json = {**(instance.metadata_json or {}), "error": reason}
+    set_status(instance, "error", error=reason)
     log.warning("reconcile.error", instance_id=str(instance.id), reason=reason)
 
 

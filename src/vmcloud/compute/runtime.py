@@ -16,6 +16,7 @@ from vmcloud.compute.drivers.base import (
     VMSpec,
 )
 from vmcloud.compute.models import Instance, Node
+from vmcloud.compute.service import reserved_need
 from vmcloud.core import jobs
 
 DEFAULT_STOP_TIMEOUT = 60.0
@@ -41,19 +42,19 @@ def target_of(db: Session, instance: Instance) -> Target:
         raise DriverError("the instance has no node")
     product = catalog.get_product_by_id(db=db, product_id=instance.product_id)
     meta = instance.metadata_json or {}
-    image = catalog.find_image_by_slug(db=db, slug=str(meta.get("image", "")))
-    specs = product.specs_json if product else {}
-    image_slug = str(meta.get("image", ""))
+    image = catalog.get_image(db=db, image_id=instance.image_id) if instance.image_id else None
     boot_json = {
         **(image.boot_json if image else {}),
-        **((node.image_boot_json or {}).get(image_slug) or {}),  # this node's own copy
+        **((node.image_boot_json or {}).get(image.slug if image else "") or {}),  # node's copy
     }
+    # The VM gets what was reserved for it on the node (older rows: the plan).
+    size = reserved_need(instance, product.specs_json if product else None)
     spec = VMSpec(
         instance_id=instance.id,
         hostname=instance.hostname or "vm",
-        vcpus=int(specs.get("vcpus", 1)),
-        memory_mb=int(specs.get("memory_mb", 512)),
-        disk_gb=int(specs.get("disk_gb", 1)),
+        vcpus=size.vcpus if size else 1,
+        memory_mb=size.memory_mb if size else 512,
+        disk_gb=size.disk_gb if size else 1,
         boot=BootSource(
             kind=str(boot_json.get("kind", "kernel")),
             kernel=boot_json.get("kernel"),

@@ -7,8 +7,9 @@ import uuid
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, Field, StringConstraints, field_validator
+from pydantic import AfterValidator, Field, StringConstraints, model_validator
 
+from vmcloud.compute.models import Instance
 from vmcloud.core.schemas import InputModel, OutputModel, UTCDateTime
 
 _LABEL = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
@@ -52,6 +53,10 @@ class InstanceAction(InputModel):
 
 
 class InstanceRead(OutputModel):
+    """An instance as its owner sees it, and as anyone sees it through ``/instances``: no node,
+    no reservation. ``metadata_json`` describes the order (region, image, billing cycle, the
+    guest's network and SSH keys); ``user_data`` may hold secrets and is never shown."""
+
     id: uuid.UUID
     user_id: uuid.UUID
     product_id: uuid.UUID
@@ -59,6 +64,11 @@ class InstanceRead(OutputModel):
     hostname: str | None
     ip_address: str | None
     status: str | None
+    region: str | None
+    image: str | None
+    billing_cycle: str | None
+    error_reason: str | None
+    transition_at: UTCDateTime | None
     metadata_json: dict[str, Any] | None
     resources_json: dict[str, Any] | None
     created_at: UTCDateTime | None
@@ -67,13 +77,44 @@ class InstanceRead(OutputModel):
     expires_at: UTCDateTime | None
     deleted_at: UTCDateTime | None
 
-    @field_validator("metadata_json", mode="after")
+    @model_validator(mode="before")
     @classmethod
-    def _public_metadata(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
-        # user_data may hold secrets; it is the guest's, not the API's, to show.
-        if value is None:
-            return None
-        return {k: v for k, v in value.items() if k != "user_data"}
+    def _from_instance(cls, value: Any) -> Any:
+        return _view(value, fields=cls.model_fields) if isinstance(value, Instance) else value
+
+
+class InstanceAdminRead(InstanceRead):
+    """What staff see through ``/admin/instances``: also the node and what the instance holds
+    on it."""
+
+    node_id: uuid.UUID | None
+    node: str | None
+    reserved_vcpus: int | None
+    reserved_memory_mb: int | None
+    reserved_disk_gb: int | None
+
+
+# Keys of the stored metadata_json never shown; the node's only to staff.
+_NEVER_SHOWN = {"user_data"}
+_STAFF_ONLY = {"node", "reserved"}
+
+
+def _view(instance: Instance, *, fields: dict[str, Any]) -> dict[str, Any]:
+    """The response's fields from the row: the slugs of its region and image, its node's name
+    (when ``fields`` has ``node``), and metadata_json describing the order as it always has."""
+    staff = "node" in fields
+    named = {
+        "region": instance.region.slug if instance.region else None,
+        "image": instance.image.slug if instance.image else None,
+        "node": instance.node.name if staff and instance.node else None,
+    }
+    hidden = _NEVER_SHOWN if staff else _NEVER_SHOWN | _STAFF_ONLY
+    stored = instance.metadata_json
+    metadata = {k: v for k, v in (stored or {}).items() if k not in hidden}
+    described = {**named, "billing_cycle": instance.billing_cycle}
+    metadata |= {k: v for k, v in described.items() if v is not None}
+    values = {name: getattr(instance, name) for name in fields if name not in named}
+    return values | named | {"metadata_json": metadata if stored is not None or metadata else None}
 
 
 class MetricRead(OutputModel):

@@ -42,9 +42,12 @@ class QuotaExceededError(ForbiddenError):
 
 def reserved_need(instance: Instance, product_specs: dict[str, Any] | None) -> nodes.Need | None:
     """What the instance holds on its node (recorded at creation; older rows: the plan)."""
-    reserved = (instance.metadata_json or {}).get("reserved")
-    if isinstance(reserved, dict):
-        return need_of(reserved)
+    if instance.reserved_vcpus is not None:
+        return nodes.Need(
+            vcpus=instance.reserved_vcpus,
+            memory_mb=instance.reserved_memory_mb or 0,
+            disk_gb=instance.reserved_disk_gb or 0,
+        )
     return need_of(product_specs) if product_specs else None
 
 
@@ -105,18 +108,21 @@ def create_instance(*, db: Session, owner: User, body: InstanceCreate) -> Instan
         node_id=node.id,
     )
     instance.hostname = body.hostname or _default_hostname(body.name, instance.id)
+    instance.region_id, instance.image_id = region.id, image.id
+    instance.billing_cycle = body.billing_cycle
+    # What was reserved on the node: released exactly, whatever the plan becomes later.
+    instance.reserved_vcpus, instance.reserved_memory_mb, instance.reserved_disk_gb = (
+        need.vcpus,
+        need.memory_mb,
+        need.disk_gb,
+    )
+    instance.transition_at = utcnow()
+    # The guest's own configuration, for the job that builds it.
     instance.metadata_json = {
-        "region": region.slug,
-        "image": image.slug,
-        "node": node.name,
-        "billing_cycle": body.billing_cycle,
         "prefix": lease.prefix,
         "gateway": lease.gateway,
         "ssh_keys": body.ssh_keys,
         "user_data": body.user_data,
-        "transition_at": utcnow().isoformat(),
-        # What was reserved on the node: released exactly, whatever the plan becomes later.
-        "reserved": {"vcpus": need.vcpus, "memory_mb": need.memory_mb, "disk_gb": need.disk_gb},
     }
     audit.label(
         instance,
@@ -147,12 +153,12 @@ def _queue(db: Session, what: str, instance_id: uuid.UUID) -> None:
     jobs.defer(db, task, lock=jobs.instance_lock(instance_id), instance_id=str(instance_id))
 
 
-def set_status(instance: Instance, status: str) -> None:
+def set_status(instance: Instance, status: str, *, error: str | None = None) -> None:
+    """Move to ``status`` now; ``error`` (with ``"error"``) says why it failed."""
     instance.status = status
-    instance.metadata_json = {
-        **(instance.metadata_json or {}),
-        "transition_at": utcnow().isoformat(),
-    }
+    instance.transition_at = utcnow()
+    if error is not None:
+        instance.error_reason = error[:500]
 
 
 def request_action(*, db: Session, instance: Instance, action: str) -> Instance:

@@ -3,7 +3,7 @@
 An instance's jobs share a procrastinate lock, so they run one at a time and in order. Each job
 reads the instance, talks to the hypervisor outside any transaction, then records the outcome
 in a short transaction of its own. Transient failures are retried with growing waits; the last
-failed attempt leaves the instance ``error`` with the reason in ``metadata_json.error``.
+failed attempt leaves the instance ``error`` with the reason in ``error_reason``.
 """
 
 from __future__ import annotations
@@ -41,8 +41,7 @@ def _give_up(instance_id: uuid.UUID, exc: Exception) -> None:
         instance = db.get(Instance, instance_id, with_for_update=True)
         if instance is not None and instance.status not in ("deleting", "deleted"):
             # One that never came up is refunded by the billing run's sweep.
-            set_status(instance, "error")
-            instance.metadata_json = {**(instance.metadata_json or {}), "error": str(exc)[:500]}
+            set_status(instance, "error", error=str(exc))
     log.warning("instance.error", instance_id=str(instance_id), error=str(exc))
 
 
