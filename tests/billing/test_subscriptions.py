@@ -16,7 +16,7 @@ from tests.factories.catalog import make_product
 from tests.factories.compute import make_node
 from tests.helpers import JobRunner, Mailbox
 from vmcloud.audit.models import AuditLog
-from vmcloud.billing import flows, ledger, subscriptions
+from vmcloud.billing import flows, ledger, periods, subscriptions
 from vmcloud.billing.models import Subscription, Transaction
 from vmcloud.catalog.models import Product
 from vmcloud.compute import service as compute
@@ -75,7 +75,7 @@ def test_monthly_is_charged_up_front(db: Session, buy: Buy) -> None:
     user = make_user(db, balance="10.00")
     sub = _sub(db, buy(user, "monthly"))
     assert (sub.type, sub.status, sub.price, sub.auto_renew) == ("monthly", "active", 4, True)
-    assert sub.period_end == subscriptions.add_months(sub.period_start, 1)
+    assert sub.period_end == periods.add_months(sub.period_start, 1)
     assert _balance(db, user.id) == Decimal("6.00")
     assert _charged(db, sub) == Decimal("4.00")
     _assert_ledger(db)
@@ -84,7 +84,7 @@ def test_monthly_is_charged_up_front(db: Session, buy: Buy) -> None:
 def test_yearly_is_charged_a_year_up_front(db: Session, buy: Buy) -> None:
     user = make_user(db, balance="50.00")
     sub = _sub(db, buy(user, "yearly"))
-    assert sub.period_end == subscriptions.add_months(sub.period_start, 12)
+    assert sub.period_end == periods.add_months(sub.period_start, 12)
     assert _balance(db, user.id) == Decimal("10.00")
 
 
@@ -205,7 +205,7 @@ def test_a_monthly_subscription_renews_at_period_end(
     billing_run(end)
     db.refresh(sub)
     assert _charged(db, sub) == Decimal("8.00")
-    assert (sub.period_start, sub.period_end) == (end, subscriptions.add_months(end, 1))
+    assert (sub.period_start, sub.period_end) == (end, periods.add_months(end, 1))
     assert _balance(db, user.id) == Decimal("2.00")
     _assert_ledger(db)
 
@@ -238,7 +238,7 @@ def test_unpaid_renewal_suspends_and_a_top_up_resumes(
     db.refresh(sub)
     db.refresh(instance)
     assert (sub.status, sub.amount_due, sub.past_due_since) == ("active", None, None)
-    assert (sub.period_start, sub.period_end) == (later, subscriptions.add_months(later, 1))
+    assert (sub.period_start, sub.period_end) == (later, periods.add_months(later, 1))
     assert instance.status == "starting"
     assert _balance(db, user.id) == Decimal("0.50")
     _assert_ledger(db)

@@ -21,9 +21,9 @@ from sqlalchemy.orm import Session
 
 from vmcloud.accounts import service as accounts
 from vmcloud.audit import service as audit
-from vmcloud.billing import flows, hourly, ledger
+from vmcloud.billing import flows, ledger, periods
 from vmcloud.billing.models import Subscription
-from vmcloud.billing.subscriptions import MONTHS, _charge, _end, _period_key, add_months
+from vmcloud.billing.subscriptions import _charge, _end
 from vmcloud.compute import service as compute
 from vmcloud.compute.models import Instance
 from vmcloud.core import jobs
@@ -104,18 +104,18 @@ def _pay(db: Session, sub: Subscription, now: datetime) -> bool:
     """Charge a past-due subscription's debt and start a new period now; False (and nothing
     changed) when the balance does not cover it."""
     assert sub.past_due_since is not None
-    key = _period_key("due", sub.past_due_since)
+    key = periods.period_key("due", sub.past_due_since)
     try:
         with db.begin_nested():
             if sub.type == "hourly":
-                start = hourly.floor_hour(now)
+                start = periods.floor_hour(now)
                 # month_charged belongs to the month of the last billed hour.
                 last = sub.period_start - timedelta(hours=1)
                 if (start.year, start.month) != (last.year, last.month):
                     sub.month_charged = Decimal(0)
                 sub.period_start, sub.period_end = start, start + timedelta(hours=1)
             else:
-                sub.period_start, sub.period_end = now, add_months(now, MONTHS[sub.type])
+                sub.period_start, sub.period_end = now, periods.next_period_end(now, sub.type)
             _charge(db, sub, sub.amount_due or Decimal(0), key, now)
     except ledger.InsufficientFundsError:
         db.refresh(sub)
@@ -217,8 +217,8 @@ def charge_period(db: Session, sub: Subscription, now: datetime) -> bool:
     start = sub.period_end
     try:
         with db.begin_nested():
-            sub.period_start, sub.period_end = start, add_months(start, MONTHS[sub.type])
-            _charge(db, sub, sub.price, _period_key("period", start), now)
+            sub.period_start, sub.period_end = start, periods.next_period_end(start, sub.type)
+            _charge(db, sub, sub.price, periods.period_key("period", start), now)
     except ledger.InsufficientFundsError:
         db.refresh(sub)
         return False

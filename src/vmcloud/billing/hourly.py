@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from decimal import Decimal
 
 from sqlalchemy import text
@@ -139,15 +139,6 @@ class RunResult:
         self.past_due += other.past_due
         self.ended += other.ended
         self.low_balance += other.low_balance
-
-
-def floor_hour(value: datetime) -> datetime:
-    return value.replace(minute=0, second=0, microsecond=0)
-
-
-def ceil_hour(value: datetime) -> datetime:
-    floor = floor_hour(value)
-    return floor if floor == value else floor + timedelta(hours=1)
 
 
 def bill_batch(

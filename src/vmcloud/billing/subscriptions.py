@@ -7,7 +7,6 @@ requests pass the real time.
 
 from __future__ import annotations
 
-import calendar
 import uuid
 from datetime import datetime, timedelta
 from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal
@@ -18,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from vmcloud.accounts.models import STAFF_ROLES, User
 from vmcloud.audit import service as audit
-from vmcloud.billing import alerts, hourly, ledger
+from vmcloud.billing import alerts, hourly, ledger, periods
 from vmcloud.billing.models import Subscription, Transaction
 from vmcloud.core.clock import utcnow
 from vmcloud.core.errors import ConflictError, NotFoundError
@@ -27,19 +26,6 @@ from vmcloud.site_settings import service as site_settings
 from vmcloud.site_settings.registry import CURRENCY, HOURLY_MIN_BALANCE, PRORATED_REFUNDS
 
 LIVE = ("active", "past_due")
-MONTHS = {"monthly": 1, "yearly": 12}
-
-
-def add_months(value: datetime, months: int) -> datetime:
-    """The same time ``months`` later; the day is clamped to the month's last (Jan 31 → Feb 28)."""
-    index = value.month - 1 + months
-    year, month = value.year + index // 12, index % 12 + 1
-    day = min(value.day, calendar.monthrange(year, month)[1])
-    return value.replace(year=year, month=month, day=day)
-
-
-def _period_key(prefix: str, moment: datetime) -> str:
-    return f"{prefix}:{moment.isoformat(timespec='seconds')}"
 
 
 # -- starting ------------------------------------------------------------------------------
@@ -81,17 +67,17 @@ def start(
         sub.price = rate.quantize(ledger.CENT, rounding=ROUND_HALF_UP)
         monthly = pricing.get("monthly")
         sub.monthly_cap = Decimal(str(monthly)) if monthly is not None else None
-        sub.period_start = hourly.floor_hour(now)
+        sub.period_start = periods.floor_hour(now)
         sub.period_end = sub.period_start + timedelta(hours=1)
     else:
         sub.price = Decimal(str(pricing[cycle])).quantize(ledger.CENT)
         sub.period_start = now
-        sub.period_end = add_months(now, MONTHS[cycle])
+        sub.period_end = periods.next_period_end(now, cycle)
     audit.label(sub, "subscription.create")
     db.add(sub)
     db.flush()
     if cycle != "hourly":
-        _charge(db, sub, sub.price, _period_key("period", sub.period_start), now)
+        _charge(db, sub, sub.price, periods.period_key("period", sub.period_start), now)
     return sub
 
 
@@ -263,15 +249,6 @@ def _period_charge(db: Session, sub: Subscription) -> Transaction | None:
     )
 
 
-def unused_days_refund(sub: Subscription, now: datetime) -> Decimal:
-    """The price of the whole days left in a paid period (rounded down to the cent)."""
-    total_days = (sub.period_end - sub.period_start).days
-    unused = (sub.period_end - now).days if now < sub.period_end else 0
-    if total_days <= 0 or unused <= 0:
-        return Decimal("0.00")
-    return (sub.price * unused / total_days).quantize(ledger.CENT, rounding=ROUND_DOWN)
-
-
 def end_for_deletion(*, db: Session, instance_id: uuid.UUID, now: datetime | None = None) -> None:
     """The instance is being deleted: a monthly or yearly subscription refunds its unused whole
     days (setting ``billing.prorated_refunds``); an hourly one is charged up to now, the
@@ -283,8 +260,8 @@ def end_for_deletion(*, db: Session, instance_id: uuid.UUID, now: datetime | Non
     if sub.status == "active" and sub.type == "hourly":
         _final_hours(db, sub, now)
     elif sub.status == "active" and site_settings.get(db, PRORATED_REFUNDS):
-        refund = unused_days_refund(sub, now)
-        key = _period_key("refund", sub.period_start)
+        refund = periods.unused_days_refund(sub.price, sub.period_start, sub.period_end, now)
+        key = periods.period_key("refund", sub.period_start)
         _refund(db, sub, refund, key, "unused-days", of=_period_charge(db, sub))
     _end(sub, "cancelled", now)
     db.flush()
@@ -294,7 +271,7 @@ def _final_hours(db: Session, sub: Subscription, now: datetime) -> None:
     """Charge an hourly subscription up to ``now`` (the started hour included) and settle its
     carry. What the balance cannot cover is recorded for staff, never charged: a balance
     never goes below zero."""
-    until = hourly.ceil_hour(now)
+    until = periods.ceil_hour(now)
     hourly.bill_until(db=db, now=now, until=until, subscription_ids=[sub.id], final=True)
     db.refresh(sub)
     unpaid = sub.amount_due or Decimal(0)
@@ -310,7 +287,7 @@ def _final_hours(db: Session, sub: Subscription, now: datetime) -> None:
         settle = sub.accrued.quantize(ledger.CENT, rounding=ROUND_HALF_UP)
         try:
             with db.begin_nested():
-                _charge(db, sub, settle, _period_key("final", sub.period_start), now)
+                _charge(db, sub, settle, periods.period_key("final", sub.period_start), now)
             sub.accrued = Decimal(0)
         except ledger.InsufficientFundsError:
             unpaid = settle

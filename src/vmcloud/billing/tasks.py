@@ -14,7 +14,7 @@ from vmcloud.accounts.models import User
 from vmcloud.billing import emails, ledger, renewals
 from vmcloud.billing.models import Subscription
 from vmcloud.compute.models import Instance
-from vmcloud.core import idempotency, jobs
+from vmcloud.core import jobs
 from vmcloud.core.clock import utcnow
 from vmcloud.core.logging import get_logger
 from vmcloud.site_settings import service as site_settings
@@ -102,12 +102,3 @@ def send_low_balance_email(user_id: str) -> None:
                 link=runtime.settings.public_url,
             )
         )
-
-
-@jobs.on_stall(jobs.OnStall.FAIL)
-@jobs.app.periodic(cron="41 * * * *", periodic_id="purge-idempotency-keys")
-@jobs.app.task(name="billing.purge_idempotency_keys", queue="maintenance")
-def purge_idempotency_keys(timestamp: int) -> None:
-    with jobs.unit_of_work() as (db, _):
-        removed = idempotency.purge_expired(db=db)
-    log.info("idempotency_keys.purged", removed=removed)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from procrastinate import JobContext
 
-from vmcloud.core import jobs
+from vmcloud.core import idempotency, jobs
 from vmcloud.core.logging import get_logger
 from vmcloud.core.ratelimit import purge_old_counters
 
@@ -18,6 +18,15 @@ def purge_rate_limits(timestamp: int) -> None:
     with jobs.unit_of_work() as (db, _):
         removed = purge_old_counters(db=db)
     log.info("rate_limits.purged", removed=removed, scheduled_for=timestamp)
+
+
+@jobs.on_stall(jobs.OnStall.FAIL)
+@jobs.app.periodic(cron="41 * * * *", periodic_id="purge-idempotency-keys")
+@jobs.app.task(name="ops.purge_idempotency_keys", queue="maintenance")
+def purge_idempotency_keys(timestamp: int) -> None:
+    with jobs.unit_of_work() as (db, _):
+        removed = idempotency.purge_expired(db=db)
+    log.info("idempotency_keys.purged", removed=removed)
 
 
 # Every 15 s (the sixth cron field is seconds): a dead worker's jobs wait at most
