@@ -21,7 +21,7 @@ from tests.factories.accounts import make_user
 from tests.factories.catalog import make_product
 from tests.factories.compute import make_node, make_pool
 from vmcloud.audit import service as audit
-from vmcloud.billing import flows, ledger, renewals, subscriptions
+from vmcloud.billing import dunning, flows, ledger, renewals
 from vmcloud.billing import service as billing
 from vmcloud.billing.models import Subscription, Transaction
 from vmcloud.billing.payments import refunds as payments
@@ -113,7 +113,7 @@ def test_money_moves_keep_the_ledger_rule(
                 currency="USD",
                 payment_provider="sandbox",
             )
-            subscriptions.settle_debts(db=db, user_id=self.user.id, now=self.clock)
+            dunning.settle_debts(db=db, user_id=self.user.id, now=self.clock)
             db.commit()
 
         @rule(amount=AMOUNTS)

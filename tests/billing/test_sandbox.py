@@ -17,7 +17,7 @@ from tests.billing.payment_support import ledger_clean, set_providers, signature
 from tests.factories.accounts import PASSWORD, make_user
 from tests.helpers import bearer, login
 from vmcloud.audit.models import AuditLog
-from vmcloud.billing import subscriptions
+from vmcloud.billing import dunning
 from vmcloud.billing.models import Transaction
 from vmcloud.config import Settings
 from vmcloud.site_settings import service as site_settings
@@ -88,7 +88,7 @@ def test_paying_credits_the_balance_exactly_once(
 ) -> None:
     settled: list[uuid.UUID] = []
     monkeypatch.setattr(
-        subscriptions, "settle_debts", lambda *, db, user_id: settled.append(user_id)
+        dunning, "settle_debts", lambda *, db, user_id, now=None: settled.append(user_id)
     )
     user, auth, provider_id = top_up(client, db, "20.00")
 

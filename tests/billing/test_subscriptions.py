@@ -16,7 +16,7 @@ from tests.factories.catalog import make_product
 from tests.factories.compute import make_node
 from tests.helpers import JobRunner, Mailbox
 from vmcloud.audit.models import AuditLog
-from vmcloud.billing import flows, ledger, periods, subscriptions
+from vmcloud.billing import dunning, flows, ledger, periods, subscriptions
 from vmcloud.billing.models import Subscription, Transaction
 from vmcloud.catalog.models import Product
 from vmcloud.compute import service as compute
@@ -230,11 +230,11 @@ def test_unpaid_renewal_suspends_and_a_top_up_resumes(
 
     later = end + timedelta(days=2)
     fund(db, user, "3.00")
-    subscriptions.settle_debts(db=db, user_id=user.id, now=later)
+    dunning.settle_debts(db=db, user_id=user.id, now=later)
     db.refresh(sub)
     assert sub.status == "past_due"  # 3.00 does not cover 4.00
     fund(db, user, "1.50")
-    subscriptions.settle_debts(db=db, user_id=user.id, now=later)
+    dunning.settle_debts(db=db, user_id=user.id, now=later)
     db.refresh(sub)
     db.refresh(instance)
     assert (sub.status, sub.amount_due, sub.past_due_since) == ("active", None, None)
@@ -296,9 +296,9 @@ def test_a_cancelled_subscription_ends_its_instance_at_period_end(
     user = make_user(db, balance="10.00")
     instance = buy(user, "monthly")
     sub = _sub(db, instance)
-    subscriptions.cancel(db=db, sub=sub)
+    flows.cancel_subscription(db=db, sub=sub)
     with pytest.raises(Exception, match="already cancelled"):
-        subscriptions.cancel(db=db, sub=sub)
+        flows.cancel_subscription(db=db, sub=sub)
     billing_run(sub.period_end - timedelta(seconds=1))
     db.refresh(instance)
     assert instance.status == "pending"
@@ -317,7 +317,7 @@ def test_a_cancelled_hourly_subscription_ends_with_its_hour(
     instance = buy(user, "hourly")
     sub = _sub(db, instance)
     _start_at(db, sub, DECEMBER)
-    subscriptions.cancel(db=db, sub=sub)
+    flows.cancel_subscription(db=db, sub=sub)
     billing_run(DECEMBER + timedelta(hours=1))
     db.refresh(sub)
     db.refresh(instance)
@@ -426,7 +426,7 @@ def test_an_hour_unpaid_at_a_months_end_does_not_eat_next_months_cap(
     db.refresh(sub)
     assert (sub.status, sub.month_charged) == ("past_due", Decimal("8.00"))
     fund(db, user, "100.00")
-    subscriptions.settle_debts(db=db, user_id=user.id, now=datetime(2027, 2, 3, 12, 30))
+    dunning.settle_debts(db=db, user_id=user.id, now=datetime(2027, 2, 3, 12, 30))
     billing_run(datetime(2027, 2, 3, 22, 0))
     february = db.scalar(
         select(func.sum(Transaction.amount)).where(
@@ -467,11 +467,11 @@ def test_cancelling_a_past_due_subscription_ends_it_now(
     billing_run(sub.period_end)
     db.refresh(sub)
     assert sub.status == "past_due"
-    subscriptions.cancel(db=db, sub=sub)
+    flows.cancel_subscription(db=db, sub=sub)
     db.refresh(instance)
     assert (sub.status, sub.amount_due, instance.status) == ("cancelled", None, "deleting")
     fund(db, user, "50.00")
-    subscriptions.settle_debts(db=db, user_id=user.id, now=sub.period_end)
+    dunning.settle_debts(db=db, user_id=user.id, now=sub.period_end)
     assert _balance(db, user.id) == Decimal("50.00")  # nothing collected after cancelling
     _assert_ledger(db)
 

@@ -9,7 +9,7 @@ from fastapi import APIRouter, status
 from fastapi.responses import JSONResponse
 
 from vmcloud.accounts.deps import AdminUser, CurrentUser, StaffUser
-from vmcloud.billing import service
+from vmcloud.billing import flows, service
 from vmcloud.billing import subscriptions as subs
 from vmcloud.billing.deps import ChangeableSubscription, VisibleSubscription
 from vmcloud.billing.models import SUBSCRIPTION_STATUSES
@@ -81,7 +81,7 @@ def get_subscription(sub: VisibleSubscription) -> SubscriptionRead:
     "/{subscription_id}/cancel", response_model=SubscriptionRead, summary="Stop renewal"
 )
 def cancel_subscription(sub: ChangeableSubscription, db: DbSession) -> SubscriptionRead:
-    return SubscriptionRead.model_validate(subs.cancel(db=db, sub=sub))
+    return SubscriptionRead.model_validate(flows.cancel_subscription(db=db, sub=sub))
 
 
 TransactionType = Literal["payment", "credit", "refund", "charge", "debit"]

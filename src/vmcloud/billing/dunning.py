@@ -23,10 +23,11 @@ from vmcloud.accounts import service as accounts
 from vmcloud.audit import service as audit
 from vmcloud.billing import flows, ledger, periods
 from vmcloud.billing.models import Subscription
-from vmcloud.billing.subscriptions import _charge, _end
+from vmcloud.billing.subscriptions import charge, end
 from vmcloud.compute import service as compute
 from vmcloud.compute.models import Instance
 from vmcloud.core import jobs
+from vmcloud.core.clock import utcnow
 from vmcloud.core.logging import get_logger
 from vmcloud.site_settings import service as site_settings
 from vmcloud.site_settings.registry import GRACE_DAYS
@@ -68,9 +69,11 @@ def _suspend_and_notify(db: Session, sub: Subscription) -> None:
     log.info("subscription.past_due", subscription_id=str(sub.id), due=str(sub.amount_due))
 
 
-def settle_debts(*, db: Session, user_id: uuid.UUID, now: datetime) -> int:
-    """Pay past-due subscriptions oldest first while the balance covers them; returns how
-    many were paid. Locks instances before subscriptions, as deleting an instance does."""
+def settle_debts(*, db: Session, user_id: uuid.UUID, now: datetime | None = None) -> int:
+    """Pay past-due subscriptions oldest first while the balance covers them, each one paid
+    active again and its instance resumed; returns how many were paid. Call after money came
+    in. Locks instances before subscriptions, as deleting an instance does."""
+    now = now or utcnow()
     due = db.execute(
         select(Subscription.id, Subscription.instance_id)
         .where(
@@ -116,7 +119,7 @@ def _pay(db: Session, sub: Subscription, now: datetime) -> bool:
                 sub.period_start, sub.period_end = start, start + timedelta(hours=1)
             else:
                 sub.period_start, sub.period_end = now, periods.next_period_end(now, sub.type)
-            _charge(db, sub, sub.amount_due or Decimal(0), key, now)
+            charge(db, sub, sub.amount_due or Decimal(0), key, now)
     except ledger.InsufficientFundsError:
         db.refresh(sub)
         return False
@@ -166,7 +169,7 @@ def expire_overdue(*, db: Session, now: datetime, batch: int = 200) -> int:
         .with_for_update(skip_locked=True)
     ).all()
     for sub in subs:
-        _end(sub, "expired", now)
+        end(sub, "expired", now)
         db.flush()
         end_instance(db, sub, "unpaid")
     return len(subs)
@@ -218,7 +221,7 @@ def charge_period(db: Session, sub: Subscription, now: datetime) -> bool:
     try:
         with db.begin_nested():
             sub.period_start, sub.period_end = start, periods.next_period_end(start, sub.type)
-            _charge(db, sub, sub.price, periods.period_key("period", start), now)
+            charge(db, sub, sub.price, periods.period_key("period", start), now)
     except ledger.InsufficientFundsError:
         db.refresh(sub)
         return False

@@ -9,7 +9,8 @@ from __future__ import annotations
 from sqlalchemy.orm import Session
 
 from vmcloud.accounts.models import User
-from vmcloud.billing import subscriptions
+from vmcloud.billing import dunning, subscriptions
+from vmcloud.billing.models import Subscription
 from vmcloud.catalog import service as catalog
 from vmcloud.compute import service as compute
 from vmcloud.compute.models import Instance
@@ -42,7 +43,19 @@ def delete_instance(*, db: Session, instance: Instance, reason: str | None = Non
         subscriptions.refund_failed_provisioning(db=db, instance_id=instance.id)
     else:
         subscriptions.end_for_deletion(db=db, instance_id=instance.id)
-    return compute.delete_instance(db=db, instance=instance, reason=reason)
+    deleted = compute.delete_instance(db=db, instance=instance, reason=reason)
+    dunning.settle_debts(db=db, user_id=instance.user_id)  # a refund pays what is due
+    return deleted
+
+
+def cancel_subscription(*, db: Session, sub: Subscription) -> Subscription:
+    """Stop renewal at the period's end; a past-due subscription ends now and its instance is
+    deleted (its debt written off)."""
+    was_past_due = sub.status == "past_due"
+    subscriptions.cancel(db=db, sub=sub)
+    if was_past_due:
+        dunning.end_instance(db, sub, "cancelled")
+    return sub
 
 
 def refund_failed_provisionings(*, db: Session, limit: int = 500) -> int:
@@ -52,5 +65,8 @@ def refund_failed_provisionings(*, db: Session, limit: int = 500) -> int:
         db=db, among=subscriptions.live_instance_ids(), limit=limit
     )
     for instance_id in failed:
+        sub = subscriptions.live_for_instance(db=db, instance_id=instance_id)
         subscriptions.refund_failed_provisioning(db=db, instance_id=instance_id)
+        if sub is not None:
+            dunning.settle_debts(db=db, user_id=sub.user_id)
     return len(failed)

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from vmcloud.audit import service as audit
 from vmcloud.billing import alerts, dunning, flows, hourly
 from vmcloud.billing.models import Subscription
-from vmcloud.billing.subscriptions import _end
+from vmcloud.billing.subscriptions import end
 from vmcloud.core.logging import get_logger
 
 log = get_logger(__name__)
@@ -66,7 +66,7 @@ def renew_due(*, db: Session, now: datetime, batch: int = 200) -> tuple[int, int
     renewed = unpaid = ended = 0
     for sub in subs:
         if not sub.auto_renew:
-            _end(sub, "cancelled", now)
+            end(sub, "cancelled", now)
             db.flush()
             dunning.end_instance(db, sub, "cancelled")
             ended += 1

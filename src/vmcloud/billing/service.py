@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from vmcloud.accounts.models import User
 from vmcloud.audit import service as audit
-from vmcloud.billing import ledger, subscriptions
+from vmcloud.billing import dunning, ledger
 from vmcloud.billing.models import Transaction
 from vmcloud.core.errors import NotFoundError
 from vmcloud.core.pagination import PageParams, paginate
@@ -71,7 +71,7 @@ def staff_entry(
     )
     audit.label(entry, f"transaction.{type_}")
     if type_ == "credit":
-        subscriptions.settle_debts(db=db, user_id=user_id)
+        dunning.settle_debts(db=db, user_id=user_id)
     return entry
 
 

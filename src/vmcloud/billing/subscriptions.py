@@ -77,11 +77,11 @@ def start(
     db.add(sub)
     db.flush()
     if cycle != "hourly":
-        _charge(db, sub, sub.price, periods.period_key("period", sub.period_start), now)
+        charge(db, sub, sub.price, periods.period_key("period", sub.period_start), now)
     return sub
 
 
-def _charge(db: Session, sub: Subscription, amount: Decimal, key: str, now: datetime) -> None:
+def charge(db: Session, sub: Subscription, amount: Decimal, key: str, now: datetime) -> None:
     if amount <= 0:
         return
     before = db.scalar(select(User.balance).where(User.id == sub.user_id)) or Decimal(0)
@@ -174,11 +174,9 @@ def cancel(*, db: Session, sub: Subscription, now: datetime | None = None) -> Su
         )
     now = now or utcnow()
     if sub.status == "past_due":
-        from vmcloud.billing import dunning
-
-        _end(sub, "cancelled", now)
+        # Its instance is deleted by the caller (``flows.cancel_subscription``).
+        end(sub, "cancelled", now)
         db.flush()
-        dunning.end_instance(db, sub, "cancelled")
         return sub
     audit.label(sub, "subscription.cancel")
     sub.auto_renew = False
@@ -203,7 +201,7 @@ def net_charged(db: Session, sub_id: uuid.UUID) -> Decimal:
     return Decimal(total or 0)
 
 
-def _refund(
+def refund(
     db: Session,
     sub: Subscription,
     amount: Decimal,
@@ -231,7 +229,6 @@ def _refund(
         refund_of=of.id if of is not None else None,
         metadata={"kind": reason, "instance_id": str(sub.instance_id)},
     )
-    settle_debts(db=db, user_id=sub.user_id)  # money back on the balance pays what is due
 
 
 def _period_charge(db: Session, sub: Subscription) -> Transaction | None:
@@ -260,10 +257,10 @@ def end_for_deletion(*, db: Session, instance_id: uuid.UUID, now: datetime | Non
     if sub.status == "active" and sub.type == "hourly":
         _final_hours(db, sub, now)
     elif sub.status == "active" and site_settings.get(db, PRORATED_REFUNDS):
-        refund = periods.unused_days_refund(sub.price, sub.period_start, sub.period_end, now)
+        unused = periods.unused_days_refund(sub.price, sub.period_start, sub.period_end, now)
         key = periods.period_key("refund", sub.period_start)
-        _refund(db, sub, refund, key, "unused-days", of=_period_charge(db, sub))
-    _end(sub, "cancelled", now)
+        refund(db, sub, unused, key, "unused-days", of=_period_charge(db, sub))
+    end(sub, "cancelled", now)
     db.flush()
 
 
@@ -287,7 +284,7 @@ def _final_hours(db: Session, sub: Subscription, now: datetime) -> None:
         settle = sub.accrued.quantize(ledger.CENT, rounding=ROUND_HALF_UP)
         try:
             with db.begin_nested():
-                _charge(db, sub, settle, periods.period_key("final", sub.period_start), now)
+                charge(db, sub, settle, periods.period_key("final", sub.period_start), now)
             sub.accrued = Decimal(0)
         except ledger.InsufficientFundsError:
             unpaid = settle
@@ -301,7 +298,7 @@ def _final_hours(db: Session, sub: Subscription, now: datetime) -> None:
         )
 
 
-def _end(sub: Subscription, status: str, now: datetime) -> None:
+def end(sub: Subscription, status: str, now: datetime) -> None:
     audit.label(sub, f"subscription.{'expire' if status == 'expired' else 'end'}")
     sub.status = status
     sub.auto_renew = False
@@ -322,14 +319,6 @@ def refund_failed_provisioning(*, db: Session, instance_id: uuid.UUID) -> None:
     if sub is None:
         return
     now = utcnow()
-    _refund(db, sub, net_charged(db, sub.id), "provisioning-failed", "provisioning-failed")
-    _end(sub, "cancelled", now)
+    refund(db, sub, net_charged(db, sub.id), "provisioning-failed", "provisioning-failed")
+    end(sub, "cancelled", now)
     db.flush()
-
-
-def settle_debts(*, db: Session, user_id: uuid.UUID, now: datetime | None = None) -> None:
-    """Charge the user's past-due subscriptions, oldest first, as far as the balance goes;
-    each one paid is active again and its instance resumed. Call after money came in."""
-    from vmcloud.billing import dunning
-
-    dunning.settle_debts(db=db, user_id=user_id, now=now or utcnow())

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from vmcloud.accounts.models import User
 from vmcloud.audit import service as audit
-from vmcloud.billing import ledger, subscriptions
+from vmcloud.billing import dunning, ledger, subscriptions
 from vmcloud.billing import service as billing
 from vmcloud.billing.models import Transaction
 from vmcloud.billing.payments.providers import UnknownProviderError, provider_for
@@ -93,7 +93,7 @@ def refund_transaction(
     audit.label(entry, "transaction.refund", extra={"refund_of": str(original.id)})
     db.flush()
     if entry.type == "refund":
-        subscriptions.settle_debts(db=db, user_id=entry.user_id)  # money in pays what is due
+        dunning.settle_debts(db=db, user_id=entry.user_id)  # money in pays what is due
     return entry
 
 

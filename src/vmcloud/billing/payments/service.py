@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from vmcloud.accounts.models import User
 from vmcloud.audit import service as audit
-from vmcloud.billing import ledger
+from vmcloud.billing import dunning, ledger
 from vmcloud.billing.models import Transaction
 from vmcloud.billing.payments.providers import (
     CUSTOMER_PROVIDERS,
@@ -172,9 +172,8 @@ def _succeed(db: Session, entry: Transaction, event: PaymentEvent) -> bool:
         _not_credited(db, entry, event)
         return False
     audit.label(entry, "transaction.payment")
-    from vmcloud.billing import subscriptions
 
-    subscriptions.settle_debts(db=db, user_id=entry.user_id)
+    dunning.settle_debts(db=db, user_id=entry.user_id)
     return True
 
 
