@@ -1,7 +1,7 @@
 """One hourly billing run over 100,000 active hourly subscriptions.
 
 Measures, on a private PostgreSQL with the real schema:
-- the platform's run (``billing.renewals.run``: set-based batches, each its own transaction);
+- the platform's run (``billing.run.run``: set-based batches, each its own transaction);
 - for comparison, on an identical copy of the data, one hand-written ``UPDATE … FROM`` plus
   ``INSERT … SELECT`` doing the same charge in a single statement pair (no carry, no cap, no
   dunning: the floor of what any correct run could cost);
@@ -17,14 +17,16 @@ import sys
 import tempfile
 import time
 from datetime import datetime, timedelta
+from functools import partial
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.orm import sessionmaker
 
-from vmcloud.billing import renewals
+from vmcloud.billing import run as billing_run
 from vmcloud.db import migrate
 from vmcloud.db.embedded import EmbeddedPostgres
+from vmcloud.db.session import unit_of_work
 
 HOUR = datetime(2026, 12, 1, 10)  # noqa: DTZ001 - the schema keeps naive UTC times
 USERS_PER_SUB = 2  # 100,000 subscriptions over 50,000 customers
@@ -98,16 +100,16 @@ def main(subscriptions: int = 100_000) -> None:
         now = HOUR + timedelta(minutes=1)
         engine = create_engine(server.url("platform"), pool_size=2)
 
-        unit_of_work = renewals.units_of_work(sessionmaker(engine))
+        batch = partial(unit_of_work, sessionmaker(engine))
 
         before = _count(engine)
         started = time.perf_counter()
-        summary = renewals.run(unit_of_work=unit_of_work, now=now)
+        summary = billing_run.run(unit_of_work=batch, now=now)
         platform_seconds = time.perf_counter() - started
         written = _count(engine) - before
 
         started = time.perf_counter()
-        again = renewals.run(unit_of_work=unit_of_work, now=now + timedelta(minutes=30))
+        again = billing_run.run(unit_of_work=batch, now=now + timedelta(minutes=30))
         rerun_seconds = time.perf_counter() - started
         rerun_written = _count(engine) - before - written
 

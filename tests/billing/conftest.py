@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 import pytest
@@ -12,13 +13,15 @@ from sqlalchemy.orm import Session, sessionmaker
 from tests.factories.catalog import make_product
 from tests.factories.compute import make_node, make_pool
 from vmcloud.accounts.models import User
-from vmcloud.billing import flows, renewals
+from vmcloud.billing import flows
+from vmcloud.billing import run as run_module
 from vmcloud.catalog.models import Product
 from vmcloud.compute.models import Instance, Node
 from vmcloud.compute.schemas import InstanceCreate
+from vmcloud.db.session import unit_of_work
 
 Buy = Callable[..., Instance]
-Run = Callable[[datetime], renewals.RunSummary]
+Run = Callable[[datetime], run_module.RunSummary]
 
 
 @pytest.fixture
@@ -61,11 +64,11 @@ def buy(db: Session, node: Node, plan: Product) -> Buy:
 def billing_run(session_factory: sessionmaker[Session], db: Session) -> Run:
     """A billing run at ``now``, committing its batches (to SAVEPOINTs of the test)."""
 
-    unit_of_work = renewals.units_of_work(session_factory)
+    batch = partial(unit_of_work, session_factory)
 
-    def run(now: datetime) -> renewals.RunSummary:
+    def run(now: datetime) -> run_module.RunSummary:
         db.flush()
-        summary = renewals.run(unit_of_work=unit_of_work, now=now)
+        summary = run_module.run(unit_of_work=batch, now=now)
         db.expire_all()
         return summary
 

@@ -9,6 +9,7 @@ from collections import defaultdict
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from decimal import Decimal
+from functools import partial
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -21,7 +22,8 @@ from tests.factories.accounts import make_user
 from tests.factories.catalog import make_product
 from tests.factories.compute import make_node, make_pool
 from vmcloud.audit import service as audit
-from vmcloud.billing import dunning, flows, ledger, renewals
+from vmcloud.billing import dunning, flows, ledger
+from vmcloud.billing import run as billing_run
 from vmcloud.billing import service as billing
 from vmcloud.billing.models import Subscription, Transaction
 from vmcloud.billing.payments import refunds as payments
@@ -31,7 +33,7 @@ from vmcloud.compute.schemas import InstanceCreate
 from vmcloud.config import Settings
 from vmcloud.core.clock import utcnow
 from vmcloud.core.errors import ProblemError
-from vmcloud.db.session import make_engine, make_session_factory
+from vmcloud.db.session import make_engine, make_session_factory, unit_of_work
 
 AMOUNTS = st.decimals(min_value=Decimal("0.01"), max_value=Decimal("30"), places=2)
 
@@ -90,7 +92,7 @@ def test_money_moves_keep_the_ledger_rule(
     )
     db.commit()
 
-    unit_of_work = renewals.units_of_work(committed)
+    batch = partial(unit_of_work, committed)
 
     class Money(RuleBasedStateMachine):
         def __init__(self) -> None:
@@ -142,7 +144,7 @@ def test_money_moves_keep_the_ledger_rule(
         def time_passes(self, hours: int) -> None:
             # Hourly runs, renewals, suspensions and expiries all happen in the run.
             self.clock += timedelta(hours=hours)
-            renewals.run(unit_of_work=unit_of_work, now=self.clock)
+            billing_run.run(unit_of_work=batch, now=self.clock)
             db.expire_all()
 
         @rule(data=st.data())

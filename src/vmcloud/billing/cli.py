@@ -4,15 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import partial
 
 import typer
 from sqlalchemy.orm import Session, sessionmaker
 
-from vmcloud.billing import ledger, renewals
+from vmcloud.billing import ledger
+from vmcloud.billing.run import run as run_billing
 from vmcloud.config import get_settings
 from vmcloud.core.clock import utcnow
 from vmcloud.db.runtime import database_url
-from vmcloud.db.session import make_engine, make_session_factory
+from vmcloud.db.session import make_engine, make_session_factory, unit_of_work
 
 app = typer.Typer(help="Billing and the ledger.", no_args_is_help=True)
 
@@ -45,7 +47,7 @@ def run() -> None:
     """Run the billing run now (it also runs every minute in the workers): bill finished
     hours, renew or end finished periods, end what stayed unpaid past the grace days."""
     with _sessions() as factory:
-        summary = renewals.run(unit_of_work=renewals.units_of_work(factory), now=utcnow())
+        summary = run_billing(unit_of_work=partial(unit_of_work, factory), now=utcnow())
     typer.echo(
         f"billed {summary.hourly.hours} subscription-hours ({summary.hourly.charges} charges, "
         f"{summary.hourly.amount:.2f}); renewed {summary.renewed}; unpaid "

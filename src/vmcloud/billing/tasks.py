@@ -11,8 +11,9 @@ from prometheus_client import Gauge
 from sqlalchemy.orm import Session
 
 from vmcloud.accounts.models import User
-from vmcloud.billing import emails, ledger, renewals
+from vmcloud.billing import emails, ledger
 from vmcloud.billing.models import Subscription
+from vmcloud.billing.run import run as run_billing
 from vmcloud.compute.models import Instance
 from vmcloud.core import jobs
 from vmcloud.core.clock import utcnow
@@ -43,7 +44,7 @@ def _batch() -> Iterator[Session]:
 @jobs.app.task(name="billing.run", queue="billing", lock="billing-run")
 def billing_run(timestamp: int) -> None:
     # The lock keeps runs from piling up; two at once would still bill nothing twice.
-    renewals.run(unit_of_work=_batch, now=utcnow())
+    run_billing(unit_of_work=_batch, now=utcnow())
 
 
 # Read-only.

@@ -27,10 +27,10 @@ from prometheus_client import Counter
 from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 
-from vmcloud.audit import service as audit
 from vmcloud.config import Settings
 from vmcloud.core.logging import get_logger
 from vmcloud.core.mail import Mailer
+from vmcloud.db import session
 
 log = get_logger(__name__)
 STALLED_JOBS = Counter(
@@ -219,14 +219,8 @@ def runtime() -> Runtime:
 def unit_of_work() -> Iterator[tuple[Session, Runtime]]:
     """A session for one job run: commits when the body returns, rolls back if it raises."""
     current = runtime()
-    with current.session_factory() as db:
-        audit.bind(db, audit.AuditContext())  # the system acts
-        try:
-            yield db, current
-            db.commit()
-        except BaseException:
-            db.rollback()
-            raise
+    with session.unit_of_work(current.session_factory) as db:  # the system acts
+        yield db, current
 
 
 def libpq_url(sqlalchemy_url: str) -> str:

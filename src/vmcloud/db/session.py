@@ -7,6 +7,7 @@ row a request writes commits or rolls back together.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
@@ -50,6 +51,24 @@ def make_session_factory(bind: Engine | Connection, **options: Any) -> sessionma
         info={CACHE_KEY: SettingsCache()},
         **options,
     )
+
+
+@contextmanager
+def unit_of_work(
+    factory: sessionmaker[Session], *, context: audit.AuditContext | None = None
+) -> Iterator[Session]:
+    """One unit of work outside a request (a job, a billing batch, a CLI command): a session
+    whose rows commit together when the block ends, or roll back if it raises. ``context``
+    says who acts for the audit trail; none means the system. Requests get theirs from
+    :data:`DbSession`, which commits the same way."""
+    with factory() as db:
+        audit.bind(db, context or audit.AuditContext())
+        try:
+            yield db
+            db.commit()
+        except BaseException:
+            db.rollback()
+            raise
 
 
 def flush_or_raise(db: Session, error: ProblemError) -> None:
