@@ -22,9 +22,8 @@ from tests.factories.accounts import make_user
 from tests.factories.catalog import make_product
 from tests.factories.compute import make_node, make_pool
 from vmcloud.audit import service as audit
-from vmcloud.billing import dunning, flows, ledger
+from vmcloud.billing import adjustments, dunning, flows, ledger
 from vmcloud.billing import run as billing_run
-from vmcloud.billing import service as billing
 from vmcloud.billing.models import Subscription, Transaction
 from vmcloud.billing.payments import refunds as payments
 from vmcloud.compute import service as compute
@@ -120,7 +119,7 @@ def test_money_moves_keep_the_ledger_rule(
 
         @rule(amount=AMOUNTS)
         def credit(self, amount: Decimal) -> None:
-            billing.grant_credit(
+            adjustments.credit(
                 db=db, user_id=self.user.id, amount=str(amount), reason="goodwill", admin=admin
             )
             db.commit()

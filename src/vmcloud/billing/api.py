@@ -9,7 +9,7 @@ from fastapi import APIRouter, status
 from fastapi.responses import JSONResponse
 
 from vmcloud.accounts.deps import AdminUser, CurrentUser, StaffUser
-from vmcloud.billing import flows, service
+from vmcloud.billing import adjustments, flows, service
 from vmcloud.billing import subscriptions as subs
 from vmcloud.billing.deps import ChangeableSubscription, VisibleSubscription
 from vmcloud.billing.models import SUBSCRIPTION_STATUSES
@@ -18,6 +18,7 @@ from vmcloud.billing.schemas import (
     AdminTransactionRead,
     Balance,
     CreditCreate,
+    DebitCreate,
     SubscriptionRead,
     TransactionRead,
 )
@@ -43,22 +44,50 @@ def list_transactions(db: DbSession, user: CurrentUser, page: PageQuery) -> Page
     return page_of(TransactionRead, items, cursor)
 
 
+def _adjustment(kind: str, user_id: uuid.UUID) -> str:
+    return f"POST /admin/users/{user_id}/{kind}"
+
+
 @admin.post(
     "/users/{user_id}/credits", response_model=TransactionRead, status_code=status.HTTP_201_CREATED
 )
 def grant_credit(
     user_id: uuid.UUID, body: CreditCreate, db: DbSession, user: AdminUser, key: KeyHeader
 ) -> TransactionRead | JSONResponse:
-    endpoint = f"POST /admin/users/{user_id}/credits"
-    claim = idempotency.claim(db=db, user_id=user.id, key=key, endpoint=endpoint, body=body)
-    if claim.replay is not None:
-        return claim.replay
-    entry = service.grant_credit(
-        db=db, user_id=user_id, amount=body.amount, reason=body.reason, admin=user
+    return idempotency.once(
+        db=db,
+        user_id=user.id,
+        key=key,
+        endpoint=_adjustment("credits", user_id),
+        body=body,
+        status=status.HTTP_201_CREATED,
+        produce=lambda: TransactionRead.model_validate(
+            adjustments.credit(
+                db=db, user_id=user_id, amount=body.amount, reason=body.reason, admin=user
+            )
+        ),
     )
-    out = TransactionRead.model_validate(entry)
-    idempotency.remember(db=db, claim=claim, status=status.HTTP_201_CREATED, body=out)
-    return out
+
+
+@admin.post(
+    "/users/{user_id}/debits", response_model=TransactionRead, status_code=status.HTTP_201_CREATED
+)
+def debit(
+    user_id: uuid.UUID, body: DebitCreate, db: DbSession, user: AdminUser, key: KeyHeader
+) -> TransactionRead | JSONResponse:
+    return idempotency.once(
+        db=db,
+        user_id=user.id,
+        key=key,
+        endpoint=_adjustment("debits", user_id),
+        body=body,
+        status=status.HTTP_201_CREATED,
+        produce=lambda: TransactionRead.model_validate(
+            adjustments.debit(
+                db=db, user_id=user_id, amount=body.amount, reason=body.reason, admin=user
+            )
+        ),
+    )
 
 
 SubscriptionStatus = Literal[SUBSCRIPTION_STATUSES]  # type: ignore[valid-type]

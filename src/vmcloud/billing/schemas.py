@@ -35,6 +35,11 @@ class CreditCreate(InputModel):
     reason: Annotated[str, StringConstraints(min_length=1, max_length=500)]
 
 
+class DebitCreate(InputModel):
+    amount: MoneyText
+    reason: Annotated[str, StringConstraints(min_length=1, max_length=500)]
+
+
 class SubscriptionRead(OutputModel):
     id: uuid.UUID
     instance_id: uuid.UUID | None

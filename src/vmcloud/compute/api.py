@@ -53,14 +53,17 @@ def list_instances(
 def create_instance(
     body: InstanceCreate, db: DbSession, user: VerifiedUser, key: idempotency.KeyHeader
 ) -> InstanceRead | JSONResponse:
-    claim = idempotency.claim(
-        db=db, user_id=user.id, key=key, endpoint="POST /instances", body=body
+    return idempotency.once(
+        db=db,
+        user_id=user.id,
+        key=key,
+        endpoint="POST /instances",
+        body=body,
+        status=status.HTTP_202_ACCEPTED,
+        produce=lambda: InstanceRead.model_validate(
+            flows.order_instance(db=db, owner=user, body=body)
+        ),
     )
-    if claim.replay is not None:
-        return claim.replay
-    created = InstanceRead.model_validate(flows.order_instance(db=db, owner=user, body=body))
-    idempotency.remember(db=db, claim=claim, status=202, body=created)
-    return created
 
 
 @router.get("/{instance_id}", response_model=InstanceRead)

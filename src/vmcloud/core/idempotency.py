@@ -20,9 +20,10 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Header
 from fastapi.responses import JSONResponse
@@ -145,6 +146,30 @@ def remember(*, db: Session, claim: Claim, status: int, body: BaseModel) -> None
     row.response_body = body.model_dump(mode="json")
     row.completed_at = utcnow()
     db.flush()
+
+
+OutT = TypeVar("OutT", bound=BaseModel)
+
+
+def once(
+    *,
+    db: Session,
+    user_id: uuid.UUID,
+    key: str | None,
+    endpoint: str,
+    body: BaseModel,
+    status: int,
+    produce: Callable[[], OutT],
+) -> OutT | JSONResponse:
+    """Do ``produce`` once per ``Idempotency-Key``: the first request with the key runs it and
+    stores its response; a replay answers that response; the key with another body is 409.
+    Without a key, it simply runs."""
+    claimed = claim(db=db, user_id=user_id, key=key, endpoint=endpoint, body=body)
+    if claimed.replay is not None:
+        return claimed.replay
+    out = produce()
+    remember(db=db, claim=claimed, status=status, body=out)
+    return out
 
 
 def purge_expired(*, db: Session, now: datetime | None = None) -> int:

@@ -11,7 +11,6 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from vmcloud.accounts.deps import AdminUser, VerifiedUser
 from vmcloud.billing.payments import refunds, sandbox, service
 from vmcloud.billing.payments.schemas import (
-    DebitCreate,
     RefundCreate,
     TopUpCreate,
     TopUpRead,
@@ -60,20 +59,24 @@ RawBody = Annotated[bytes, Depends(_raw_body)]
 def create_top_up(
     body: TopUpCreate, db: DbSession, user: VerifiedUser, key: KeyHeader, settings: AppSettings
 ) -> TopUpRead | JSONResponse:
-    claim = idempotency.claim(
-        db=db, user_id=user.id, key=key, endpoint="POST /billing/top-ups", body=body
+    def top_up() -> TopUpRead:
+        made = service.create_top_up(
+            db=db, user=user, amount=body.amount, provider=body.provider, settings=settings
+        )
+        return TopUpRead(
+            **TransactionRead.model_validate(made.entry).model_dump(),
+            checkout_url=made.checkout_url,
+        )
+
+    return idempotency.once(
+        db=db,
+        user_id=user.id,
+        key=key,
+        endpoint="POST /billing/top-ups",
+        body=body,
+        status=status.HTTP_201_CREATED,
+        produce=top_up,
     )
-    if claim.replay is not None:
-        return claim.replay
-    top_up = service.create_top_up(
-        db=db, user=user, amount=body.amount, provider=body.provider, settings=settings
-    )
-    out = TopUpRead(
-        **TransactionRead.model_validate(top_up.entry).model_dump(),
-        checkout_url=top_up.checkout_url,
-    )
-    idempotency.remember(db=db, claim=claim, status=status.HTTP_201_CREATED, body=out)
-    return out
 
 
 @router.post(
@@ -102,39 +105,24 @@ def refund_transaction(
     key: KeyHeader,
     settings: AppSettings,
 ) -> TransactionRead | JSONResponse:
-    endpoint = f"POST /admin/transactions/{transaction_id}/refund"
-    claim = idempotency.claim(db=db, user_id=user.id, key=key, endpoint=endpoint, body=body)
-    if claim.replay is not None:
-        return claim.replay
-    entry = refunds.refund_transaction(
+    return idempotency.once(
         db=db,
-        admin=user,
-        transaction_id=transaction_id,
-        amount=body.amount,
-        reason=body.reason,
-        settings=settings,
+        user_id=user.id,
+        key=key,
+        endpoint=f"POST /admin/transactions/{transaction_id}/refund",
+        body=body,
+        status=status.HTTP_201_CREATED,
+        produce=lambda: TransactionRead.model_validate(
+            refunds.refund_transaction(
+                db=db,
+                admin=user,
+                transaction_id=transaction_id,
+                amount=body.amount,
+                reason=body.reason,
+                settings=settings,
+            )
+        ),
     )
-    out = TransactionRead.model_validate(entry)
-    idempotency.remember(db=db, claim=claim, status=status.HTTP_201_CREATED, body=out)
-    return out
-
-
-@admin.post(
-    "/users/{user_id}/debits", response_model=TransactionRead, status_code=status.HTTP_201_CREATED
-)
-def debit(
-    user_id: uuid.UUID, body: DebitCreate, db: DbSession, user: AdminUser, key: KeyHeader
-) -> TransactionRead | JSONResponse:
-    endpoint = f"POST /admin/users/{user_id}/debits"
-    claim = idempotency.claim(db=db, user_id=user.id, key=key, endpoint=endpoint, body=body)
-    if claim.replay is not None:
-        return claim.replay
-    entry = refunds.debit(
-        db=db, admin=user, user_id=user_id, amount=body.amount, reason=body.reason
-    )
-    out = TransactionRead.model_validate(entry)
-    idempotency.remember(db=db, claim=claim, status=status.HTTP_201_CREATED, body=out)
-    return out
 
 
 # -- the sandbox provider's checkout page ------------------------------------------------------

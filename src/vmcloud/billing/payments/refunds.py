@@ -15,7 +15,6 @@ from sqlalchemy.orm import Session
 from vmcloud.accounts.models import User
 from vmcloud.audit import service as audit
 from vmcloud.billing import dunning, ledger, subscriptions
-from vmcloud.billing import service as billing
 from vmcloud.billing.models import Transaction
 from vmcloud.billing.payments.providers import UnknownProviderError, provider_for
 from vmcloud.config import Settings
@@ -95,10 +94,3 @@ def refund_transaction(
     if entry.type == "refund":
         dunning.settle_debts(db=db, user_id=entry.user_id)  # money in pays what is due
     return entry
-
-
-def debit(*, db: Session, admin: User, user_id: uuid.UUID, amount: str, reason: str) -> Transaction:
-    """Staff debit: takes money off the balance (402 when it does not cover the amount)."""
-    return billing.staff_entry(
-        db=db, user_id=user_id, type_="debit", amount=amount, reason=reason, admin=admin
-    )

@@ -29,10 +29,5 @@ class RefundCreate(InputModel):
     reason: Reason
 
 
-class DebitCreate(InputModel):
-    amount: AmountText
-    reason: Reason
-
-
 class WebhookReceived(OutputModel):
     received: bool
