@@ -19,7 +19,11 @@ from vmcloud.compute import metrics, nodes, reconcile
 from vmcloud.compute.drivers.base import VMState
 from vmcloud.compute.drivers.fake import FakeDriver
 from vmcloud.compute.models import Instance, InstanceMetric, Node
+from vmcloud.config import Settings
 from vmcloud.core.clock import utcnow
+
+# The default of VMCLOUD_STALE_TRANSITION_SECONDS.
+STALE = timedelta(seconds=Settings().stale_transition_seconds)
 
 
 @pytest.fixture
@@ -82,7 +86,7 @@ def test_worker_killed_after_creating_the_vm(
     driver.create(_spec(None, instance_id=instance.id))  # type: ignore[arg-type]
     _age(db, instance, 3600)
     _worker_died_running_its_job(db, instance_id, status="failed")
-    reconcile.reconcile_all(db)
+    reconcile.reconcile_all(db, stale_after=STALE)
     assert _instance(db, instance_id).status == "running"
     assert driver.list() == [instance.id]
 
@@ -96,7 +100,7 @@ def test_worker_killed_before_creating_the_vm(
     instance.status = "provisioning"
     _age(db, instance, 3600)
     _worker_died_running_its_job(db, instance_id, status="failed")
-    reconcile.reconcile_all(db)
+    reconcile.reconcile_all(db, stale_after=STALE)
     settled = _instance(db, instance_id)
     assert settled.status == "error"
     assert "interrupted" in (settled.error_reason or "")
@@ -115,7 +119,7 @@ def test_a_job_of_a_dead_worker_is_left_to_the_stalled_jobs_pass(
     _age(db, instance, 3600)
     # Not yet recovered: the pass may still retry it, so the reconciler must not settle it.
     _worker_died_running_its_job(db, instance_id, status="doing")
-    reconcile.reconcile_all(db)
+    reconcile.reconcile_all(db, stale_after=STALE)
     assert _instance(db, instance_id).status == "provisioning"
     assert _job_status(db, instance_id) == ["doing"]
     assert driver.list() == []
@@ -143,7 +147,7 @@ def test_a_vm_provisioned_while_the_node_is_listed_is_not_lost(
         return seen
 
     monkeypatch.setattr(driver, "list", list_then_provision)
-    reconcile.reconcile_all(db)
+    reconcile.reconcile_all(db, stale_after=STALE)
     settled = _instance(db, instance_id)
     assert settled.status == "running", settled.error_reason
     assert driver.state(instance.id) == VMState.RUNNING
@@ -155,7 +159,7 @@ def test_a_queued_job_is_left_to_run_however_long_it_waits(
     _, _, headers = setup
     instance_id = _order(client, headers).json()["id"]
     _age(db, _instance(db, instance_id), 3600)  # the workers were down for an hour
-    reconcile.reconcile_all(db)
+    reconcile.reconcile_all(db, stale_after=STALE)
     assert _instance(db, instance_id).status == "pending"
     assert _job_status(db, instance_id) == ["todo"]
 
@@ -165,7 +169,7 @@ def test_a_fresh_transition_is_left_to_its_job(
 ) -> None:
     _, _, headers = setup
     instance_id = _order(client, headers).json()["id"]
-    reconcile.reconcile_all(db)
+    reconcile.reconcile_all(db, stale_after=STALE)
     assert _instance(db, instance_id).status == "pending"
 
 
@@ -184,7 +188,7 @@ def test_drift_is_repaired(
     orphan = uuid.uuid4()  # a VM the platform has no live instance for
     driver.create(_spec(None, instance_id=orphan))  # type: ignore[arg-type]
 
-    reconcile.reconcile_all(db)
+    reconcile.reconcile_all(db, stale_after=STALE)
     assert _instance(db, vanished).status == "error"
     assert _instance(db, halted).status == "stopped"
     assert driver.state(orphan) == VMState.MISSING
@@ -205,7 +209,7 @@ def test_a_stuck_delete_is_finished(
     instance = _instance(db, instance_id)
     _age(db, instance, 3600)  # the destroy job died with its worker
     job_runner.connection.execute(text("DELETE FROM procrastinate_jobs"))
-    reconcile.reconcile_all(db)
+    reconcile.reconcile_all(db, stale_after=STALE)
     done = _instance(db, instance_id)
     assert done.status == "deleted" and done.deleted_at is not None
     assert driver.list() == []

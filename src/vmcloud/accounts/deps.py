@@ -17,6 +17,7 @@ from vmcloud.accounts.errors import EmailUnverifiedError
 from vmcloud.accounts.models import STAFF_ROLES, User
 from vmcloud.accounts.tokens import AccessClaims, decode_access_token
 from vmcloud.audit import service as audit
+from vmcloud.core.deps import AppSettings
 from vmcloud.core.errors import ForbiddenError, UnauthorizedError
 from vmcloud.core.ratelimit import RateLimiter
 from vmcloud.db.session import DbSession
@@ -26,6 +27,7 @@ _bearer = HTTPBearer(auto_error=False, description="An access token from POST /a
 
 def _claims(
     request: Request,
+    settings: AppSettings,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> AccessClaims:
     if credentials is None or credentials.scheme.lower() != "bearer":
@@ -33,7 +35,7 @@ def _claims(
             "Log in and send the access token as 'Authorization: Bearer <token>'.",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    claims = decode_access_token(settings=request.app.state.settings, token=credentials.credentials)
+    claims = decode_access_token(settings=settings, token=credentials.credentials)
     request.state.claims = claims
     return claims
 

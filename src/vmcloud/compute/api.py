@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query, Request, status
+from fastapi import APIRouter, Query, status
 from fastapi.responses import JSONResponse
 
 from vmcloud.accounts.deps import AdminUser, CurrentUser, StaffUser, VerifiedUser
@@ -25,6 +25,7 @@ from vmcloud.compute.schemas import (
     NodeUpdate,
 )
 from vmcloud.core import idempotency
+from vmcloud.core.deps import AppSettings
 from vmcloud.core.pagination import Page, PageQuery
 from vmcloud.core.schemas import UTCInput
 from vmcloud.db.session import DbSession
@@ -131,8 +132,8 @@ def get_node(node_id: uuid.UUID, db: DbSession, _: AdminUser) -> NodeRead:
 
 
 @admin.post("/nodes", response_model=NodeRead, status_code=status.HTTP_201_CREATED)
-def create_node(body: NodeCreate, request: Request, db: DbSession, _: AdminUser) -> NodeRead:
-    allow_fake = bool(request.app.state.settings.allow_fake_driver)
+def create_node(body: NodeCreate, db: DbSession, _: AdminUser, settings: AppSettings) -> NodeRead:
+    allow_fake = settings.allow_fake_driver
     return NodeRead.model_validate(nodes.create_node(db=db, body=body, allow_fake=allow_fake))
 
 

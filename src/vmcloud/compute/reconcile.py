@@ -30,13 +30,6 @@ from vmcloud.core.logging import get_logger
 log = get_logger(__name__)
 
 
-def _stale_after() -> timedelta:
-    try:
-        return timedelta(seconds=jobs.runtime().settings.stale_transition_seconds)
-    except RuntimeError:
-        return timedelta(minutes=5)
-
-
 def finish_deletion(db: Session, instance_id: uuid.UUID) -> None:
     """Release the instance's capacity and address and mark it deleted (exactly once: only an
     instance still ``deleting``, under its row lock)."""
@@ -70,7 +63,9 @@ def _busy(db: Session, instance_id: uuid.UUID) -> bool:
     return jobs.has_active(db, lock=jobs.instance_lock(instance_id))
 
 
-def reconcile_node(db: Session, node: Node) -> None:
+def reconcile_node(db: Session, node: Node, *, stale_after: timedelta) -> None:
+    """``stale_after``: how long an instance may sit in a transitional state with no job before
+    it is settled from the node's truth (``VMCLOUD_STALE_TRANSITION_SECONDS``)."""
     driver = nodes.driver_for(node)
     try:
         on_node = set(driver.list())
@@ -86,7 +81,7 @@ def reconcile_node(db: Session, node: Node) -> None:
             driver.destroy(orphan)
         except Exception as exc:
             log.warning("reconcile.orphan_failed", instance_id=str(orphan), error=str(exc))
-    stale = _stale_after()
+    stale = stale_after
     for instance in live:
         if _busy(db, instance.id):
             continue
@@ -138,7 +133,7 @@ def _settle(
         _error(instance, f"{status} was interrupted; delete the instance or ask support")
 
 
-def reconcile_all(db: Session) -> None:
+def reconcile_all(db: Session, *, stale_after: timedelta) -> None:
     for node in db.scalars(select(Node).where(Node.status != "disabled")).all():
-        reconcile_node(db, node)
+        reconcile_node(db, node, stale_after=stale_after)
     db.flush()

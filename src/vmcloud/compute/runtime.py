@@ -17,9 +17,6 @@ from vmcloud.compute.drivers.base import (
 )
 from vmcloud.compute.models import Instance, Node
 from vmcloud.compute.service import reserved_need
-from vmcloud.core import jobs
-
-DEFAULT_STOP_TIMEOUT = 60.0
 
 
 @dataclass(frozen=True)
@@ -27,13 +24,6 @@ class Target:
     node: Node
     driver: ComputeDriver
     spec: VMSpec
-
-
-def stop_timeout() -> float:
-    try:
-        return float(jobs.runtime().settings.instance_stop_timeout)
-    except RuntimeError:
-        return DEFAULT_STOP_TIMEOUT
 
 
 def target_of(db: Session, instance: Instance) -> Target:

@@ -9,6 +9,7 @@ failed attempt leaves the instance ``error`` with the reason in ``error_reason``
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 
 import procrastinate
 from procrastinate import JobContext
@@ -89,21 +90,22 @@ def provision_instance(context: JobContext, instance_id: str) -> None:
 @jobs.app.task(name="compute.instance_action", queue="compute", retry=RETRY, pass_context=True)
 def run_instance_action(context: JobContext, instance_id: str) -> None:
     iid = uuid.UUID(instance_id)
-    with jobs.unit_of_work() as (db, _):
+    with jobs.unit_of_work() as (db, job_runtime):
         instance = db.get(Instance, iid)
         if instance is None or instance.status not in ACTION_STATES:
             return
         status = instance.status
         target = runtime.target_of(db, instance)
+        stop_timeout = job_runtime.settings.instance_stop_timeout
     try:
         if status == "suspended":
             if target.driver.state(iid) == VMState.RUNNING:
-                target.driver.stop(iid, timeout=runtime.stop_timeout())
+                target.driver.stop(iid, timeout=stop_timeout)
             return
         if status == "starting":
             target.driver.start(iid)
         elif status == "stopping":
-            target.driver.stop(iid, timeout=runtime.stop_timeout())
+            target.driver.stop(iid, timeout=stop_timeout)
         else:
             target.driver.reboot(iid)
     except Exception as exc:
@@ -141,8 +143,9 @@ def destroy_instance(context: JobContext, instance_id: str) -> None:
 @jobs.app.periodic(cron="* * * * *", periodic_id="reconcile-nodes")
 @jobs.app.task(name="compute.reconcile", queue="maintenance")
 def reconcile_nodes(timestamp: int) -> None:
-    with jobs.unit_of_work() as (db, _):
-        reconciler.reconcile_all(db)
+    with jobs.unit_of_work() as (db, job_runtime):
+        stale = timedelta(seconds=job_runtime.settings.stale_transition_seconds)
+        reconciler.reconcile_all(db, stale_after=stale)
 
 
 @jobs.on_stall(jobs.OnStall.FAIL)
