@@ -25,7 +25,6 @@ from vmcloud.billing import flows, ledger, periods
 from vmcloud.billing.models import Subscription
 from vmcloud.billing.subscriptions import charge, end
 from vmcloud.compute import service as compute
-from vmcloud.compute.models import Instance
 from vmcloud.core import jobs
 from vmcloud.core.clock import utcnow
 from vmcloud.core.logging import get_logger
@@ -133,16 +132,12 @@ def _pay(db: Session, sub: Subscription, now: datetime) -> bool:
 def enforce_suspensions(*, db: Session) -> int:
     """Suspend instances whose subscription is past due but that are not suspended yet (one
     that was still provisioning, or was locked, when its subscription fell due)."""
-    instance_ids = db.scalars(
-        select(Instance.id)
-        .join(Subscription, Subscription.instance_id == Instance.id)
-        .where(
-            Subscription.status == "past_due",
-            Instance.status.in_(compute.SUSPENDABLE),
-            Instance.deleted_at.is_(None),
-        )
-        .limit(500)
-    ).all()
+    instance_ids = compute.live_instances_among(
+        db=db,
+        among=select(Subscription.instance_id).where(Subscription.status == "past_due"),
+        statuses=compute.SUSPENDABLE,
+        limit=500,
+    )
     return sum(_suspend(db, instance_id) for instance_id in instance_ids)
 
 
@@ -189,26 +184,19 @@ def enforce_endings(*, db: Session) -> int:
     """Delete live instances whose subscription ended (cancelled at period end, or expired)
     and that no live subscription keeps. Instances in ``error`` (a failed provisioning ends
     its subscription too) are left for their owner to delete."""
-    live = select(Subscription.id).where(
-        Subscription.instance_id == Instance.id, Subscription.status.in_(("active", "past_due"))
+    ended = select(Subscription.instance_id).where(
+        Subscription.status.in_(("cancelled", "expired"))
     )
-    ended = select(Subscription.id).where(
-        Subscription.instance_id == Instance.id,
-        Subscription.status.in_(("cancelled", "expired")),
+    live = select(Subscription.instance_id).where(Subscription.status.in_(("active", "past_due")))
+    instance_ids = compute.live_instances_among(
+        db=db,
+        among=ended.except_(live),
+        except_statuses=(*compute.NOT_DELETABLE, "error"),
+        limit=500,
     )
-    rows = db.execute(
-        select(Instance.id)
-        .where(
-            Instance.deleted_at.is_(None),
-            Instance.status.not_in((*compute.NOT_DELETABLE, "error")),
-            ended.exists(),
-            ~live.exists(),
-        )
-        .limit(500)
-    ).all()
     done = 0
-    for row in rows:
-        instance = compute.get_instance(db=db, instance_id=row.id, lock=True, skip_locked=True)
+    for instance_id in instance_ids:
+        instance = compute.get_instance(db=db, instance_id=instance_id, lock=True, skip_locked=True)
         if instance is not None and instance.status not in (*compute.NOT_DELETABLE, "error"):
             flows.delete_instance(db=db, instance=instance, reason="subscription ended")
             done += 1

@@ -14,7 +14,7 @@ from vmcloud.accounts.models import User
 from vmcloud.billing import emails, ledger
 from vmcloud.billing.models import Subscription
 from vmcloud.billing.run import run as run_billing
-from vmcloud.compute.models import Instance
+from vmcloud.compute import service as compute
 from vmcloud.core import jobs
 from vmcloud.core.clock import utcnow
 from vmcloud.core.logging import get_logger
@@ -70,7 +70,9 @@ def send_past_due_email(subscription_id: str) -> None:
         if sub is None or sub.status != "past_due":
             return
         user = db.get(User, sub.user_id)
-        instance = db.get(Instance, sub.instance_id) if sub.instance_id else None
+        instance = (
+            compute.get_instance(db=db, instance_id=sub.instance_id) if sub.instance_id else None
+        )
         if user is None:
             return
         runtime.mailer.send(

@@ -8,7 +8,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import CompoundSelect, Select, func, select
 from sqlalchemy.orm import Session
 
 from vmcloud.accounts import service as accounts
@@ -186,6 +186,25 @@ def check_deletable(instance: Instance) -> None:
 def failed_before_start(instance: Instance) -> bool:
     """It ended in ``error`` without its VM ever having run (provisioning failed)."""
     return instance.status == "error" and instance.started_at is None
+
+
+def live_instances_among(
+    *,
+    db: Session,
+    among: Select[Any] | CompoundSelect[Any],
+    statuses: tuple[str, ...] | None = None,
+    except_statuses: tuple[str, ...] = (),
+    limit: int,
+) -> list[uuid.UUID]:
+    """Ids of live instances whose id ``among`` selects (another domain's query of its own
+    rows), in ``statuses`` if given and not in ``except_statuses``: how billing finds what to
+    suspend or delete without reading the instances table itself."""
+    stmt = select(Instance.id).where(Instance.id.in_(among), Instance.deleted_at.is_(None))
+    if statuses is not None:
+        stmt = stmt.where(Instance.status.in_(statuses))
+    if except_statuses:
+        stmt = stmt.where(Instance.status.not_in(except_statuses))
+    return list(db.scalars(stmt.limit(limit)))
 
 
 def never_started_failures(
