@@ -20,11 +20,11 @@ from sqlalchemy.orm import Session
 
 from tests.factories.accounts import PASSWORD, make_user
 from tests.factories.compute import make_node
+from tests.factories.support import make_ticket
 from tests.helpers import bearer, login
 from vmcloud.audit.models import AuditLog
 from vmcloud.billing import ledger
 from vmcloud.catalog.models import Product
-from vmcloud.support.models import SupportTicket
 
 API = "/api/v1"
 ROLES = ("anonymous", "customer", "support", "admin")
@@ -130,8 +130,7 @@ def path_params(db: Session) -> dict[str, str]:
     db.add(plan)
     node = make_node(db)
     db.flush()
-    ticket = SupportTicket(user_id=customer.id, subject="Help", description="Please")
-    db.add(ticket)
+    ticket = make_ticket(db, customer)
     ledger.post(db=db, user_id=customer.id, type_="credit", amount=Decimal(10), currency="USD")
     charge = ledger.post(
         db=db, user_id=customer.id, type_="charge", amount=Decimal(4), currency="USD"

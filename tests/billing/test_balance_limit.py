@@ -13,8 +13,9 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from tests.billing.payment_support import entries_of, ledger_clean, pending_payment
+from tests.billing.payment_support import entries_of, ledger_clean
 from tests.factories.accounts import PASSWORD, fund, make_user
+from tests.factories.billing import pending_payment
 from tests.helpers import bearer, login
 from vmcloud.accounts.models import User
 from vmcloud.audit.models import AuditLog

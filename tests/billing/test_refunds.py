@@ -13,16 +13,10 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from tests.billing.payment_support import (
-    STRIPE_API_KEY,
-    FakeStripe,
-    entries_of,
-    fake_stripe,
-    ledger_clean,
-    pending_payment,
-    stripe_client,
-)
+from tests.billing.payment_support import entries_of, ledger_clean, stripe_client
 from tests.factories.accounts import PASSWORD, make_user
+from tests.factories.billing import pending_payment
+from tests.fakes.stripe import STRIPE_API_KEY, FakeStripe, fake_stripe
 from tests.helpers import bearer, login
 from vmcloud.accounts.models import User
 from vmcloud.audit.models import AuditLog

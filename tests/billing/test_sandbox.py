@@ -13,8 +13,9 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from tests.billing.payment_support import ledger_clean, set_providers, signature
+from tests.billing.payment_support import ledger_clean, set_providers
 from tests.factories.accounts import PASSWORD, make_user
+from tests.fakes.stripe import signature
 from tests.helpers import bearer, login
 from vmcloud.audit.models import AuditLog
 from vmcloud.billing import dunning

@@ -14,15 +14,9 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from tests.billing.payment_support import (
-    STRIPE_API_KEY,
-    entries_of,
-    fake_stripe,
-    ledger_clean,
-    set_providers,
-    stripe_client,
-)
+from tests.billing.payment_support import entries_of, ledger_clean, set_providers, stripe_client
 from tests.factories.accounts import PASSWORD, make_user
+from tests.fakes.stripe import STRIPE_API_KEY, fake_stripe
 from tests.helpers import bearer, login
 from vmcloud.app import create_app
 from vmcloud.billing.models import Transaction

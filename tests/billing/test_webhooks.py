@@ -14,16 +14,10 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from tests.billing.payment_support import (
-    STRIPE_WEBHOOK_SECRET,
-    fake_stripe,
-    ledger_clean,
-    pending_payment,
-    signature,
-    stripe_client,
-    stripe_event,
-)
+from tests.billing.payment_support import ledger_clean, stripe_client
 from tests.factories.accounts import make_user
+from tests.factories.billing import pending_payment
+from tests.fakes.stripe import STRIPE_WEBHOOK_SECRET, fake_stripe, signature, stripe_event
 from vmcloud.accounts.models import User
 from vmcloud.audit.models import AuditLog
 from vmcloud.billing.models import Transaction

@@ -1,0 +1,1 @@
+"""Stand-ins for the external services the platform talks to, served locally for tests."""
