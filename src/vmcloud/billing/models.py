@@ -14,7 +14,6 @@ from sqlalchemy.types import Uuid
 
 from vmcloud.db.base import Base, created_at, updated_at, uuid_pk
 
-SUBSCRIPTION_TYPES = ("hourly", "monthly", "yearly")
 # active: in force (auto_renew false = ends at period_end); past_due: unpaid, instance
 # suspended; cancelled: ended by the customer (cancel, delete) or a failed provisioning;
 # expired: ended unpaid after the grace days.

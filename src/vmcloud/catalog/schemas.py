@@ -20,7 +20,6 @@ from pydantic import (
 
 from vmcloud.core.schemas import InputModel, OutputModel, UTCDateTime
 
-PRODUCT_STATUSES = ("active", "hidden", "archived")
 SLUG = r"^[a-z0-9]+(?:-[a-z0-9]+)*$"
 _MAX_PRICE = Decimal("99999999.99")  # DECIMAL(10,2), the column prices are charged into
 

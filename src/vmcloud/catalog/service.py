@@ -149,18 +149,9 @@ def find_active_image(*, db: Session, ref: str) -> Image | None:
     return db.scalar(select(Image).where(where, Image.status == "active"))
 
 
-def get_region(*, db: Session, region_id: uuid.UUID) -> Region | None:
-    return db.get(Region, region_id)
-
-
 def get_image(*, db: Session, image_id: uuid.UUID) -> Image | None:
     return db.get(Image, image_id)
 
 
 def get_product_by_id(*, db: Session, product_id: uuid.UUID) -> Product | None:
     return db.get(Product, product_id)
-
-
-def find_image_by_slug(*, db: Session, slug: str) -> Image | None:
-    """Any status: an instance keeps booting from its image after the image is withdrawn."""
-    return db.scalar(select(Image).where(Image.slug == slug))

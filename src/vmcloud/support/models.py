@@ -25,9 +25,6 @@ from sqlalchemy.types import Uuid
 
 from vmcloud.db.base import Base, created_at, updated_at, uuid_pk
 
-TICKET_STATUSES = ("open", "in_progress", "waiting_customer", "resolved", "closed")
-PRIORITIES = ("low", "normal", "high", "urgent")
-
 # The staff queue's order: most urgent first (then oldest first).
 _RANK = "CASE priority WHEN 'urgent' THEN 0 WHEN 'high' THEN 1 WHEN 'normal' THEN 2 ELSE 3 END"
 
