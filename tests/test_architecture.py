@@ -105,3 +105,27 @@ def test_no_import_inside_a_function_reaches_another_package() -> None:
 def test_every_package_has_a_rule() -> None:
     packages = {_package(module) for module, _ in _modules()}
     assert packages - set(ALLOWED) - TOP == set()
+
+
+def test_every_task_named_in_a_defer_is_registered() -> None:
+    # Services queue their own domain's jobs by name (so they need not import the task modules
+    # that call them back); a misspelt name would only fail when the job is queued.
+    from vmcloud.core import jobs
+
+    named = {
+        (path.relative_to(SRC), node.args[1].value)
+        for _, path in _modules()
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr == "defer"
+        and len(node.args) > 1
+        and isinstance(node.args[1], ast.Constant)
+    }
+    names = {name for _, name in named}
+    # compute.service picks its task names from a table (``_queue``).
+    names |= {"compute.provision_instance", "compute.instance_action", "compute.destroy_instance"}
+    assert len(named) >= 5
+    jobs.task_named("compute.reconcile")  # imports every task module
+    missing = [name for name in sorted(names) if name not in jobs.app.tasks]
+    assert missing == []

@@ -138,9 +138,7 @@ def register(
 
 
 def _queue_verification(db: Session, user: User) -> None:
-    from vmcloud.accounts import tasks
-
-    jobs.defer(db, tasks.send_verification_email, user_id=str(user.id))
+    jobs.defer(db, "accounts.send_verification_email", user_id=str(user.id))
 
 
 def resend_verification(
@@ -219,9 +217,7 @@ def request_password_reset(
     limiter.hit(limits.RESET_PER_ACCOUNT, key)
     user = db.scalar(select(User).where(func.lower(User.email) == key))
     if user is not None and user.status == "active":
-        from vmcloud.accounts import tasks
-
-        jobs.defer(db, tasks.send_password_reset, user_id=str(user.id))
+        jobs.defer(db, "accounts.send_password_reset", user_id=str(user.id))
 
 
 def send_password_reset(

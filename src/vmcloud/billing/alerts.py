@@ -20,7 +20,5 @@ def crossed(db: Session, *, before: Decimal, after: Decimal) -> bool:
 
 
 def warn(db: Session, user_ids: list[uuid.UUID]) -> None:
-    from vmcloud.billing import tasks
-
     for user_id in user_ids:
-        jobs.defer(db, tasks.send_low_balance_email, user_id=str(user_id))
+        jobs.defer(db, "billing.send_low_balance_email", user_id=str(user_id))

@@ -21,15 +21,13 @@ from sqlalchemy.orm import Session
 
 from vmcloud.accounts import service as accounts
 from vmcloud.audit import service as audit
-from vmcloud.billing import flows, ledger, periods
+from vmcloud.billing import ledger, periods
 from vmcloud.billing.models import Subscription
-from vmcloud.billing.subscriptions import charge, end
+from vmcloud.billing.subscriptions import charge
 from vmcloud.compute import service as compute
 from vmcloud.core import jobs
 from vmcloud.core.clock import utcnow
 from vmcloud.core.logging import get_logger
-from vmcloud.site_settings import service as site_settings
-from vmcloud.site_settings.registry import GRACE_DAYS
 
 log = get_logger(__name__)
 
@@ -60,11 +58,9 @@ def past_due(db: Session, sub: Subscription, amount: Decimal, now: datetime) -> 
 
 
 def _suspend_and_notify(db: Session, sub: Subscription) -> None:
-    from vmcloud.billing import tasks
-
     if sub.instance_id is not None:
         _suspend(db, sub.instance_id)
-    jobs.defer(db, tasks.send_past_due_email, subscription_id=str(sub.id))
+    jobs.defer(db, "billing.send_past_due_email", subscription_id=str(sub.id))
     log.info("subscription.past_due", subscription_id=str(sub.id), due=str(sub.amount_due))
 
 
@@ -148,59 +144,6 @@ def _suspend(db: Session, instance_id: uuid.UUID) -> int:
     if instance is None:
         return 0
     return int(compute.suspend_instance(db=db, instance=instance, reason="unpaid"))
-
-
-def expire_overdue(*, db: Session, now: datetime, batch: int = 200) -> int:
-    """End subscriptions unpaid for longer than the grace days and delete their instances."""
-    grace = site_settings.get(db, GRACE_DAYS)
-    subs = db.scalars(
-        select(Subscription)
-        .where(
-            Subscription.status == "past_due",
-            Subscription.past_due_since <= now - timedelta(days=grace),
-        )
-        .order_by(Subscription.past_due_since)
-        .limit(batch)
-        .with_for_update(skip_locked=True)
-    ).all()
-    for sub in subs:
-        end(sub, "expired", now)
-        db.flush()
-        end_instance(db, sub, "unpaid")
-    return len(subs)
-
-
-def end_instance(db: Session, sub: Subscription, reason: str) -> None:
-    """Delete the instance of a subscription that ended (skipped if a request holds the
-    instance right now: :func:`enforce_endings` catches it on the next run)."""
-    if sub.instance_id is None:
-        return
-    instance = compute.get_instance(db=db, instance_id=sub.instance_id, lock=True, skip_locked=True)
-    if instance is not None and instance.status not in compute.NOT_DELETABLE:
-        flows.delete_instance(db=db, instance=instance, reason=reason)
-
-
-def enforce_endings(*, db: Session) -> int:
-    """Delete live instances whose subscription ended (cancelled at period end, or expired)
-    and that no live subscription keeps. Instances in ``error`` (a failed provisioning ends
-    its subscription too) are left for their owner to delete."""
-    ended = select(Subscription.instance_id).where(
-        Subscription.status.in_(("cancelled", "expired"))
-    )
-    live = select(Subscription.instance_id).where(Subscription.status.in_(("active", "past_due")))
-    instance_ids = compute.live_instances_among(
-        db=db,
-        among=ended.except_(live),
-        except_statuses=(*compute.NOT_DELETABLE, "error"),
-        limit=500,
-    )
-    done = 0
-    for instance_id in instance_ids:
-        instance = compute.get_instance(db=db, instance_id=instance_id, lock=True, skip_locked=True)
-        if instance is not None and instance.status not in (*compute.NOT_DELETABLE, "error"):
-            flows.delete_instance(db=db, instance=instance, reason="subscription ended")
-            done += 1
-    return done
 
 
 def charge_period(db: Session, sub: Subscription, now: datetime) -> bool:

@@ -54,8 +54,18 @@ def cancel_subscription(*, db: Session, sub: Subscription) -> Subscription:
     was_past_due = sub.status == "past_due"
     subscriptions.cancel(db=db, sub=sub)
     if was_past_due:
-        dunning.end_instance(db, sub, "cancelled")
+        end_instance(db, sub, "cancelled")
     return sub
+
+
+def end_instance(db: Session, sub: Subscription, reason: str) -> None:
+    """Delete the instance of a subscription that ended (skipped if a request holds the
+    instance right now: ``endings.enforce_endings`` catches it on the next run)."""
+    if sub.instance_id is None:
+        return
+    instance = compute.get_instance(db=db, instance_id=sub.instance_id, lock=True, skip_locked=True)
+    if instance is not None and instance.status not in compute.NOT_DELETABLE:
+        delete_instance(db=db, instance=instance, reason=reason)
 
 
 def refund_failed_provisionings(*, db: Session, limit: int = 500) -> int:

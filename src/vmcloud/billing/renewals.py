@@ -8,7 +8,7 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from vmcloud.billing import dunning
+from vmcloud.billing import dunning, flows
 from vmcloud.billing.models import Subscription
 from vmcloud.billing.subscriptions import end
 
@@ -32,7 +32,7 @@ def renew_due(*, db: Session, now: datetime, batch: int = 200) -> tuple[int, int
         if not sub.auto_renew:
             end(sub, "cancelled", now)
             db.flush()
-            dunning.end_instance(db, sub, "cancelled")
+            flows.end_instance(db, sub, "cancelled")
             ended += 1
         elif dunning.charge_period(db, sub, now):
             renewed += 1

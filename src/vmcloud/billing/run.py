@@ -14,7 +14,7 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from vmcloud.billing import alerts, dunning, flows, hourly
+from vmcloud.billing import alerts, dunning, endings, flows, hourly
 from vmcloud.billing.models import Subscription
 from vmcloud.billing.renewals import renew_due
 from vmcloud.core.logging import get_logger
@@ -53,7 +53,7 @@ def run(*, unit_of_work: UnitOfWork, now: datetime, batch: int = hourly.BATCH) -
                 dunning.mark_past_due(db=db, subscription_ids=step.past_due)
             alerts.warn(db, step.low_balance)
             for sub in db.scalars(select(Subscription).where(Subscription.id.in_(step.ended))):
-                dunning.end_instance(db, sub, "cancelled")
+                flows.end_instance(db, sub, "cancelled")
         summary.hourly.add(step)
         if step.hours == 0:
             break
@@ -67,14 +67,14 @@ def run(*, unit_of_work: UnitOfWork, now: datetime, batch: int = hourly.BATCH) -
             break
     while True:
         with unit_of_work() as db:
-            expired = dunning.expire_overdue(db=db, now=now)
+            expired = endings.expire_overdue(db=db, now=now)
         summary.expired += expired
         if expired == 0:
             break
     with unit_of_work() as db:
         # Catch what a batch had to skip (an instance busy in a request, or still
         # provisioning when its subscription fell due).
-        summary.enforced = dunning.enforce_suspensions(db=db) + dunning.enforce_endings(db=db)
+        summary.enforced = dunning.enforce_suspensions(db=db) + endings.enforce_endings(db=db)
     log.info(
         "billing.run",
         enforced=summary.enforced,

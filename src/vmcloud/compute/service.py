@@ -142,12 +142,10 @@ def create_instance(*, db: Session, owner: User, body: InstanceCreate) -> Instan
 
 
 def _queue(db: Session, what: str, instance_id: uuid.UUID) -> None:
-    from vmcloud.compute import tasks  # tasks import this module
-
     task = {
-        "provision": tasks.provision_instance,
-        "action": tasks.run_instance_action,
-        "destroy": tasks.destroy_instance,
+        "provision": "compute.provision_instance",
+        "action": "compute.instance_action",
+        "destroy": "compute.destroy_instance",
     }[what]
     # The lock makes an instance's jobs run one at a time, in the order they were queued.
     jobs.defer(db, task, lock=jobs.instance_lock(instance_id), instance_id=str(instance_id))

@@ -63,19 +63,31 @@ _DEFER = text(
 )
 
 
+def task_named(name: str) -> procrastinate.tasks.Task[Any, Any, Any]:
+    """The registered task called ``name`` (every task module is imported first)."""
+    app.perform_import_paths()  # type: ignore[no-untyped-call]
+    try:
+        return app.tasks[name]
+    except KeyError:
+        raise LookupError(f"no task is registered as {name!r}") from None
+
+
 def defer(
     db: Session,
-    task: procrastinate.tasks.Task[Any, Any, Any],
+    task: procrastinate.tasks.Task[Any, Any, Any] | str,
     *,
     lock: str | None = None,
     **kwargs: Any,
 ) -> int:
     """Queue ``task(**kwargs)`` in ``db``'s transaction; returns the job id. Jobs sharing a
-    ``lock`` run one at a time, in queue order.
+    ``lock`` run one at a time, in queue order. A service names its own domain's task
+    (``"compute.provision_instance"``) rather than importing the module whose tasks call it.
 
     Arguments must be JSON values; secrets never go into them (job rows are readable by
     operators), so tasks receive ids and look the rest up.
     """
+    if isinstance(task, str):
+        task = task_named(task)
     job_ids = db.execute(
         _DEFER,
         {

@@ -56,11 +56,9 @@ def _invalid(field: str, message: str) -> InvalidInputError:
 
 
 def _notify(db: Session, event: str, ticket: SupportTicket, message_id: uuid.UUID | None) -> None:
-    from vmcloud.support import tasks
-
     jobs.defer(
         db,
-        tasks.notify,
+        "support.notify",
         event=event,
         ticket_id=str(ticket.id),
         message_id=str(message_id) if message_id else None,

@@ -129,23 +129,6 @@ class ManualProvider(PaymentProvider):
         return f"manual_{secrets.token_hex(16)}"
 
 
-def provider_for(name: str, settings: Settings) -> PaymentProvider:
-    """The provider called ``name``; :class:`UnknownProviderError` (404) if there is none.
-    Whether customers may use it is the service's business (``billing.payment_providers``)."""
-    from vmcloud.billing.payments.sandbox import SandboxProvider
-    from vmcloud.billing.payments.stripe import StripeProvider
-
-    registry: dict[str, type[PaymentProvider]] = {
-        "manual": ManualProvider,
-        "sandbox": SandboxProvider,
-        "stripe": StripeProvider,
-    }
-    kind = registry.get(name)
-    if kind is None:
-        raise UnknownProviderError(f"There is no payment provider {name[:50]!r}.")
-    return kind(settings)
-
-
 def cents(amount: Decimal) -> int:
     """An amount in the currency's minor unit (every currency VMCloud bills in has cents)."""
     return int((amount * 100).to_integral_value())

@@ -16,7 +16,8 @@ from vmcloud.accounts.models import User
 from vmcloud.audit import service as audit
 from vmcloud.billing import dunning, ledger, subscriptions
 from vmcloud.billing.models import Transaction
-from vmcloud.billing.payments.providers import UnknownProviderError, provider_for
+from vmcloud.billing.payments.providers import UnknownProviderError
+from vmcloud.billing.payments.registry import provider_for
 from vmcloud.config import Settings
 from vmcloud.core.errors import ConflictError, NotFoundError
 from vmcloud.site_settings import service as site_settings

@@ -24,8 +24,8 @@ from vmcloud.billing.payments.providers import (
     MalformedEventError,
     PaymentEvent,
     PaymentProvider,
-    provider_for,
 )
+from vmcloud.billing.payments.registry import provider_for
 from vmcloud.config import Settings
 from vmcloud.core.clock import utcnow
 from vmcloud.core.errors import ConflictError, InvalidInputError, NotFoundError
