@@ -21,7 +21,7 @@ import psycopg
 import pytest
 
 from tests.accounts.test_two_factor import oathtool
-from tests.compute.conftest import drop_pool
+from tests.compute.conftest import destroy_domains_under, drop_pool
 from tests.helpers import TOKEN_IN_LINK, Mailbox
 from vmcloud.accounts.passwords import verify_password
 from vmcloud.compute.pools import pool_name
@@ -41,7 +41,9 @@ def data_root() -> Iterator[Path]:
     path = Path(tempfile.mkdtemp(prefix="vmc-up-", dir="/tmp"))
     path.chmod(0o711)
     yield path
-    # `vmcloud up` made this machine a node with a storage pool in libvirt: remove it too.
+    # `vmcloud up` made this machine a node with a storage pool in libvirt, and the journey's
+    # VM runs on it: remove them too.
+    destroy_domains_under(path.resolve())
     drop_pool(pool_name(str((path / "disks").resolve())))
     shutil.rmtree(path, ignore_errors=True)
 

@@ -35,6 +35,24 @@ def drop_pool(name: str) -> None:
         conn.close()
 
 
+def destroy_domains_under(path: Path) -> None:
+    """Remove the VMs whose disks or console logs live under ``path`` (what a `vmcloud up`
+    under test left running when its data directory goes away)."""
+    conn = libvirt.open(LIBVIRT_URI)
+    try:
+        for domain in conn.listAllDomains():
+            if str(path) not in domain.XMLDesc(0):
+                continue
+            try:
+                if domain.isActive():
+                    domain.destroy()
+                domain.undefine()
+            except libvirt.libvirtError:
+                pass
+    finally:
+        conn.close()
+
+
 @pytest.fixture(scope="session")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tiny_image.TinyImage]:
     # Under /tmp with searchable parents: QEMU runs as its own user and must read the files.
