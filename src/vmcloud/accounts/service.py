@@ -9,7 +9,7 @@ from urllib.parse import urlencode
 from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.orm import Session
 
-from vmcloud.accounts import emails, limits
+from vmcloud.accounts import emails, limits, revocation
 from vmcloud.accounts.errors import InvalidTokenError, WrongPasswordError
 from vmcloud.accounts.models import (
     USER_ROW_LOCK,
@@ -243,8 +243,6 @@ def confirm_password_reset(
     *, db: Session, limiter: RateLimiter, token: str, new_password: str, meta: RequestMeta
 ) -> None:
     """Set a new password from a reset token. Revokes every session; two-factor stays on."""
-    from vmcloud.accounts import revocation
-
     limiter.hit_address(limits.VERIFY_PER_IP, meta.ip)
     record = db.scalar(
         select(PasswordReset).where(PasswordReset.token == hash_secret(token)).with_for_update()
@@ -291,8 +289,6 @@ def change_password(
     keep_session: uuid.UUID,
 ) -> None:
     """Change the password; every other login of the user is signed out."""
-    from vmcloud.accounts import revocation
-
     limiter.hit(limits.PASSWORD_CHANGE_PER_ACCOUNT, str(user.id))
     if not verify_password(user.password_hash, current_password):
         audit.record(

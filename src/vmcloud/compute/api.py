@@ -26,7 +26,7 @@ from vmcloud.compute.schemas import (
 )
 from vmcloud.core import idempotency
 from vmcloud.core.deps import AppSettings
-from vmcloud.core.pagination import Page, PageQuery
+from vmcloud.core.pagination import Page, PageQuery, page_of
 from vmcloud.core.schemas import UTCInput
 from vmcloud.db.session import DbSession
 
@@ -36,16 +36,12 @@ admin = APIRouter(prefix="/admin", tags=["admin: compute"])
 Status = Literal[INSTANCE_STATUSES]  # type: ignore[valid-type]
 
 
-def _page(items: list[object], cursor: str | None) -> Page[InstanceRead]:
-    return Page(items=[InstanceRead.model_validate(i) for i in items], next_cursor=cursor)
-
-
 @router.get("", response_model=Page[InstanceRead], summary="Your instances")
 def list_instances(
     db: DbSession, user: CurrentUser, page: PageQuery, status: Status | None = None
 ) -> Page[InstanceRead]:
     items, cursor = service.list_instances(db=db, params=page, user_id=user.id, status=status)
-    return _page(list(items), cursor)
+    return page_of(InstanceRead, items, cursor)
 
 
 @router.post(
@@ -100,7 +96,7 @@ def instance_metrics(
     instance: VisibleInstance, db: DbSession, page: PageQuery, since: UTCInput | None = None
 ) -> Page[MetricRead]:
     items, cursor = service.list_metrics(db=db, instance=instance, since=since, params=page)
-    return Page(items=[MetricRead.model_validate(m) for m in items], next_cursor=cursor)
+    return page_of(MetricRead, items, cursor)
 
 
 @admin.get("/instances", response_model=Page[InstanceAdminRead], summary="Every instance")
@@ -117,13 +113,13 @@ def admin_list_instances(
     items, cursor = service.list_instances(
         db=db, params=page, user_id=user_id, status=status, node=node
     )
-    return Page(items=[InstanceAdminRead.model_validate(i) for i in items], next_cursor=cursor)
+    return page_of(InstanceAdminRead, items, cursor)
 
 
 @admin.get("/nodes", response_model=Page[NodeRead], summary="Hypervisor nodes")
 def list_nodes(db: DbSession, _: AdminUser, page: PageQuery) -> Page[NodeRead]:
     items, cursor = nodes.list_nodes(db=db, params=page)
-    return Page(items=[NodeRead.model_validate(n) for n in items], next_cursor=cursor)
+    return page_of(NodeRead, items, cursor)
 
 
 @admin.get("/nodes/{node_id}", response_model=NodeRead)

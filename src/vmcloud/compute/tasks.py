@@ -152,7 +152,5 @@ def reconcile_nodes(timestamp: int) -> None:
 @jobs.app.periodic(cron="* * * * *", periodic_id="collect-metrics")
 @jobs.app.task(name="compute.collect_metrics", queue="maintenance")
 def collect_metrics(timestamp: int) -> None:
-    from vmcloud.compute import metrics
-
     with jobs.unit_of_work() as (db, _):
         metrics.collect_all(db)
