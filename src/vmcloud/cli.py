@@ -26,7 +26,7 @@ from vmcloud.core.worker import WorkerFailedError, WorkerHealth, supervise
 from vmcloud.db import migrate
 from vmcloud.db.cli import app as db_app
 from vmcloud.db.runtime import database_url
-from vmcloud.db.session import make_engine, make_session_factory
+from vmcloud.db.session import make_engine, make_session_factory, unit_of_work
 
 app = typer.Typer(help="VMCloud: sell and run virtual machines.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
@@ -88,7 +88,7 @@ def up(host: HostOption = None, port: PortOption = None) -> None:
         migrate.upgrade(url)
         engine = make_engine(settings, url)
         try:
-            with make_session_factory(engine).begin() as db:
+            with unit_of_work(make_session_factory(engine)) as db:
                 created = accounts.ensure_first_admin(
                     db=db, email=settings.admin_email, username=settings.admin_username
                 )

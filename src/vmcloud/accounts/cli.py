@@ -10,7 +10,7 @@ from vmcloud.accounts import service
 from vmcloud.config import get_settings
 from vmcloud.core.errors import ProblemError
 from vmcloud.db.runtime import database_url
-from vmcloud.db.session import make_engine, make_session_factory
+from vmcloud.db.session import make_engine, make_session_factory, unit_of_work
 
 app = typer.Typer(help="User accounts.", no_args_is_help=True)
 
@@ -25,7 +25,7 @@ def create_admin(
     with database_url(settings) as url:
         engine = make_engine(settings, url)
         try:
-            with make_session_factory(engine).begin() as db:
+            with unit_of_work(make_session_factory(engine)) as db:
                 user, password = service.create_admin(db=db, email=email, username=username)
         except ProblemError as exc:
             typer.echo(f"error: {exc.detail}", err=True)

@@ -19,7 +19,7 @@ from vmcloud.compute.schemas import NodeCreate
 from vmcloud.config import get_settings
 from vmcloud.core.errors import ProblemError
 from vmcloud.db.runtime import database_url
-from vmcloud.db.session import make_engine, make_session_factory
+from vmcloud.db.session import make_engine, make_session_factory, unit_of_work
 
 app = typer.Typer(help="OS images.", no_args_is_help=True)
 
@@ -40,7 +40,7 @@ def build_tiny() -> None:
     with database_url(settings) as url:
         engine = make_engine(settings, url)
         try:
-            with make_session_factory(engine).begin() as db:
+            with unit_of_work(make_session_factory(engine)) as db:
                 image = db.scalar(select(Image).where(Image.slug == TINY_SLUG))
                 if image is None:
                     image = Image(
@@ -68,7 +68,7 @@ def _session() -> Iterator[Session]:
     with database_url(settings) as url:
         engine = make_engine(settings, url)
         try:
-            with make_session_factory(engine).begin() as db:
+            with unit_of_work(make_session_factory(engine)) as db:
                 yield db
         finally:
             engine.dispose()
