@@ -44,8 +44,27 @@ def list_transactions(db: DbSession, user: CurrentUser, page: PageQuery) -> Page
     return page_of(TransactionRead, items, cursor)
 
 
-def _adjustment(kind: str, user_id: uuid.UUID) -> str:
-    return f"POST /admin/users/{user_id}/{kind}"
+def _adjust(
+    kind: Literal["credit", "debit"],
+    user_id: uuid.UUID,
+    body: CreditCreate | DebitCreate,
+    db: DbSession,
+    admin_user: AdminUser,
+    key: str | None,
+) -> TransactionRead | JSONResponse:
+    """A staff credit or debit, once per Idempotency-Key."""
+    post = adjustments.credit if kind == "credit" else adjustments.debit
+    return idempotency.once(
+        db=db,
+        user_id=admin_user.id,
+        key=key,
+        endpoint=f"POST /admin/users/{user_id}/{kind}s",
+        body=body,
+        status=status.HTTP_201_CREATED,
+        produce=lambda: TransactionRead.model_validate(
+            post(db=db, user_id=user_id, amount=body.amount, reason=body.reason, admin=admin_user)
+        ),
+    )
 
 
 @admin.post(
@@ -54,19 +73,7 @@ def _adjustment(kind: str, user_id: uuid.UUID) -> str:
 def grant_credit(
     user_id: uuid.UUID, body: CreditCreate, db: DbSession, user: AdminUser, key: KeyHeader
 ) -> TransactionRead | JSONResponse:
-    return idempotency.once(
-        db=db,
-        user_id=user.id,
-        key=key,
-        endpoint=_adjustment("credits", user_id),
-        body=body,
-        status=status.HTTP_201_CREATED,
-        produce=lambda: TransactionRead.model_validate(
-            adjustments.credit(
-                db=db, user_id=user_id, amount=body.amount, reason=body.reason, admin=user
-            )
-        ),
-    )
+    return _adjust("credit", user_id, body, db, user, key)
 
 
 @admin.post(
@@ -75,19 +82,7 @@ def grant_credit(
 def debit(
     user_id: uuid.UUID, body: DebitCreate, db: DbSession, user: AdminUser, key: KeyHeader
 ) -> TransactionRead | JSONResponse:
-    return idempotency.once(
-        db=db,
-        user_id=user.id,
-        key=key,
-        endpoint=_adjustment("debits", user_id),
-        body=body,
-        status=status.HTTP_201_CREATED,
-        produce=lambda: TransactionRead.model_validate(
-            adjustments.debit(
-                db=db, user_id=user_id, amount=body.amount, reason=body.reason, admin=user
-            )
-        ),
-    )
+    return _adjust("debit", user_id, body, db, user, key)
 
 
 SubscriptionStatus = Literal[SUBSCRIPTION_STATUSES]  # type: ignore[valid-type]
