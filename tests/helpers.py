@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import email
 import email.policy
 import importlib
@@ -18,6 +19,22 @@ from procrastinate.jobs import Job
 from sqlalchemy import Connection, text
 
 from vmcloud.core import jobs
+
+SRC = Path(jobs.__file__).resolve().parents[1]
+
+
+def _parse_sources() -> dict[Path, ast.Module]:
+    return {
+        path: ast.parse(path.read_text(), str(path))
+        for path in sorted(SRC.rglob("*.py"))
+        if "migrations" not in path.parts
+    }
+
+
+# Parsed once, when the test modules are collected: Python 3.11's ``ast.parse`` is not safe
+# while another thread of the process converts an AST (it raises "AST constructor recursion
+# depth mismatch"), and collection runs before any test starts a thread.
+SOURCE_TREES: dict[Path, ast.Module] = _parse_sources()
 
 TOKEN_IN_LINK = re.compile(r"[?&]token=([A-Za-z0-9_\-]+)")
 

@@ -16,7 +16,8 @@ import ast
 from collections.abc import Iterator
 from pathlib import Path
 
-SRC = Path(__file__).resolve().parents[1] / "src" / "vmcloud"
+from tests.helpers import SOURCE_TREES, SRC
+
 PLATFORM = {"config", "core", "db", "audit", "site_settings", "accounts", "__init__"}
 ALLOWED: dict[str, set[str]] = {
     **{name: set(PLATFORM) for name in PLATFORM},
@@ -42,7 +43,7 @@ def _package(module: str) -> str:
 
 def _imports(path: Path) -> Iterator[tuple[str, int, bool]]:
     """(imported vmcloud module, line, inside a function) for each import in ``path``."""
-    tree = ast.parse(path.read_text())
+    tree = SOURCE_TREES[path]
     nested: set[int] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
@@ -115,7 +116,7 @@ def test_every_task_named_in_a_defer_is_registered() -> None:
     named = {
         (path.relative_to(SRC), node.args[1].value)
         for _, path in _modules()
-        for node in ast.walk(ast.parse(path.read_text()))
+        for node in ast.walk(SOURCE_TREES[path])
         if isinstance(node, ast.Call)
         and isinstance(node.func, ast.Attribute)
         and node.func.attr == "defer"

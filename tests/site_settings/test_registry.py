@@ -14,7 +14,7 @@ from sqlalchemy import delete, update
 from sqlalchemy.orm import Session
 
 from tests.factories.accounts import PASSWORD, make_user
-from tests.helpers import bearer, login
+from tests.helpers import SOURCE_TREES, bearer, login
 from vmcloud.site_settings import registry, service
 from vmcloud.site_settings.models import Setting as SettingRow
 from vmcloud.site_settings.registry import (
@@ -41,14 +41,6 @@ def _store(db: Session, key: str, value: str, type_: str | None = None) -> None:
     db.info[service.CACHE_KEY].invalidate()
 
 
-def _sources() -> list[tuple[Path, ast.Module]]:
-    return [
-        (path, ast.parse(path.read_text(), str(path)))
-        for path in sorted(SRC.rglob("*.py"))
-        if "migrations" not in path.parts
-    ]
-
-
 def test_a_key_cannot_be_declared_twice() -> None:
     with pytest.raises(ValueError, match="declared twice"):
         registry._index(GRACE_DAYS, Setting[int]("billing.grace_days", 14))
@@ -63,7 +55,7 @@ def test_get_refuses_a_setting_that_is_not_the_declared_one(db: Session) -> None
 
 def test_code_reads_settings_only_through_declarations() -> None:
     read: set[str] = set()
-    for path, tree in _sources():
+    for path, tree in SOURCE_TREES.items():
         in_registry = path.name == "registry.py" and path.parent.name == "site_settings"
         for node in ast.walk(tree):
             if isinstance(node, ast.Attribute) and node.attr == "get_value":
