@@ -11,7 +11,7 @@ APT_PACKAGES=(
   postgresql-15 postgresql-client-15
   qemu-system-x86 qemu-utils libvirt-daemon-system libvirt-clients libvirt-dev pkg-config
   busybox-static linux-image-cloud-amd64
-  oathtool
+  oathtool wrk
 )
 
 as_root() {
