@@ -32,6 +32,7 @@ def main() -> None:
     args = parser.parse_args()
     if unknown := set(args.names) - set(BENCHMARKS):
         parser.error(f"unknown benchmarks: {', '.join(sorted(unknown))}")
+    report.quiet()
     rows: list[report.Row] = []
     print(f"before: {report.load()}")
     for name in args.names or BENCHMARKS:

@@ -1,5 +1,6 @@
 """A whole platform in one process for benchmarks: a private PostgreSQL, migrations, the API
-with its in-process worker, and a verified customer."""
+with its in-process worker, and a verified customer whose balance came in as a staff credit
+(the ledger and the balance agree, as on a real platform)."""
 
 from __future__ import annotations
 
@@ -19,12 +20,17 @@ from sqlalchemy.orm import Session
 from vmcloud.accounts.models import User
 from vmcloud.accounts.passwords import hash_password
 from vmcloud.app import create_app
+from vmcloud.audit.service import AuditContext
+from vmcloud.billing import adjustments, ledger
 from vmcloud.config import Settings
 from vmcloud.db import migrate
 from vmcloud.db.embedded import EmbeddedPostgres
-from vmcloud.db.session import make_engine
+from vmcloud.db.session import make_engine, make_session_factory, unit_of_work
 
 PASSWORD = "benchmark password"
+# What the customer is given before the run: enough for any benchmark's orders (every create
+# checks the balance since billing landed; without it each one is refused with 402).
+BALANCE = "1000000.00"
 
 
 @dataclass
@@ -67,20 +73,40 @@ def platform(prepare: Any = None, concurrency: int = 4) -> Iterator[Platform]:
             db_pool_size=20,
         )
         engine = make_engine(settings)
-        with Session(engine) as db:
-            db.add(
-                User(
-                    email="bench@example.com",
-                    username="bench",
-                    password_hash=hash_password(PASSWORD),
-                    role="customer",
-                    status="active",
-                    email_verified=True,
-                )
+        sessions = make_session_factory(engine)
+        password_hash = hash_password(PASSWORD)
+        with unit_of_work(sessions) as db:
+            customer = User(
+                email="bench@example.com",
+                username="bench",
+                password_hash=password_hash,
+                role="customer",
+                status="active",
+                email_verified=True,
             )
+            operator = User(
+                email="operator@example.com",
+                username="operator",
+                password_hash=password_hash,
+                role="admin",
+                status="active",
+                email_verified=True,
+            )
+            db.add_all([customer, operator])
             if prepare is not None:
                 prepare(db, root)
-            db.commit()
+        # The money arrives as the platform gives it: a staff credit, one ledger entry.
+        with unit_of_work(sessions, context=AuditContext(actor_id=operator.id)) as db:
+            adjustments.credit(
+                db=db,
+                user_id=customer.id,
+                amount=BALANCE,
+                reason="benchmark funding",
+                admin=operator,
+            )
+        with unit_of_work(sessions) as db:
+            if mismatches := ledger.verify(db=db, user_id=customer.id):
+                raise RuntimeError(f"balance and ledger disagree: {mismatches}")
         engine.dispose()
         with TestClient(create_app(settings), client=("198.51.100.200", 1)) as client:
             tokens = client.post(

@@ -14,6 +14,8 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from vmcloud.core.logging import configure_logging
+
 
 @dataclass(frozen=True)
 class Row:
@@ -38,10 +40,16 @@ def render(rows: Sequence[Row]) -> str:
     return "\n".join(lines)
 
 
+def quiet() -> None:
+    """Warnings and errors only: the platform's one line per request would bury the table."""
+    configure_logging("warning", "console")
+
+
 def main(run: Callable[..., list[Row]], argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--tiny", action="store_true", help="a seconds-long smoke run")
     args = parser.parse_args(argv)
+    quiet()
     print(f"before: {load()}")
     rows = run(tiny=args.tiny)
     print(render(rows))
