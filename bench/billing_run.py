@@ -23,7 +23,7 @@ from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.orm import sessionmaker
 
 from bench import report
-from vmcloud.billing import run as billing_run
+from vmcloud.billing.run import run as run_billing
 from vmcloud.db import migrate
 from vmcloud.db.embedded import EmbeddedPostgres
 from vmcloud.db.session import unit_of_work
@@ -109,12 +109,12 @@ def run(tiny: bool = False) -> list[report.Row]:
 
             before = _count(engine)
             started = time.perf_counter()
-            summary = billing_run.run(unit_of_work=batch, now=now)
+            summary = run_billing(unit_of_work=batch, now=now)
             platform_seconds = time.perf_counter() - started
             written = _count(engine) - before
 
             started = time.perf_counter()
-            again = billing_run.run(unit_of_work=batch, now=now + timedelta(minutes=30))
+            again = run_billing(unit_of_work=batch, now=now + timedelta(minutes=30))
             rerun_seconds = time.perf_counter() - started
             rerun_written = _count(engine) - before - written
         finally:
