@@ -101,6 +101,13 @@ def _delete(p: Platform, instance_id: str) -> None:
     raise TimeoutError(f"{instance_id} was not deleted within 60 s")
 
 
+def _cpu_times() -> tuple[int, int]:
+    """(busy, total) jiffies of the whole machine since boot, from /proc/stat."""
+    fields = [int(n) for n in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle and iowait
+    return sum(fields) - idle, sum(fields)
+
+
 def _figures(seconds: list[float]) -> str:
     return (
         f"median {statistics.median(seconds):.2f} s "
@@ -118,6 +125,7 @@ def run(tiny: bool = False) -> list[report.Row]:
         assert node_row is not None
         driver = nodes.driver_for(node_row)
         booted: list[str] = []
+        busy_before, total_before = _cpu_times()
         try:
             for _ in range(runs):
                 running, ready, instance_id = _boot_once(p, driver)
@@ -139,6 +147,10 @@ def run(tiny: bool = False) -> list[report.Row]:
                 pass
             finally:
                 conn.close()
+    busy_after, total_after = _cpu_times()
+    # The guest boots by software emulation: on a busy machine it gets a fraction of a core.
+    share = (busy_after - busy_before) / max(total_after - total_before, 1)
+    busy = f"the machine's CPU {100 * share:.0f} % busy meanwhile, {report.load()}"
     running_median = statistics.median(to_running)
     ready_median = statistics.median(to_ready)
     rule = f"hold: median within {TOLERANCE}x of the figure before step 9"
@@ -148,12 +160,14 @@ def run(tiny: bool = False) -> list[report.Row]:
             goal=f"{rule} ({BEFORE_RUNNING} s, so <= {BEFORE_RUNNING * TOLERANCE:.2f} s)",
             measured=_figures(to_running),
             met=running_median <= BEFORE_RUNNING * TOLERANCE,
+            note=busy,
         ),
         report.Row(
             measure="POST /instances -> guest ready marker on the console",
             goal=f"{rule} ({BEFORE_READY} s, so <= {BEFORE_READY * TOLERANCE:.2f} s)",
             measured=_figures(to_ready),
             met=ready_median <= BEFORE_READY * TOLERANCE,
+            note=busy,
         ),
     ]
 
