@@ -119,6 +119,14 @@ class Transaction(Base):
         Index(
             "ix_transactions_refund_of", "refund_of", postgresql_where=text("refund_of IS NOT NULL")
         ),
+        # -- added by 0015: each filter of the ledger lists, in their keyset order.
+        Index("ix_transactions_created_at_id", "created_at", "id"),
+        Index("ix_transactions_user_id_created_at_id", "user_id", "created_at", "id"),
+        Index("ix_transactions_type_created_at_id", "type", "created_at", "id"),
+        Index("ix_transactions_status_created_at_id", "status", "created_at", "id"),
+        Index(
+            "ix_transactions_subscription_id_created_at_id", "subscription_id", "created_at", "id"
+        ),
     )
 
     id: Mapped[uuid.UUID] = uuid_pk()
