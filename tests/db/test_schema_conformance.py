@@ -155,6 +155,8 @@ def test_seed_tables_gain_no_unexpected_objects(
                 "subscription_id_created_at_id",
             )
         ),
+        # 0016 the incremental ledger check
+        ("transactions", "ix_transactions_completed_processed_at"),
     }
     for kind in ("columns", "constraints", "indexes"):
         extra = {
