@@ -174,7 +174,8 @@ def check(*, db: Session, full: bool = False, margin: timedelta = SAFETY_MARGIN)
         .values({"id": 1, "full_at": now, **moved})
         .on_conflict_do_update(index_elements=["id"], set_=moved)
     )
-    db.expire_all()
+    if state is not None:
+        db.expire(state)
     return LedgerCheck(kind, mismatches, int(row.users), int(row.entries) + reread, horizon)
 
 
