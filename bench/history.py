@@ -12,7 +12,7 @@ real schema (migrations) holding, over two years:
 - ledger entries: 90 % charges of a subscription, then payments, credits, refunds and a rare
   type (``debit``, 0.2 %); 97 % completed, then failed, pending and a rare status
   (``cancelled``, 0.2 %); each balance equals its ledger (a credit tops up any customer whose
-  entries would leave them below zero).
+  entries would leave them below one).
 
 Set-based (``INSERT … SELECT generate_series``), with the secondary indexes of both tables
 dropped during the load and rebuilt after it, and foreign keys unchecked while loading (the
@@ -135,7 +135,7 @@ INSERT INTO transactions (id, user_id, amount, currency, type, status, payment_m
                           payment_provider, processed_at, created_at)
 SELECT gen_random_uuid(), user_id, 1 - total, 'USD', 'credit', 'completed', 'manual', 'manual',
        %(start)s, %(start)s
-  FROM sums WHERE total < 0
+  FROM sums WHERE total < 1
 """
 
 _BALANCES = """

@@ -1,11 +1,11 @@
 """What the database plans for the statements an endpoint runs.
 
 ``captured`` records every statement the engine sends while a block runs; ``keyset_plan``
-explains one of them (with its parameters) with sequential scans, bitmap scans and sorts
-priced out, so the plan shows whether an index answers the filter *in the list's order*: one
-index scan whose condition holds the filter, no sort. The test tables are small; on a small
-table the planner would rightly prefer a sequential scan, which says nothing about ten million
-rows.
+explains one of them (with its parameters) with sequential scans, bitmap scans and sorts (full
+or incremental) priced out, so the plan shows whether an index answers the filter *in the
+list's order*: one index scan whose condition holds the filter, no sort. The test tables are
+small; on a small table the planner would rightly prefer a sequential scan, which says nothing
+about ten million rows.
 """
 
 from __future__ import annotations
@@ -45,7 +45,12 @@ def captured(engine: Engine) -> Iterator[Captured]:
 def keyset_plan(connection: Connection, statement: str, params: Any) -> dict[str, Any]:
     """The plan of ``statement`` when neither a sequential scan nor a sort is an option."""
     with connection.begin_nested() as savepoint:
-        for knob in ("enable_seqscan", "enable_bitmapscan", "enable_sort"):
+        for knob in (
+            "enable_seqscan",
+            "enable_bitmapscan",
+            "enable_sort",
+            "enable_incremental_sort",
+        ):
             connection.execute(text(f"SET LOCAL {knob} = off"))
         rows = connection.exec_driver_sql("EXPLAIN (FORMAT JSON) " + statement, params)
         plan: dict[str, Any] = rows.scalar_one()[0]["Plan"]
