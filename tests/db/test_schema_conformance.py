@@ -134,6 +134,29 @@ def test_seed_tables_gain_no_unexpected_objects(
                 "instances_billing_cycle_check",
             )
         ),
+        # 0015 audit and ledger lists: one index per filter, in the keyset order
+        *(
+            ("audit_logs", f"ix_audit_logs_{name}")
+            for name in (
+                "timestamp_id",
+                "user_id_timestamp_id",
+                "action_timestamp_id",
+                "entity_type_timestamp_id",
+                "entity_id_timestamp_id",
+            )
+        ),
+        *(
+            ("transactions", f"ix_transactions_{name}")
+            for name in (
+                "created_at_id",
+                "user_id_created_at_id",
+                "type_created_at_id",
+                "status_created_at_id",
+                "subscription_id_created_at_id",
+            )
+        ),
+        # 0016 the incremental ledger check
+        ("transactions", "ix_transactions_completed_processed_at"),
     }
     for kind in ("columns", "constraints", "indexes"):
         extra = {

@@ -21,6 +21,13 @@ class AuditLog(Base):
         Index("idx_audit_logs_user_id", "user_id"),
         Index("idx_audit_logs_entity", "entity_type", "entity_id"),
         Index("idx_audit_logs_timestamp", "timestamp"),
+        # -- added by 0015: each filter of the admin list, in the list's keyset order
+        # (newest first, read backwards), so a page is one index range whatever the table's size.
+        Index("ix_audit_logs_timestamp_id", "timestamp", "id"),
+        Index("ix_audit_logs_user_id_timestamp_id", "user_id", "timestamp", "id"),
+        Index("ix_audit_logs_action_timestamp_id", "action", "timestamp", "id"),
+        Index("ix_audit_logs_entity_type_timestamp_id", "entity_type", "timestamp", "id"),
+        Index("ix_audit_logs_entity_id_timestamp_id", "entity_id", "timestamp", "id"),
     )
 
     id: Mapped[uuid.UUID] = uuid_pk()

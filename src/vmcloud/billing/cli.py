@@ -5,14 +5,15 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import partial
+from typing import Annotated
 
 import typer
 from sqlalchemy.orm import Session, sessionmaker
 
-from vmcloud.billing import ledger
+from vmcloud.billing import verification
 from vmcloud.billing.run import run as run_billing
 from vmcloud.config import get_settings
-from vmcloud.core.clock import utcnow
+from vmcloud.core.clock import isoformat_z, utcnow
 from vmcloud.db.runtime import database_url
 from vmcloud.db.session import make_engine, make_session_factory, unit_of_work
 
@@ -31,13 +32,25 @@ def _sessions() -> Iterator[sessionmaker[Session]]:
 
 
 @app.command()
-def verify() -> None:
-    """Recompute every balance from the ledger; exit 1 if any differs."""
-    with _sessions() as factory, factory() as db:
-        mismatches = ledger.verify(db=db)
-    for m in mismatches:
+def verify(
+    full: Annotated[
+        bool,
+        typer.Option(
+            "--full", help="Sum the whole ledger, not only what changed since the last check."
+        ),
+    ] = False,
+) -> None:
+    """Check every balance against the ledger (what changed since the last check, or all of it
+    with --full); exit 1 if any differs."""
+    with _sessions() as factory, unit_of_work(factory) as db:
+        result = verification.check(db=db, full=full)
+    for m in result.mismatches:
         typer.echo(f"MISMATCH user {m.user_id}: balance {m.balance} but ledger {m.ledger}")
-    if mismatches:
+    typer.echo(
+        f"{result.kind} check: {result.users_checked} balances, {result.entries_read} ledger "
+        f"entries read; summed up to {isoformat_z(result.horizon)}"
+    )
+    if result.mismatches:
         raise typer.Exit(1)
     typer.echo("every balance equals its ledger")
 

@@ -165,23 +165,28 @@ class Mismatch:
     ledger: Decimal
 
 
+# An entry's effect on the balance, in SQL (``t`` is the entry); only completed entries count.
+SIGNED_AMOUNT = (
+    "CASE WHEN t.type IN ('payment', 'credit', 'refund') THEN t.amount ELSE -t.amount END"
+)
+
 _VERIFY = text(
-    """
+    f"""
     SELECT u.id, COALESCE(u.balance, 0) AS balance,
-           COALESCE(SUM(CASE WHEN t.type IN ('payment', 'credit', 'refund') THEN t.amount
-                             ELSE -t.amount END)
-                    FILTER (WHERE t.status = 'completed'), 0) AS ledger
+           COALESCE(SUM({SIGNED_AMOUNT}) FILTER (WHERE t.status = 'completed'), 0) AS ledger
       FROM users u LEFT JOIN transactions t ON t.user_id = u.id
      WHERE CAST(:user_id AS uuid) IS NULL OR u.id = CAST(:user_id AS uuid)
      GROUP BY u.id, u.balance
-    HAVING COALESCE(u.balance, 0) <> COALESCE(SUM(CASE WHEN t.type IN ('payment', 'credit',
-           'refund') THEN t.amount ELSE -t.amount END) FILTER (WHERE t.status = 'completed'), 0)
+    HAVING COALESCE(u.balance, 0)
+           <> COALESCE(SUM({SIGNED_AMOUNT}) FILTER (WHERE t.status = 'completed'), 0)
     """
 )
 
 
 def verify(*, db: Session, user_id: uuid.UUID | None = None) -> list[Mismatch]:
     """Every user (or just ``user_id``) whose balance differs from the sum of their completed
-    ledger entries."""
+    ledger entries, read from the whole ledger and changing nothing. The periodic check and
+    ``vmcloud billing verify`` use :mod:`vmcloud.billing.verification`, which reads only what
+    changed since its last check."""
     rows = db.execute(_VERIFY, {"user_id": str(user_id) if user_id else None})
     return [Mismatch(row[0], Decimal(row[1]), Decimal(row[2])) for row in rows]

@@ -7,7 +7,17 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Boolean, CheckConstraint, DateTime, ForeignKey, Index, Numeric, String, text
+from sqlalchemy import (
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Index,
+    Numeric,
+    SmallInteger,
+    String,
+    text,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 from sqlalchemy.types import Uuid
@@ -119,6 +129,21 @@ class Transaction(Base):
         Index(
             "ix_transactions_refund_of", "refund_of", postgresql_where=text("refund_of IS NOT NULL")
         ),
+        # -- added by 0015: each filter of the ledger lists, in their keyset order.
+        Index("ix_transactions_created_at_id", "created_at", "id"),
+        Index("ix_transactions_user_id_created_at_id", "user_id", "created_at", "id"),
+        Index("ix_transactions_type_created_at_id", "type", "created_at", "id"),
+        Index("ix_transactions_status_created_at_id", "status", "created_at", "id"),
+        Index(
+            "ix_transactions_subscription_id_created_at_id", "subscription_id", "created_at", "id"
+        ),
+        # -- added by 0016: the incremental ledger check reads the entries settled since its
+        # last horizon, and nothing else.
+        Index(
+            "ix_transactions_completed_processed_at",
+            "processed_at",
+            postgresql_where=text("status = 'completed'"),
+        ),
     )
 
     id: Mapped[uuid.UUID] = uuid_pk()
@@ -139,3 +164,30 @@ class Transaction(Base):
     # -- added by 0011
     period_key: Mapped[str | None] = mapped_column(String(64))
     refund_of: Mapped[uuid.UUID | None] = mapped_column(Uuid(), ForeignKey("transactions.id"))
+
+
+class LedgerCheckpoint(Base):
+    """How far the ledger check has got (one row): every completed entry processed at or before
+    ``horizon`` is summed, per user, in ``ledger_checkpoint_sums``; the next incremental check
+    reads only the entries processed after it. ``full_at``: the last check that summed the
+    whole ledger again."""
+
+    __tablename__ = "ledger_checkpoints"
+    __table_args__ = (CheckConstraint("id = 1", name="single_row"),)
+
+    id: Mapped[int] = mapped_column(SmallInteger, primary_key=True, autoincrement=False)
+    horizon: Mapped[datetime] = mapped_column(DateTime())
+    checked_at: Mapped[datetime] = mapped_column(DateTime())
+    full_at: Mapped[datetime] = mapped_column(DateTime())
+
+
+class LedgerCheckpointSum(Base):
+    """A user's completed entries processed at or before the checkpoint's horizon, summed with
+    their direction (no row: zero)."""
+
+    __tablename__ = "ledger_checkpoint_sums"
+
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid(), ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    settled: Mapped[Decimal] = mapped_column(Numeric())

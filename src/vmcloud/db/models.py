@@ -8,7 +8,12 @@ from vmcloud.accounts.models import (
     User,
 )
 from vmcloud.audit.models import AuditLog
-from vmcloud.billing.models import Subscription, Transaction
+from vmcloud.billing.models import (
+    LedgerCheckpoint,
+    LedgerCheckpointSum,
+    Subscription,
+    Transaction,
+)
 from vmcloud.catalog.models import Image, Product, Region
 from vmcloud.compute.models import Instance, InstanceMetric, IpPool, Node
 from vmcloud.core.idempotency import IdempotencyKey
@@ -26,6 +31,8 @@ __all__ = [
     "Instance",
     "InstanceMetric",
     "IpPool",
+    "LedgerCheckpoint",
+    "LedgerCheckpointSum",
     "Node",
     "PasswordReset",
     "Product",

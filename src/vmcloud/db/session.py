@@ -36,7 +36,7 @@ def make_engine(settings: Settings, url: str | None = None) -> Engine:
         hide_parameters=True,
         connect_args={
             "connect_timeout": settings.db_connect_timeout,
-            "options": "-c timezone=UTC",
+            "options": "-c timezone=UTC -c plan_cache_mode=force_custom_plan",
             "application_name": "vmcloud",
         },
     )
