@@ -58,7 +58,7 @@ HEAVY_USER = "md5('u0')::uuid"  # the busiest customer by construction (u = user
 
 
 def _iso(moment: Any) -> str:
-    return moment.isoformat() + "Z"
+    return f"{moment.isoformat()}Z"
 
 
 @dataclass(frozen=True)
@@ -123,11 +123,11 @@ def _served(made: History, data_dir: Path) -> Iterator[Session]:
             " ON CONFLICT DO NOTHING",
             (hashed,),
         )
-        conn.execute(f"UPDATE users SET password_hash = %s WHERE id = {HEAVY_USER}", (hashed,))  # type: ignore[arg-type]
+        conn.execute(f"UPDATE users SET password_hash = %s WHERE id = {HEAVY_USER}", (hashed,))
         row = conn.execute(
             f"SELECT {HEAVY_USER}::text, md5('e0')::uuid::text, md5('s0')::uuid::text,"
             f" (SELECT username FROM users WHERE id = {HEAVY_USER})"
-        ).fetchone()  # type: ignore[call-overload]
+        ).fetchone()
     assert row is not None
     values = {"user": row[0], "entity": row[1], "subscription": row[2]}
     settings = Settings(data_dir=data_dir, database_url=made.url, db_pool_size=4)

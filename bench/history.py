@@ -172,7 +172,7 @@ def _secondary_indexes(conn: psycopg.Connection, tables: tuple[str, ...]) -> lis
         (list(tables),),
     ).fetchall()
     for name, _definition in rows:
-        conn.execute(f'DROP INDEX "{name}"')  # type: ignore[arg-type]
+        conn.execute(f'DROP INDEX "{name}"')
     return [definition for _name, definition in rows]
 
 
@@ -192,14 +192,14 @@ def generate(server: EmbeddedPostgres, dbname: str, rows: int) -> History:
     }
     with psycopg.connect(server.conninfo(dbname), autocommit=True) as conn:
         for statement in _SETUP:
-            conn.execute(statement)  # type: ignore[arg-type]
+            conn.execute(statement)
         rebuild = _secondary_indexes(conn, ("audit_logs", "transactions"))
         for statement in (_USERS, _SUBSCRIPTIONS, _AUDIT, _LEDGER):
-            conn.execute(statement, params)  # type: ignore[arg-type]
+            conn.execute(statement, params)
         for statement in (_SUMS, _TOP_UP, _BALANCES):
-            conn.execute(statement, params)  # type: ignore[arg-type]
+            conn.execute(statement, params)
         for definition in rebuild:
-            conn.execute(definition)  # type: ignore[arg-type]
+            conn.execute(definition)
         conn.execute("VACUUM (ANALYZE)")
     return History(server, dbname, rows, rows, users, time.perf_counter() - started)
 
