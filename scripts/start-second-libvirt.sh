@@ -33,6 +33,7 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 # One run at a time: two test processes starting at once must not both create the user.
+mkdir -p /run/lock
 exec 9>/run/lock/vmcloud-second-libvirt.lock
 flock 9
 
