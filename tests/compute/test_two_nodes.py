@@ -5,6 +5,7 @@ its operations cleanly while the other keeps working, and serves again once it i
 
 from __future__ import annotations
 
+import logging
 import shutil
 import tempfile
 import time
@@ -165,6 +166,7 @@ def test_a_node_whose_daemon_dies_fails_cleanly_and_serves_again_when_it_is_back
     two_nodes: tuple[Node, Node],
     second_libvirt: SecondLibvirt,
     job_runner: JobRunner,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     first, second = two_nodes
     admin = bearer(login(client, make_user(db, role="admin").username, PASSWORD))
@@ -192,7 +194,10 @@ def test_a_node_whose_daemon_dies_fails_cleanly_and_serves_again_when_it_is_back
     assert (shown.status_code, shown.json()["status"]) == (200, "error")
 
     # The reconciler passes the node over (logged as unreachable) and settles the other one.
-    reconcile.reconcile_all(db, stale_after=timedelta(minutes=5))
+    with caplog.at_level(logging.WARNING):
+        reconcile.reconcile_all(db, stale_after=timedelta(minutes=5))
+    unreachable = [r.msg for r in caplog.records if "reconcile.node_unreachable" in str(r.msg)]
+    assert len(unreachable) == 1 and second.name in str(unreachable[0])
     db.refresh(first)
     db.refresh(second)
     assert first.last_seen_at is not None and second.last_seen_at is None
