@@ -5,8 +5,9 @@ from __future__ import annotations
 import threading
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import ColumnElement, select, update
 from sqlalchemy.orm import Session
 
 from vmcloud.catalog import service as catalog
@@ -22,6 +23,7 @@ from vmcloud.core.errors import (
 )
 from vmcloud.core.pagination import PageParams, paginate
 from vmcloud.db.session import flush_or_raise
+from vmcloud.site_settings.registry import Placement
 
 _drivers: dict[tuple[str, ...], ComputeDriver] = {}
 _drivers_lock = threading.Lock()
@@ -72,18 +74,41 @@ def _fits(need: Need):  # type: ignore[no-untyped-def]
     )
 
 
-def reserve(*, db: Session, region_id: uuid.UUID, need: Need) -> Node:
-    """Reserve ``need`` on the enabled node of the region with the most free memory.
+def _free_room() -> tuple[ColumnElement[Any], ...]:
+    """Room left on a node, overcommit included: memory, vCPUs, disk."""
+    return (
+        Node.memory_mb * Node.ram_overcommit - Node.allocated_memory_mb,
+        Node.vcpus * Node.cpu_overcommit - Node.allocated_vcpus,
+        Node.disk_gb * Node.disk_overcommit - Node.allocated_disk_gb,
+    )
+
+
+def placement_order(placement: Placement) -> tuple[Any, ...]:
+    """The order candidate nodes are tried in: by free memory, then free vCPUs, then free
+    disk — most free first to ``spread``, least free first to ``pack`` — and by id at the end,
+    so the choice is the same every time."""
+    keys = _free_room()
+    if placement == "pack":
+        return (*(key.asc() for key in keys), Node.id)
+    return (*(key.desc() for key in keys), Node.id)
+
+
+def reserve(
+    *, db: Session, region_id: uuid.UUID, need: Need, placement: Placement = "spread"
+) -> Node:
+    """Reserve ``need`` on an enabled node of the region it fits on, chosen by ``placement``
+    (the ``compute.placement`` setting): ``spread`` takes the node with the most free memory,
+    ``pack`` the one with the least that still fits (``placement_order``). Disabled nodes and
+    nodes in maintenance never get a new instance.
 
     Each attempt is one guarded ``UPDATE … WHERE <still fits>``: when two creates race for the
     last room on a node, the second one's update re-checks the row the first committed and
     matches nothing, and it moves on to the next node. Nothing can overbook (the table's CHECK
     constraint says so too)."""
-    free_memory = Node.memory_mb * Node.ram_overcommit - Node.allocated_memory_mb
     candidates = db.scalars(
         select(Node.id)
         .where(Node.region_id == region_id, Node.status == "enabled", _fits(need))
-        .order_by(free_memory.desc(), Node.id)
+        .order_by(*placement_order(placement))
     ).all()
     for node_id in candidates:
         reserved = db.execute(

@@ -24,7 +24,7 @@ from vmcloud.core.errors import ConflictError, ForbiddenError, InvalidInputError
 from vmcloud.core.pagination import PageParams, paginate
 from vmcloud.db.session import flush_or_raise
 from vmcloud.site_settings import service as site_settings
-from vmcloud.site_settings.registry import MAX_INSTANCES_PER_USER
+from vmcloud.site_settings.registry import MAX_INSTANCES_PER_USER, PLACEMENT
 
 # Which action may start from which state, and the state it moves the instance to.
 ACTIONS: dict[str, tuple[tuple[str, ...], str]] = {
@@ -96,7 +96,8 @@ def create_instance(*, db: Session, owner: User, body: InstanceCreate) -> Instan
     if live is not None and live >= int(limit):
         raise QuotaExceededError(f"An account may have {limit} instances at a time.")
 
-    node = nodes.reserve(db=db, region_id=region.id, need=need)
+    placement = site_settings.get(db, PLACEMENT)
+    node = nodes.reserve(db=db, region_id=region.id, need=need, placement=placement)
     lease = ips.allocate(db=db, region_id=region.id)
     instance = Instance(
         id=uuid.uuid4(),

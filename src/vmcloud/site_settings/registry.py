@@ -71,6 +71,7 @@ MAX_MONEY = Decimal("99999999.99")
 Label = Annotated[str, StringConstraints(min_length=1, max_length=100, strip_whitespace=True)]
 MimeType = Annotated[str, StringConstraints(pattern=r"^[a-z0-9.+-]+/[a-z0-9.+-]+$")]
 Provider = Literal["sandbox", "stripe", "manual"]
+Placement = Literal["spread", "pack"]
 
 SITE_NAME = Setting[str]("site.name", "VMCloud", kind=Label)
 SUPPORT_EMAIL = Setting[str]("site.support_email", "support@example.com", kind=EmailStr)
@@ -100,6 +101,9 @@ DEFAULT_REGION = Setting[str](
 # Sampling runs from a once-a-minute job: intervals are whole minutes or more.
 METRICS_INTERVAL_SECONDS = Setting[int]("compute.metrics_interval_seconds", 60, ge=60, le=3600)
 METRICS_RETENTION_DAYS = Setting[int]("compute.metrics_retention_days", 30, ge=1, le=3650)
+# Where a new instance goes among the enabled nodes it fits on: "spread" (the most free memory:
+# load evens out) or "pack" (the least free memory: whole nodes stay free for big plans).
+PLACEMENT = Setting[Placement]("compute.placement", "spread", kind=Placement)
 
 TICKET_CATEGORIES = Setting[list[str]](
     "support.categories", [], kind=list[Label], min_length=1, max_length=50, unique=True
@@ -138,6 +142,7 @@ REGISTRY = _index(
     DEFAULT_REGION,
     METRICS_INTERVAL_SECONDS,
     METRICS_RETENTION_DAYS,
+    PLACEMENT,
     TICKET_CATEGORIES,
     ATTACHMENT_MAX_BYTES,
     ATTACHMENT_MAX_COUNT,

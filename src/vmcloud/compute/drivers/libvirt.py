@@ -17,6 +17,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
+from urllib.parse import urlsplit
 
 import libvirt
 
@@ -46,6 +47,15 @@ def _silence_libvirt(_ctx: object, _err: object) -> None:
 
 
 libvirt.registerErrorHandler(_silence_libvirt, None)
+
+
+def is_local(uri: str) -> bool:
+    """Whether ``uri`` names a daemon on this machine (its files are ours to read and remove):
+    no host, and no transport but a local socket — ``qemu:///system``, or another user's
+    session daemon at ``qemu+unix:///session?socket=…``."""
+    parts = urlsplit(uri)
+    transport = parts.scheme.partition("+")[2]
+    return not parts.netloc and transport in ("", "unix")
 
 
 class LibvirtDriver(ComputeDriver):
@@ -363,7 +373,7 @@ class LibvirtDriver(ComputeDriver):
         domain.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_NVRAM)
 
     def _delete_console_log(self, instance_id: uuid.UUID) -> None:
-        if self.uri.startswith("qemu:///") or self.uri.startswith("test:///"):
+        if is_local(self.uri):
             Path(self._console_path(instance_id)).unlink(missing_ok=True)
 
     def state(self, instance_id: uuid.UUID) -> VMState:
