@@ -4,8 +4,8 @@ Seeds the setting the scheduler reads (``compute/nodes.py``): ``spread`` puts a 
 the enabled node with the most free memory, ``pack`` on the one with the least that still fits.
 Nodes need no new column: a node's network mode (``user`` or ``bridge``) is already its own.
 
-Revision ID: 0018_node_network
-Revises: 0013_instance_columns
+Revision ID: 0018_compute_placement
+Revises: 0016_ledger_checkpoints
 Create Date: 2026-12-02 10:00:00+00:00
 """
 
@@ -14,8 +14,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0018_node_network"
-down_revision: str | Sequence[str] | None = "0013_instance_columns"
+revision: str = "0018_compute_placement"
+down_revision: str | Sequence[str] | None = "0016_ledger_checkpoints"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
