@@ -4,6 +4,7 @@ its size, never on the caller's thread, never waited for on the event loop."""
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import time
 import uuid
@@ -123,3 +124,13 @@ def test_concurrent_logins_never_hash_more_at_once_than_the_bound(
     finally:
         pool.shutdown()
         engine.dispose()
+
+
+def test_hash_threads_yield_to_request_threads() -> None:
+    pool = passwords.HashPool(1)
+    try:
+        mine = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+        theirs = pool.run(lambda: os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+        assert theirs == min(19, mine + passwords.HASH_NICE)
+    finally:
+        pool.shutdown()

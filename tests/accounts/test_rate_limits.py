@@ -255,3 +255,20 @@ def test_a_refused_address_computes_no_hash(client: TestClient, db: Session) -> 
     for _ in range(3):
         assert client.post(LOGIN, json={"login": "ida", "password": PASSWORD}).status_code == 429
     assert passwords.pool().stats().calls == calls
+
+
+def test_a_remembered_address_is_refused_before_anything_else(
+    client: TestClient,
+    app,  # type: ignore[no-untyped-def]
+) -> None:
+    _exhaust_address(client)
+    assert client.post(LOGIN, json={"login": "x", "password": "y"}).status_code == 429
+    # Known refused: not even the body is looked at, and nothing is counted.
+    before = _counters(app)
+    refused = client.post(LOGIN, content=b"not json", headers={"content-type": "text/plain"})
+    assert refused.status_code == 429
+    assert refused.json()["type"] == "/problems/rate-limited"
+    assert _counters(app) == before
+    # Another address is not affected.
+    with TestClient(app, client=("198.51.100.8", 40000)) as other:
+        assert other.post(LOGIN, json={"login": "x", "password": "y"}).status_code == 401

@@ -5,14 +5,17 @@ never on the caller's thread: at most ``VMCLOUD_PASSWORD_HASH_WORKERS`` computat
 per process, so a burst of logins takes at most that many cores and the other requests keep
 theirs. argon2-cffi releases the GIL while it computes, so the pool's threads run beside the
 request threads. Callers wait for the result (they are request threads of the threadpool or
-jobs, never the event loop: :func:`hash_password` refuses to run there).
+jobs, never the event loop: :func:`hash_password` refuses to run there). The pool's threads
+run at a lower CPU priority (``HASH_NICE``), so under load requests go first.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
+import sys
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -25,6 +28,10 @@ from argon2.exceptions import InvalidHashError, VerificationError
 _hasher = PasswordHasher(time_cost=2, memory_cost=19 * 1024, parallelism=1)
 
 T = TypeVar("T")
+
+# The hash threads' nice value: when cores are short, request threads and PostgreSQL go first
+# and logins wait; idle cores still go to hashing.
+HASH_NICE = 10
 
 
 def default_workers() -> int:
@@ -48,7 +55,9 @@ class HashPool:
         if size < 1:
             raise ValueError("a hash pool needs at least one thread")
         self.size = size
-        self._executor = ThreadPoolExecutor(max_workers=size, thread_name_prefix="argon2")
+        self._executor = ThreadPoolExecutor(
+            max_workers=size, thread_name_prefix="argon2", initializer=_lower_priority
+        )
         self._lock = threading.Lock()
         self._calls = self._running = self._waiting = self._peak = 0
 
@@ -79,6 +88,14 @@ class HashPool:
     def shutdown(self) -> None:
         """Finish what was submitted, in the background; accept nothing more."""
         self._executor.shutdown(wait=False)
+
+
+def _lower_priority() -> None:
+    """Linux keeps a nice value per thread: this pool's threads yield to the others."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError):
+            current = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), min(19, current + HASH_NICE))
 
 
 def _on_event_loop() -> bool:

@@ -120,11 +120,7 @@ class RateLimiter:
         knows the key is refused."""
         key = self.key(limit, subject)
         now = utcnow()
-        until = self._refused_until.get(key)
-        if until is not None:
-            if now < until:
-                raise _refusal(until, now)
-            self._refused_until.pop(key, None)
+        self._refuse_if_remembered(key, now)
         elapsed = int((now - _EPOCH).total_seconds())
         window_start = _EPOCH + timedelta(seconds=elapsed - elapsed % limit.period)
         with self.engine.connect() as conn:
@@ -136,6 +132,19 @@ class RateLimiter:
             until = window_start + timedelta(seconds=limit.period)
             self._remember(key, until, now)
             raise _refusal(until, now)
+
+    def refuse_if_remembered(self, limit: Limit, subject: str | None) -> None:
+        """Raise 429 when this process already knows ``subject`` is over ``limit`` in the
+        current window. Memory only (no I/O), so it may run on the event loop, before a
+        request costs a thread or a database connection; it counts nothing."""
+        self._refuse_if_remembered(self.key(limit, subject), utcnow())
+
+    def _refuse_if_remembered(self, key: str, now: datetime) -> None:
+        until = self._refused_until.get(key)
+        if until is not None:
+            if now < until:
+                raise _refusal(until, now)
+            self._refused_until.pop(key, None)
 
     def _remember(self, key: str, until: datetime, now: datetime) -> None:
         if len(self._refused_until) >= self.MAX_REMEMBERED:
