@@ -13,6 +13,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from tests.factories.accounts import PASSWORD, make_user
+from vmcloud.accounts import api as accounts_api
 from vmcloud.accounts import limits, passwords
 from vmcloud.app import create_app
 from vmcloud.core import clock, ratelimit
@@ -260,15 +261,24 @@ def test_a_refused_address_computes_no_hash(client: TestClient, db: Session) -> 
 def test_a_remembered_address_is_refused_before_anything_else(
     client: TestClient,
     app,  # type: ignore[no-untyped-def]
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    pauses: list[float] = []
+
+    async def pause() -> None:
+        pauses.append(accounts_api.REFUSAL_DELAY)
+
+    monkeypatch.setattr(accounts_api, "_pause", pause)
     _exhaust_address(client)
     assert client.post(LOGIN, json={"login": "x", "password": "y"}).status_code == 429
+    assert pauses == []  # the database refused this one, in a thread: no waiting there
     # Known refused: not even the body is looked at, and nothing is counted.
     before = _counters(app)
     refused = client.post(LOGIN, content=b"not json", headers={"content-type": "text/plain"})
     assert refused.status_code == 429
     assert refused.json()["type"] == "/problems/rate-limited"
     assert _counters(app) == before
+    assert pauses == [accounts_api.REFUSAL_DELAY]  # a client that keeps trying is slowed down
     # Another address is not affected.
     with TestClient(app, client=("198.51.100.8", 40000)) as other:
         assert other.post(LOGIN, json={"login": "x", "password": "y"}).status_code == 401
