@@ -51,8 +51,10 @@ def wrk(
     connections: int = 32,
     threads: int = 2,
     seconds: float = 10,
+    script: Path | None = None,
 ) -> LoadResult:
-    """``wrk --latency`` for ``seconds``; every non-2xx/3xx response counts as an error."""
+    """``wrk --latency`` for ``seconds``; every non-2xx/3xx response counts as an error.
+    ``script``: a Lua script for wrk (``-s``), e.g. to POST or to vary each request."""
     if shutil.which("wrk") is None:
         raise RuntimeError("wrk is not installed (scripts/bootstrap.sh installs it)")
     command = [
@@ -62,6 +64,8 @@ def wrk(
         f"-d{max(1, round(seconds))}s",
         "--latency",
     ]
+    if script is not None:
+        command += ["-s", str(script)]
     for name, value in (headers or {}).items():
         command += ["-H", f"{name}: {value}"]
     output = subprocess.run([*command, url], check=True, capture_output=True, text=True).stdout

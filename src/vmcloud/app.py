@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from vmcloud import __version__
 from vmcloud.accounts import api as accounts_api
+from vmcloud.accounts import passwords
 from vmcloud.audit import api as audit_api
 from vmcloud.billing import api as billing_api
 from vmcloud.billing.payments import api as payments_api
@@ -102,6 +103,7 @@ def create_app(
     app.state.worker_health = WorkerHealth() if settings.run_worker else None
     limiter = RateLimiter.for_database(engine.url, namespace=settings.rate_limit_namespace)
     app.state.rate_limiter = limiter
+    passwords.configure(settings.password_hash_workers)
 
     install_problem_handlers(app)
     install_openapi(app)

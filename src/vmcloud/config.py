@@ -69,6 +69,9 @@ class Settings(BaseSettings):
     allow_fake_driver: bool = False
     # Prefix for rate-limit keys; lets test suites or several installs share one database.
     rate_limit_namespace: str = ""
+    # Password hashes (argon2) computed at once per process; the rest wait their turn. None:
+    # half the cores, so a burst of logins leaves the other requests a core (docs/performance.md).
+    password_hash_workers: int | None = Field(default=None, ge=1, le=64)
     # Request size (docs/operations.md): a body over max_request_body_bytes is 413 before it is
     # read (a ticket message with files may be as large as the attachment settings allow); the
     # request line and headers together may not pass max_request_header_bytes.

@@ -3,15 +3,19 @@ and a fresh window lets the caller in again."""
 
 from __future__ import annotations
 
+from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from tests.factories.accounts import PASSWORD, make_user
-from vmcloud.accounts import limits
+from vmcloud.accounts import api as accounts_api
+from vmcloud.accounts import limits, passwords
+from vmcloud.app import create_app
 from vmcloud.core import clock, ratelimit
 
 LOGIN = "/api/v1/auth/login"
@@ -80,8 +84,6 @@ def test_limits_hold_across_two_api_processes(
     client: TestClient, app, engine, app_settings
 ) -> None:  # type: ignore[no-untyped-def]
     """A second app instance (another process, same database) sees the same counters."""
-    from vmcloud.app import create_app
-
     other_app = create_app(app_settings, engine=engine, session_factory=app.state.session_factory)
     with TestClient(other_app, client=("198.51.100.7", 40000)) as other:
         for i in range(limits.RESET_PER_ACCOUNT.hits):
@@ -154,3 +156,129 @@ def test_ipv6_clients_are_limited_by_their_64(app, client: TestClient) -> None: 
             response = rotating.post(LOGIN, json={"login": f"v6-{i}", "password": "wrong!"})
             statuses.append(response.status_code)
     assert statuses[-1] == 429
+
+
+# -- what a refused attempt costs ----------------------------------------------------------
+
+
+def _counters(app) -> list[tuple[str, ...]]:  # type: ignore[no-untyped-def]
+    """This test's counters, with the row versions: an update or even a row lock changes
+    ``xmin`` or ``xmax``."""
+    limiter: ratelimit.RateLimiter = app.state.rate_limiter
+    with limiter.engine.connect() as conn:
+        rows = conn.execute(
+            text(
+                "SELECT key, window_start::text, hits::text, xmin::text, xmax::text"
+                " FROM rate_limits WHERE key LIKE :prefix ORDER BY key"
+            ),
+            {"prefix": f"{limiter.namespace}%"},
+        ).all()
+    return [tuple(row) for row in rows]
+
+
+def _exhaust_address(client: TestClient) -> None:
+    for i in range(limits.LOGIN_PER_IP.hits):
+        assert client.post(LOGIN, json={"login": f"n{i}", "password": "x"}).status_code == 401
+
+
+def test_a_refused_login_writes_no_counter(
+    client: TestClient,
+    app,
+    engine,
+    app_settings,  # type: ignore[no-untyped-def]
+) -> None:
+    _exhaust_address(client)
+    # The first refusal is the database's; it writes nothing either.
+    before = _counters(app)
+    assert client.post(LOGIN, json={"login": "late", "password": "x"}).status_code == 429
+    assert _counters(app) == before
+    # Refused again, now from this process's memory.
+    assert client.post(LOGIN, json={"login": "later", "password": "x"}).status_code == 429
+    assert _counters(app) == before
+    # Another process (no memory of the refusal) asks the database, which writes nothing.
+    other_app = create_app(app_settings, engine=engine, session_factory=app.state.session_factory)
+    with TestClient(other_app, client=("198.51.100.7", 40000)) as other:
+        refused = other.post(LOGIN, json={"login": "elsewhere", "password": "x"})
+        assert refused.status_code == 429
+        assert 1 <= int(refused.headers["retry-after"]) <= limits.LOGIN_PER_IP.period
+    assert _counters(app) == before
+    # A counter still under its limit does count (the snapshot above can see a change).
+    assert client.post("/api/v1/auth/password-reset/request", json={"email": "a@b.example"})
+    assert _counters(app) != before
+
+
+def test_processes_remembering_refusals_let_through_no_more_than_the_limit(
+    app,
+    engine,
+    app_settings,  # type: ignore[no-untyped-def]
+) -> None:
+    """Each process remembers its own refusals; taking turns, three of them still let
+    through exactly the limit (the database counts every attempt it accepts)."""
+    apps = [app] + [
+        create_app(app_settings, engine=engine, session_factory=app.state.session_factory)
+        for _ in range(2)
+    ]
+    limit = limits.RESET_PER_ACCOUNT
+    with ExitStack() as stack:
+        clients = [
+            stack.enter_context(TestClient(a, client=(f"198.51.100.{20 + n}", 40000)))
+            for n, a in enumerate(apps)
+        ]
+        statuses = [
+            clients[i % 3]
+            .post("/api/v1/auth/password-reset/request", json={"email": "race@example.com"})
+            .status_code
+            for i in range(4 * limit.hits)
+        ]
+    assert statuses[: limit.hits] == [202] * limit.hits
+    assert set(statuses[limit.hits :]) == {429}
+
+
+def test_a_refused_login_computes_no_hash(client: TestClient, db: Session) -> None:
+    make_user(db, username="hal")
+    pool = passwords.pool()
+    calls = pool.stats().calls
+    assert client.post(LOGIN, json={"login": "hal", "password": PASSWORD}).status_code == 200
+    assert pool.stats().calls == calls + 1  # an accepted attempt hashes once
+    for _ in range(limits.LOGIN_PER_ACCOUNT.hits - 1):
+        assert client.post(LOGIN, json={"login": "hal", "password": "wrong!"}).status_code == 401
+    calls = pool.stats().calls
+    # Over the account's limit, even the right password is refused before any hashing.
+    assert client.post(LOGIN, json={"login": "hal", "password": PASSWORD}).status_code == 429
+    assert client.post(LOGIN, json={"login": "hal", "password": PASSWORD}).status_code == 429
+    assert pool.stats().calls == calls
+
+
+def test_a_refused_address_computes_no_hash(client: TestClient, db: Session) -> None:
+    make_user(db, username="ida")
+    _exhaust_address(client)
+    calls = passwords.pool().stats().calls
+    for _ in range(3):
+        assert client.post(LOGIN, json={"login": "ida", "password": PASSWORD}).status_code == 429
+    assert passwords.pool().stats().calls == calls
+
+
+def test_a_remembered_address_is_refused_before_anything_else(
+    client: TestClient,
+    app,  # type: ignore[no-untyped-def]
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    pauses: list[float] = []
+
+    async def pause() -> None:
+        pauses.append(accounts_api.REFUSAL_DELAY)
+
+    monkeypatch.setattr(accounts_api, "_pause", pause)
+    _exhaust_address(client)
+    assert client.post(LOGIN, json={"login": "x", "password": "y"}).status_code == 429
+    assert pauses == []  # the database refused this one, in a thread: no waiting there
+    # Known refused: not even the body is looked at, and nothing is counted.
+    before = _counters(app)
+    refused = client.post(LOGIN, content=b"not json", headers={"content-type": "text/plain"})
+    assert refused.status_code == 429
+    assert refused.json()["type"] == "/problems/rate-limited"
+    assert _counters(app) == before
+    assert pauses == [accounts_api.REFUSAL_DELAY]  # a client that keeps trying is slowed down
+    # Another address is not affected.
+    with TestClient(app, client=("198.51.100.8", 40000)) as other:
+        assert other.post(LOGIN, json={"login": "x", "password": "y"}).status_code == 401

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from vmcloud.catalog import service as catalog
 from vmcloud.catalog.models import Image
-from vmcloud.compute import nodes, tiny_image
+from vmcloud.compute import ips, nodes, tiny_image
 from vmcloud.compute.models import IpPool, Node
 from vmcloud.compute.schemas import NodeCreate
 from vmcloud.config import get_settings
@@ -175,6 +175,19 @@ def add_pool(
             )
         )
         typer.echo(f"pool {name} added: {network}")
+
+
+@pools_app.command("resync")
+def resync_pool(name: Annotated[str, typer.Option()]) -> None:
+    """Rebuild a pool's list of free addresses from the instances (after instances were
+    written to the database by other means than ordering, e.g. an import)."""
+    for db in _session():
+        pool = db.scalar(select(IpPool).where(IpPool.name == name))
+        if pool is None:
+            typer.echo(f"error: no pool named {name!r}", err=True)
+            raise typer.Exit(1)
+        listed = ips.resync(db=db, pool=pool)
+        typer.echo(f"pool {name}: {listed} free addresses listed")
 
 
 @app.command("register")

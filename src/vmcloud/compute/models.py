@@ -184,6 +184,32 @@ class IpPool(Base):
     updated_at: Mapped[datetime | None] = updated_at()
 
 
+class IpPoolFreeAddress(Base):
+    """An address of a pool ready to be leased (added by 0017). Allocation deletes the first
+    one (``FOR UPDATE SKIP LOCKED``: concurrent orders take different rows without waiting);
+    a deleted instance's address comes back. Filled a chunk at a time, up to the pool's
+    :class:`IpPoolCursor`, so a pool of any size costs only what it hands out."""
+
+    __tablename__ = "ip_pool_free_addresses"
+
+    pool_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid(), ForeignKey("ip_pools.id", ondelete="CASCADE"), primary_key=True
+    )
+    address: Mapped[str] = mapped_column(Inet(), primary_key=True)
+
+
+class IpPoolCursor(Base):
+    """How far into its pool the free list was ever filled: host offsets up to ``filled_to``
+    (from the network address) have been listed once (added by 0017)."""
+
+    __tablename__ = "ip_pool_cursors"
+
+    pool_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid(), ForeignKey("ip_pools.id", ondelete="CASCADE"), primary_key=True
+    )
+    filled_to: Mapped[int] = mapped_column(BigInteger)
+
+
 class InstanceMetric(Base):
     """One usage sample of a running instance (kept ``compute.metrics_retention_days``)."""
 

@@ -19,7 +19,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from vmcloud.catalog import service as catalog
-from vmcloud.compute import nodes
+from vmcloud.compute import ips, nodes
 from vmcloud.compute.drivers.base import ComputeDriver, VMState
 from vmcloud.compute.models import TRANSITIONAL, Instance, Node
 from vmcloud.compute.service import reserved_need, set_status
@@ -42,6 +42,7 @@ def finish_deletion(db: Session, instance_id: uuid.UUID) -> None:
         nodes.release(db=db, node_id=instance.node_id, need=need)
     set_status(instance, "deleted")
     instance.deleted_at = utcnow()  # the address is free again: only live rows hold one
+    ips.release(db=db, address=instance.ip_address)
 
 
 def _since(instance: Instance) -> timedelta:

@@ -5,7 +5,7 @@ the enabled node with the most free memory, ``pack`` on the one with the least t
 Nodes need no new column: a node's network mode (``user`` or ``bridge``) is already its own.
 
 Revision ID: 0018_compute_placement
-Revises: 0016_ledger_checkpoints
+Revises: 0017_ip_allocation
 Create Date: 2026-12-02 10:00:00+00:00
 """
 
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0018_compute_placement"
-down_revision: str | Sequence[str] | None = "0016_ledger_checkpoints"
+down_revision: str | Sequence[str] | None = "0017_ip_allocation"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
