@@ -10,7 +10,7 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-from sqlalchemy import func, select, text
+from sqlalchemy import delete, func, select, text
 from sqlalchemy.orm import Session
 
 from tests.factories.accounts import make_user
@@ -104,6 +104,19 @@ def test_a_deleted_instance_gives_its_address_back(db: Session) -> None:
         ips.allocate(db=db, region_id=pool.region_id)
 
 
+def test_a_full_looking_pool_lists_again_what_was_freed_around_the_list(db: Session) -> None:
+    pool = make_pool(db, "198.18.44.0/29", gateway="198.18.44.1", reserved=["198.18.44.6"])
+    leased = _lease_all(db, pool.region_id)
+    assert leased == [f"198.18.44.{n}" for n in range(2, 6)]
+    # Freed without finish_deletion (a row removed by hand) and an address unreserved: neither
+    # is on the free list, yet neither may be lost.
+    db.execute(delete(Instance).where(Instance.ip_address == "198.18.44.3"))
+    pool.reserved = []
+    db.flush()
+    again = _lease_all(db, pool.region_id)
+    assert sorted(again) == ["198.18.44.3", "198.18.44.6"]
+
+
 def test_an_address_taken_around_the_list_is_skipped(db: Session) -> None:
     pool = make_pool(db, "198.18.43.0/29", gateway="198.18.43.1")
     first = ips.allocate(db=db, region_id=pool.region_id)  # lists .2-.6, takes .2
@@ -126,7 +139,9 @@ def test_a_gateway_changed_after_listing_is_not_leased(db: Session) -> None:
     pool.gateway = "198.18.47.3"
     pool.reserved = ["198.18.47.4"]
     db.flush()
-    assert _lease_all(db, pool.region_id) == ["198.18.47.5", "198.18.47.6"]
+    # .3 and .4 are skipped; .1, no longer the gateway, is a host address again (listed when
+    # the list looks empty).
+    assert _lease_all(db, pool.region_id) == ["198.18.47.5", "198.18.47.6", "198.18.47.1"]
 
 
 def test_ipv6_pools_list_only_what_they_hand_out(db: Session) -> None:

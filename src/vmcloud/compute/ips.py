@@ -6,7 +6,9 @@ and two concurrent orders take different rows without waiting for each other (a 
 that rolls back puts its row back). The list is filled a chunk of :data:`CHUNK` host addresses
 at a time, in address order, as allocations reach its end (``ip_pool_cursors`` says how far);
 listing a chunk skips the network, broadcast, gateway and reserved addresses and every address
-a live instance holds. A deleted instance's address goes back on the list (:func:`release`).
+a live instance holds. A deleted instance's address goes back on the list (:func:`release`),
+and a pool that looks full is listed again from the instances first (:func:`resync`), so an
+address freed around the list (a row removed by hand, an address unreserved) is never lost.
 
 The partial unique index on ``instances.ip_address`` stays the last guard: an address taken
 from the list is checked against live instances (a row written around the list, e.g. by an
@@ -123,6 +125,10 @@ def allocate(*, db: Session, region_id: uuid.UUID) -> Lease:
     ).all()
     for pool in pools:
         lease = _lease_from(db, pool)
+        if lease is None and resync(db=db, pool=pool):
+            # Listed to its end and empty: before calling the pool full, list again what no
+            # live instance holds (an address freed around the list, an unreserved one).
+            lease = _lease_from(db, pool)
         if lease is not None:
             return lease
     raise PoolExhaustedError("Every address in this region is in use; try another region.")
