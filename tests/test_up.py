@@ -55,7 +55,7 @@ def _run_up(
     env.pop("DATABASE_URL", None)
     env |= {"VMCLOUD_DATA_DIR": str(data_root), "VMCLOUD_PORT": str(port)}
     process = subprocess.Popen(
-        [sys.executable, "-m", "vmcloud", "up"],
+        [sys.executable, "-m", "vmcloud", "up", "--workers", "2"],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -85,11 +85,42 @@ def _run_up(
             match = ADMIN_LINE.search("".join(lines))
             journey(f"{base}/api/v1", data_root / "mail", match.group(1) if match else None)
     finally:
+        children = _children(process.pid)
         process.send_signal(signal.SIGTERM)
         _, err = process.communicate(timeout=60)
         reader.join(timeout=10)
     assert process.returncode == 0, err[-2000:]
+    # Two API processes and the job worker ran as children; none outlives the command.
+    commands = [_cmdline(pid) for pid in children]
+    assert sum("spawn_main" in c for c in commands) == 2, commands
+    assert sum("vmcloud worker" in c for c in commands) == 1, commands
+    deadline = time.monotonic() + 10
+    while any(_alive(pid) for pid in children):
+        assert time.monotonic() < deadline, [pid for pid in children if _alive(pid)]
+        time.sleep(0.1)
+    # The worker stopped before the embedded PostgreSQL it used.
+    assert err.index('"process.stopped"') < err.index('"embedded_postgres.stopped"'), err[-3000:]
     return "".join(lines), err
+
+
+def _children(pid: int) -> list[int]:
+    return [
+        int(child)
+        for task in Path(f"/proc/{pid}/task").glob("*")
+        for child in (task / "children").read_text().split()
+    ]
+
+
+def _cmdline(pid: int) -> str:
+    return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, IndexError):
+        return False
+    return state not in ("Z", "X")
 
 
 def _wait_for_token(mail_dir: Path, seen: int) -> str:

@@ -18,7 +18,6 @@ import shutil
 import signal
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -169,9 +168,7 @@ def platform(settings: Settings) -> Iterator[Platform]:
         # SIGTERM to the parent stops everything it started, and it exits 0.
         started = [*platform.api_pids(), platform.worker_pid()]
         assert server.stop() == 0, server.output()[-3000:]
-        wait_until(
-            lambda: not any(_alive(p) for p in started if p), 10, f"left behind: {started}"
-        )
+        wait_until(lambda: not any(_alive(p) for p in started if p), 10, f"left behind: {started}")
     finally:
         if engine is not None:
             engine.dispose()

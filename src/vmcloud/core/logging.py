@@ -14,6 +14,7 @@ from typing import Any
 
 import structlog
 
+
 def _add_pid(_logger: Any, _method: str, event: dict[str, Any]) -> dict[str, Any]:
     event["pid"] = os.getpid()
     return event
