@@ -66,7 +66,7 @@ def served(fresh_database_url: str, tmp_path: Path) -> Iterator[Served]:
         text=True,
     )
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 180  # a parent and two children start Python on a busy box
         while time.monotonic() < deadline and process.poll() is None:
             try:
                 if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200:

@@ -3,6 +3,7 @@ admin printed once, health and readiness answered, and a clean stop."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -68,7 +69,7 @@ def _run_up(
     reader.start()
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 90
+        deadline = time.monotonic() + 180
         ready = None
         while time.monotonic() < deadline and process.poll() is None:
             try:
@@ -86,12 +87,12 @@ def _run_up(
             journey(f"{base}/api/v1", data_root / "mail", match.group(1) if match else None)
     finally:
         children = _children(process.pid)
+        commands = [_cmdline(pid) for pid in children]
         process.send_signal(signal.SIGTERM)
         _, err = process.communicate(timeout=60)
         reader.join(timeout=10)
     assert process.returncode == 0, err[-2000:]
     # Two API processes and the job worker ran as children; none outlives the command.
-    commands = [_cmdline(pid) for pid in children]
     assert sum("spawn_main" in c for c in commands) == 2, commands
     assert sum("vmcloud worker" in c for c in commands) == 1, commands
     deadline = time.monotonic() + 10
@@ -104,15 +105,18 @@ def _run_up(
 
 
 def _children(pid: int) -> list[int]:
-    return [
-        int(child)
-        for task in Path(f"/proc/{pid}/task").glob("*")
-        for child in (task / "children").read_text().split()
-    ]
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        with contextlib.suppress(FileNotFoundError):
+            found += [int(child) for child in (task / "children").read_text().split()]
+    return found
 
 
 def _cmdline(pid: int) -> str:
-    return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except FileNotFoundError:
+        return ""
 
 
 def _alive(pid: int) -> bool:

@@ -161,7 +161,7 @@ def platform(settings: Settings) -> Iterator[Platform]:
         argv = [sys.executable, "-m", "vmcloud", "serve", "--workers", "2", "--worker"]
         server = Process(argv, env, root / "vmcloud.log", port).start()
         platform = Platform(server, engine, Mailbox(root / "mail"), admin, customer_id)
-        server.wait_ready()  # readiness includes a worker's heartbeat
+        server.wait_ready(timeout=180)  # readiness includes a worker heartbeat
         wait_until(lambda: len(platform.api_pids()) == 2, 30, "not two API processes")
         yield platform
 
