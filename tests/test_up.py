@@ -80,8 +80,8 @@ def _run_up(
                 pass
             time.sleep(0.2)
         assert ready is not None and ready.status_code == 200, "never became ready"
-        assert httpx.get(f"{base}/healthz").json() == {"status": "ok"}
-        assert httpx.get(f"{base}/openapi.json").status_code == 200
+        assert httpx.get(f"{base}/healthz", timeout=60).json() == {"status": "ok"}
+        assert httpx.get(f"{base}/openapi.json", timeout=60).status_code == 200
         if journey is not None:
             match = ADMIN_LINE.search("".join(lines))
             journey(f"{base}/api/v1", data_root / "mail", match.group(1) if match else None)
