@@ -22,6 +22,7 @@ BENCHMARKS = [
     "billing_run",  # the hourly billing run, 100k subscriptions, vs hand-written SQL
     "boot_time",  # POST -> running / guest ready on real libvirt
     "throughput",  # creates per minute, in-memory driver
+    "processes",  # an authenticated GET: h11 vs httptools, one API process vs two
 ]
 
 

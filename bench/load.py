@@ -12,7 +12,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,10 +91,22 @@ def free_port() -> int:
 
 @contextmanager
 def served(
-    database_url: str, *, env: Mapping[str, str] | None = None, args: tuple[str, ...] = ()
+    database_url: str,
+    *,
+    env: Mapping[str, str] | None = None,
+    args: tuple[str, ...] = (),
+    workers: int = 1,
+    command: Callable[[int], list[str]] | None = None,
 ) -> Iterator[str]:
-    """``vmcloud serve`` (API only, no worker) on a free port; yields its base URL."""
+    """``vmcloud serve --workers N`` (API only, no worker) on a free port; yields its base URL.
+    One API process unless asked, so figures are per process. ``command(port)`` replaces the
+    command line (a variant of the server, e.g. uvicorn with another HTTP parser)."""
     port = free_port()
+    argv = (
+        command(port)
+        if command is not None
+        else [sys.executable, "-m", "vmcloud", "serve", "--workers", str(workers), *args]
+    )
     data_dir = Path(tempfile.mkdtemp(prefix="vmc-bench-serve-", dir="/tmp"))
     environment = {
         **os.environ,
@@ -106,14 +118,14 @@ def served(
         **(env or {}),
     }
     process = subprocess.Popen(
-        [sys.executable, "-m", "vmcloud", "serve", *args],
+        argv,
         env=environment,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 180
         while True:
             if process.poll() is not None:
                 stderr = process.stderr.read().decode() if process.stderr else ""
@@ -124,7 +136,7 @@ def served(
             except httpx.HTTPError:
                 pass
             if time.monotonic() > deadline:
-                raise TimeoutError("vmcloud serve did not answer /healthz within 60 s")
+                raise TimeoutError("vmcloud serve did not answer /healthz within 180 s")
             time.sleep(0.2)
         yield base
     finally:

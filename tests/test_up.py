@@ -3,6 +3,7 @@ admin printed once, health and readiness answered, and a clean stop."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -55,7 +56,7 @@ def _run_up(
     env.pop("DATABASE_URL", None)
     env |= {"VMCLOUD_DATA_DIR": str(data_root), "VMCLOUD_PORT": str(port)}
     process = subprocess.Popen(
-        [sys.executable, "-m", "vmcloud", "up"],
+        [sys.executable, "-m", "vmcloud", "up", "--workers", "2"],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -68,7 +69,7 @@ def _run_up(
     reader.start()
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 90
+        deadline = time.monotonic() + 180
         ready = None
         while time.monotonic() < deadline and process.poll() is None:
             try:
@@ -79,17 +80,51 @@ def _run_up(
                 pass
             time.sleep(0.2)
         assert ready is not None and ready.status_code == 200, "never became ready"
-        assert httpx.get(f"{base}/healthz").json() == {"status": "ok"}
-        assert httpx.get(f"{base}/openapi.json").status_code == 200
+        assert httpx.get(f"{base}/healthz", timeout=60).json() == {"status": "ok"}
+        assert httpx.get(f"{base}/openapi.json", timeout=60).status_code == 200
         if journey is not None:
             match = ADMIN_LINE.search("".join(lines))
             journey(f"{base}/api/v1", data_root / "mail", match.group(1) if match else None)
     finally:
+        children = _children(process.pid)
+        commands = [_cmdline(pid) for pid in children]
         process.send_signal(signal.SIGTERM)
         _, err = process.communicate(timeout=60)
         reader.join(timeout=10)
     assert process.returncode == 0, err[-2000:]
+    # Two API processes and the job worker ran as children; none outlives the command.
+    assert sum("spawn_main" in c for c in commands) == 2, commands
+    assert sum("vmcloud worker" in c for c in commands) == 1, commands
+    deadline = time.monotonic() + 10
+    while any(_alive(pid) for pid in children):
+        assert time.monotonic() < deadline, [pid for pid in children if _alive(pid)]
+        time.sleep(0.1)
+    # The worker stopped before the embedded PostgreSQL it used.
+    assert err.index('"process.stopped"') < err.index('"embedded_postgres.stopped"'), err[-3000:]
     return "".join(lines), err
+
+
+def _children(pid: int) -> list[int]:
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        with contextlib.suppress(FileNotFoundError):
+            found += [int(child) for child in (task / "children").read_text().split()]
+    return found
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except FileNotFoundError:
+        return ""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, IndexError):
+        return False
+    return state not in ("Z", "X")
 
 
 def _wait_for_token(mail_dir: Path, seen: int) -> str:

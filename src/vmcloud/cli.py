@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
+import sys
+import threading
+from collections.abc import Callable
 from types import FrameType
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 import uvicorn
+import uvicorn.supervisors
+from fastapi import FastAPI
 
 from vmcloud.accounts import service as accounts
 from vmcloud.accounts.cli import app as users_app
@@ -22,6 +28,7 @@ from vmcloud.config import Settings, get_settings
 from vmcloud.core import jobs
 from vmcloud.core.logging import configure_logging
 from vmcloud.core.mail import make_mailer
+from vmcloud.core.processes import SUPERVISOR_PID_ENV, SupervisedChild, stop_when_orphaned
 from vmcloud.core.worker import WorkerFailedError, WorkerHealth, supervise
 from vmcloud.db import migrate
 from vmcloud.db.cli import app as db_app
@@ -51,38 +58,123 @@ def _settings(host: str | None, port: int | None) -> Settings:
     return get_settings().model_copy(update=overrides)
 
 
-def _serve(settings: Settings, url: str, *, run_worker: bool) -> None:
-    settings = settings.model_copy(update={"database_url": url, "run_worker": run_worker})
-    application = create_app(settings)
-    config = uvicorn.Config(
-        application,
-        host=settings.host,
-        port=settings.port,
-        log_config=None,
-        access_log=False,
-        proxy_headers=False,
-        server_header=False,
-        # h11 caps the request line and headers (httptools has none); see core/size_limits.py.
-        http="h11",
-        h11_max_incomplete_event_size=settings.max_request_header_bytes,
+def _serve(settings: Settings, url: str, *, worker: bool, processes: int | None) -> None:
+    """Serve the API in ``processes`` processes (default: one per core) sharing one listening
+    socket, with a supervised ``vmcloud worker`` child when ``worker``. SIGINT/SIGTERM stop
+    the API processes, then the worker; the caller stops the embedded PostgreSQL last."""
+    count = processes or settings.api_processes or os.cpu_count() or 1
+    settings = settings.model_copy(
+        update={"database_url": url, "run_worker": False, "expect_worker": worker}
     )
-    typer.echo(f"VMCloud is listening on {settings.public_url}", err=True)
-    # Uvicorn shuts down gracefully on SIGINT/SIGTERM and then re-raises the signal to the
-    # handler that was in place before it; ours turns that into a normal exit, so the
-    # `finally` blocks above us (stopping the embedded PostgreSQL) still run.
+    # Every child (API processes, the worker) reads its settings from the environment, as
+    # this process did, plus what the command decided: the database (possibly the embedded
+    # one), the address, whether a worker is expected, and who supervises them.
+    os.environ.update(_child_environment(settings))
+    stopping = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, _exit_cleanly)
-    uvicorn.Server(config).run()
+    with contextlib.ExitStack() as stack:
+        if worker:
+            argv = [sys.executable, "-m", "vmcloud", "worker"]
+            stack.enter_context(SupervisedChild("worker", argv, stopping=stopping))
+        config = uvicorn.Config(
+            create_app(settings) if count == 1 else f"{__name__}:{serve_process_app.__name__}",
+            factory=count > 1,
+            workers=count,
+            host=settings.host,
+            port=settings.port,
+            log_config=None,
+            access_log=False,
+            proxy_headers=False,
+            server_header=False,
+            # h11 caps the request line and headers (httptools has none); see
+            # core/size_limits.py and docs/performance.md, "Processes".
+            http="h11",
+            h11_max_incomplete_event_size=settings.max_request_header_bytes,
+        )
+        typer.echo(
+            f"VMCloud is listening on {settings.public_url}"
+            f" ({count} API process{'es' if count > 1 else ''}"
+            f"{', a job worker' if worker else ''})",
+            err=True,
+        )
+        if count == 1:
+            # Uvicorn shuts down gracefully on SIGINT/SIGTERM and then re-raises the signal to
+            # the handler in place before it; ours turns that into a normal exit, so the
+            # `finally` blocks (the worker, the embedded PostgreSQL) still run.
+            server = _Server(config, stopping)
+            server.run()
+            if not server.started:
+                raise SystemExit("The API could not start; see the log above.")
+        else:
+            multiprocess = uvicorn.supervisors.Multiprocess(config, sockets=[config.bind_socket()])
+            # Its handlers queue the signal for its loop (every 0.5 s); say "stopping" at once.
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(signum, _chain(signal.getsignal(signum), stopping))
+            multiprocess.run()
+            if not stopping.is_set():  # uvicorn gave up: an API process failed to start
+                raise SystemExit("An API process could not start; see the log above.")
+
+
+class _Server(uvicorn.Server):
+    def __init__(self, config: uvicorn.Config, stopping: threading.Event) -> None:
+        super().__init__(config)
+        self._stopping = stopping
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        self._stopping.set()
+        super().handle_exit(sig, frame)
+
+
+def _chain(handler: Any, stopping: threading.Event) -> Callable[[int, FrameType | None], None]:
+    def chained(signum: int, frame: FrameType | None) -> None:
+        stopping.set()
+        if callable(handler):
+            handler(signum, frame)
+
+    return chained
+
+
+def _child_environment(settings: Settings) -> dict[str, str]:
+    assert settings.database_url
+    return {
+        "DATABASE_URL": settings.database_url,
+        "VMCLOUD_HOST": settings.host,
+        "VMCLOUD_PORT": str(settings.port),
+        "VMCLOUD_RUN_WORKER": "false",
+        "VMCLOUD_EXPECT_WORKER": "true" if settings.expect_worker else "false",
+        SUPERVISOR_PID_ENV: str(os.getpid()),
+    }
+
+
+def serve_process_app() -> FastAPI:
+    """The application of one API process started by ``serve --workers N`` (N > 1): uvicorn
+    imports and calls this in each child; the settings come from the environment the parent
+    prepared. The process stops itself if its parent dies without stopping it."""
+    settings = get_settings()
+    configure_logging(settings.log_level, settings.log_format)
+    stop_when_orphaned(lambda: os.kill(os.getpid(), signal.SIGTERM))
+    return create_app(settings)
 
 
 def _exit_cleanly(signum: int, _frame: FrameType | None) -> None:
     raise SystemExit(0)
 
 
+WorkersOption = Annotated[
+    int | None,
+    typer.Option(
+        "--workers",
+        min=1,
+        help="API processes sharing the port (default: VMCLOUD_API_PROCESSES, else one per core).",
+    ),
+]
+
+
 @app.command()
-def up(host: HostOption = None, port: PortOption = None) -> None:
+def up(host: HostOption = None, port: PortOption = None, workers: WorkersOption = None) -> None:
     """Everything on one machine: database (embedded unless DATABASE_URL is set), migrations,
-    seed data, first admin, then serve."""
+    seed data, first admin, then serve with a job worker in a supervised child process."""
     settings = _settings(host, port)
     with database_url(settings) as url:
         migrate.upgrade(url)
@@ -109,19 +201,22 @@ def up(host: HostOption = None, port: PortOption = None) -> None:
             typer.echo("")
         if not settings.smtp_host:
             typer.echo(f"  No SMTP server configured: mail goes to {settings.data_dir / 'mail'}")
-        _serve(settings, url, run_worker=True)
+        _serve(settings, url, worker=True, processes=workers)
 
 
 @app.command()
 def serve(
     host: HostOption = None,
     port: PortOption = None,
-    worker: Annotated[bool, typer.Option(help="Also run a job worker in this process.")] = False,
+    workers: WorkersOption = None,
+    worker: Annotated[
+        bool, typer.Option("--worker", help="Also run a job worker (a supervised child process).")
+    ] = False,
 ) -> None:
     """Serve the API (the database must already be migrated)."""
     settings = _settings(host, port)
     with database_url(settings) as url:
-        _serve(settings, url, run_worker=worker)
+        _serve(settings, url, worker=worker, processes=workers)
 
 
 @app.command()
@@ -160,6 +255,8 @@ async def _run_worker(settings: Settings, url: str) -> None:
         )
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, task.cancel)
+        # Started by `up` / `serve --worker`: stop with the supervisor even if it is killed.
+        stop_when_orphaned(lambda: loop.call_soon_threadsafe(task.cancel))
         with contextlib.suppress(asyncio.CancelledError):
             await task
 

@@ -50,14 +50,20 @@ class Settings(BaseSettings):
     smtp_timeout: int = Field(default=20, ge=1)
     mail_from: str = "VMCloud <no-reply@localhost>"
 
-    # Background jobs: `vmcloud up` runs a worker in the API process; `vmcloud worker` runs one
-    # alone (scale-out).
+    # API processes of `vmcloud up` / `serve` sharing the port (their --workers); unset: one
+    # per core.
+    api_processes: int | None = Field(default=None, ge=1, le=256)
+    # Background jobs: `vmcloud worker` runs a worker; `vmcloud up` and `serve --worker` run
+    # one as a supervised child process and set expect_worker for their API processes, whose
+    # /readyz then reports whether a worker beats (docs/operations.md, "Processes").
+    # run_worker runs one inside the API process itself (tests, benchmarks).
     run_worker: bool = False
+    expect_worker: bool = False
     worker_concurrency: int = Field(default=4, ge=1, le=64)
     # Workers beat every worker_heartbeat_seconds; a worker silent for job_stalled_after_seconds
     # is dead and its running jobs are recovered (docs/jobs.md). A worker that cannot reach the
     # database reconnects with backoff; after worker_give_up_seconds without success it fails
-    # loudly (`vmcloud worker` exits 1; an in-process worker turns /readyz 503).
+    # loudly (`vmcloud worker` exits 1, and its supervisor, if any, restarts it).
     worker_heartbeat_seconds: float = Field(default=10, gt=0, le=300)
     job_stalled_after_seconds: float = Field(default=60, gt=0, le=3600)
     worker_give_up_seconds: float = Field(default=300, gt=0)

@@ -88,7 +88,12 @@ class Process:
         self.runs += 1
         with open(self.log, "ab") as out:
             out.write(f"\n=== run {self.runs}\n".encode())
-            self.popen = subprocess.Popen(self.argv, env=self.env, stdout=out, stderr=out)
+            # A process group of its own: kill() takes the command and every process it
+            # started (API processes, the worker child) at once, as a supervisor such as
+            # systemd does when the service dies.
+            self.popen = subprocess.Popen(
+                self.argv, env=self.env, stdout=out, stderr=out, start_new_session=True
+            )
         return self
 
     def output(self) -> str:
@@ -98,8 +103,9 @@ class Process:
         return self.popen is not None and self.popen.poll() is None
 
     def kill(self) -> None:
+        """SIGKILL to the command and everything it started."""
         assert self.popen is not None
-        self.popen.send_signal(signal.SIGKILL)
+        os.killpg(self.popen.pid, signal.SIGKILL)
         self.popen.wait(timeout=30)
 
     def stop(self) -> int:
@@ -109,7 +115,7 @@ class Process:
             try:
                 self.popen.wait(timeout=60)
             except subprocess.TimeoutExpired:
-                self.popen.kill()
+                os.killpg(self.popen.pid, signal.SIGKILL)
                 self.popen.wait()
         return int(self.popen.returncode)
 

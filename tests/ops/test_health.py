@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import create_engine, text
 
 from vmcloud.app import create_app
 from vmcloud.config import Settings
-from vmcloud.core.worker import WorkerHealth
 from vmcloud.db import migrate
 from vmcloud.db.embedded import EmbeddedPostgres
 
@@ -77,17 +77,44 @@ def test_readyz_is_503_until_migrations_reach_head(
         assert client.get("/readyz").status_code == 200
 
 
-def test_readyz_names_a_failed_in_process_worker(client: TestClient) -> None:
-    health = WorkerHealth()
-    client.app.state.worker_health = health  # type: ignore[attr-defined]
-    health.set("running")
-    ready = client.get("/readyz")
-    assert ready.status_code == 200 and ready.json()["worker"] == "running"
-    health.set("failed", "the database is not reachable")
-    failed = client.get("/readyz")
-    assert failed.status_code == 503
-    assert "worker" in failed.json()["detail"]
-    assert "not reachable" in failed.json()["detail"]
+def test_readyz_reports_the_job_worker_from_its_heartbeats(
+    fresh_database_url: str, data_dir: Path
+) -> None:
+    """With a worker expected (``vmcloud up``, ``serve --worker``: it runs in another
+    process), readiness follows procrastinate's heartbeat table, not this process's memory."""
+    settings = Settings(
+        data_dir=data_dir,
+        database_url=fresh_database_url,
+        expect_worker=True,
+        job_stalled_after_seconds=30,
+    )
+    engine = create_engine(settings.database_url or "")
+    try:
+        with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+            none = client.get("/readyz")
+            assert none.status_code == 503
+            assert "No job worker is registered" in none.json()["detail"]
+            with engine.begin() as conn:
+                conn.execute(text("INSERT INTO procrastinate_workers DEFAULT VALUES"))
+            ready = client.get("/readyz")
+            assert ready.status_code == 200 and ready.json()["worker"] == "running"
+            with engine.begin() as conn:  # a worker killed 31 s ago, still registered
+                conn.execute(
+                    text(
+                        "UPDATE procrastinate_workers"
+                        " SET last_heartbeat = now() - interval '31 seconds'"
+                    )
+                )
+            silent = client.get("/readyz")
+            assert silent.status_code == 503
+            assert "No job worker has beaten in the last 30 s" in silent.json()["detail"]
+        # Without a worker expected, the worker is not part of readiness.
+        quiet = settings.model_copy(update={"expect_worker": False})
+        with TestClient(create_app(quiet), raise_server_exceptions=False) as client:
+            answer = client.get("/readyz")
+            assert answer.status_code == 200 and "worker" not in answer.json()
+    finally:
+        engine.dispose()
 
 
 def test_requests_get_503_while_the_database_is_away_and_recover(

@@ -1,19 +1,28 @@
 """Structured logging: structlog for our code, the standard library routed through it.
 
 Every line is one JSON object carrying the request id bound by the request middleware (or by a
-job runner), so a request can be followed through API, services and database.
+job runner), so a request can be followed through API, services and database, and the pid of
+the process that wrote it (one command may run several: API processes and a job worker).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from typing import Any
 
 import structlog
 
+
+def _add_pid(_logger: Any, _method: str, event: dict[str, Any]) -> dict[str, Any]:
+    event["pid"] = os.getpid()
+    return event
+
+
 _SHARED: list[Any] = [
     structlog.contextvars.merge_contextvars,
+    _add_pid,
     structlog.stdlib.add_log_level,
     structlog.stdlib.add_logger_name,
     structlog.processors.TimeStamper(fmt="iso", utc=True),

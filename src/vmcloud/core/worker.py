@@ -5,8 +5,12 @@ listener stops it with an INFO line, a failed fetch raises). :func:`supervise` r
 loop: when it stops without being asked to, it says so at ERROR, waits for the database with
 growing pauses (1 s doubling to 10 s), runs a stalled-jobs pass and starts it again. When no
 worker could run for ``worker_give_up_seconds`` it fails loudly: ``vmcloud worker`` exits 1
-(so its supervisor restarts it or an operator hears of it), and the worker inside the API
-process is reported by ``/readyz`` as 503 while it keeps trying.
+(so its supervisor, ``vmcloud up`` / ``serve --worker`` or the operator's, restarts it), and
+a worker inside the API process keeps trying.
+
+Whether a worker is alive is read from the database, not from a process's memory: every
+worker beats in procrastinate's ``procrastinate_workers`` table, so an API process knows about
+a worker running in another process (:func:`heartbeat_age`, used by ``/readyz``).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from dataclasses import dataclass, field
 import procrastinate
 import psycopg
 from prometheus_client import Counter, Gauge
+from sqlalchemy import Engine, text
 
 from vmcloud.config import Settings
 from vmcloud.core import jobs
@@ -124,3 +129,16 @@ async def supervise(
             health.set("reconnecting", error)
         await asyncio.sleep(pause)
         pause = min(pause * 2, MAX_PAUSE)
+
+
+def heartbeat_age(engine: Engine) -> float | None:
+    """Seconds since the freshest heartbeat of any job worker (by the database's clock), or
+    None when no worker is registered. A worker that stopped cleanly has unregistered; one
+    that was killed stays until another worker prunes it as stalled."""
+    with engine.connect() as conn:
+        age = conn.execute(
+            text(
+                "SELECT extract(epoch FROM now() - max(last_heartbeat)) FROM procrastinate_workers"
+            )
+        ).scalar()
+    return None if age is None else max(float(age), 0.0)

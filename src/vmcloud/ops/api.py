@@ -9,9 +9,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import Engine
 from starlette.responses import Response
 
+from vmcloud.config import Settings
 from vmcloud.core.errors import ServiceUnavailableError
 from vmcloud.core.logging import get_logger
-from vmcloud.core.worker import WorkerHealth
+from vmcloud.core.worker import heartbeat_age
 from vmcloud.db import migrate
 
 router = APIRouter(tags=["operations"])
@@ -37,14 +38,29 @@ def readyz(request: Request) -> dict[str, Any]:
             "The database schema is not at the latest migration; run `vmcloud db upgrade`."
         )
     body: dict[str, Any] = {"status": "ready", "database": "ok", "migrations": sorted(current)}
-    health: WorkerHealth | None = request.app.state.worker_health
-    if health is not None:
-        if health.failed:
-            raise ServiceUnavailableError(
-                f"The job worker of this process has failed: {health.error}."
-            )
-        body["worker"] = health.state
+    settings: Settings = request.app.state.settings
+    if settings.expect_worker or settings.run_worker:
+        body["worker"] = _worker_state(engine, settings)
     return body
+
+
+def _worker_state(engine: Engine, settings: Settings) -> str:
+    """A job worker, in this process or another, beat within ``job_stalled_after_seconds``
+    (the same bound after which its jobs count as stalled), else 503."""
+    limit = settings.job_stalled_after_seconds
+    try:
+        age = heartbeat_age(engine)
+    except Exception as exc:
+        log.warning("readyz.database_unreachable", error=type(exc).__name__)
+        raise ServiceUnavailableError("The database is not reachable.") from None
+    if age is None or age > limit:
+        log.warning("readyz.no_worker", heartbeat_age=age)
+        silent = "No job worker is registered" if age is None else "No job worker has beaten"
+        raise ServiceUnavailableError(
+            f"{silent} in the last {limit:g} s: mail, provisioning and billing jobs are not"
+            " being run."
+        )
+    return "running"
 
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
