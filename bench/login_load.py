@@ -231,14 +231,14 @@ def run(tiny: bool = False) -> list[report.Row]:
                 )
             )
     for condition, label in (("limited", "refused"), ("hashing", "argon2")):
-        runs = login_runs[condition]
+        login_results = login_runs[condition]
         rows.append(
             report.Row(
                 f"the login load itself ({label})",
                 "reference",
-                f"{statistics.median(r.requests_per_second for r in runs):,.0f} req/s, "
-                f"p99 {statistics.median(r.p99_ms for r in runs):.1f} ms, "
-                f"{sum(r.errors for r in runs):,} non-2xx or timeouts",
+                f"{statistics.median(r.requests_per_second for r in login_results):,.0f} req/s, "
+                f"p99 {statistics.median(r.p99_ms for r in login_results):.1f} ms, "
+                f"{sum(r.errors for r in login_results):,} non-2xx or timeouts",
                 None,
             )
         )
