@@ -7,10 +7,12 @@ takes effect on the very next request, not when the access token expires.
 
 from __future__ import annotations
 
-from typing import Annotated
+import uuid
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy import Select, select
 
 from vmcloud.accounts import revocation
 from vmcloud.accounts.errors import EmailUnverifiedError
@@ -25,7 +27,7 @@ from vmcloud.db.session import DbSession
 _bearer = HTTPBearer(auto_error=False, description="An access token from POST /auth/login")
 
 
-def _claims(
+async def _claims(
     request: Request,
     settings: AppSettings,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
@@ -43,13 +45,24 @@ def _claims(
 TokenClaims = Annotated[AccessClaims, Depends(_claims)]
 
 
+def user_and_session_query(*, user_id: uuid.UUID, session_id: uuid.UUID) -> Select[Any]:
+    """The caller's account and whether their login is still live, in one statement."""
+    live = revocation.live_session(session_id).label("session_live")
+    return select(User, live).where(User.id == user_id)
+
+
 def require_user(db: DbSession, claims: TokenClaims) -> User:
-    user = db.get(User, claims.user_id)
+    """The caller, read fresh on every request (FastAPI runs it once per request however many
+    dependencies ask for it), with the login check in the same round trip."""
+    row = db.execute(
+        user_and_session_query(user_id=claims.user_id, session_id=claims.session_id)
+    ).one_or_none()
+    user, session_live = row if row is not None else (None, False)
     if user is None or user.status != "active":
         raise UnauthorizedError(
             "This account cannot be used.", headers={"WWW-Authenticate": "Bearer"}
         )
-    if not revocation.session_is_live(db=db, family_id=claims.session_id):
+    if not session_live:
         raise UnauthorizedError(
             "This login has ended; log in again.", headers={"WWW-Authenticate": "Bearer"}
         )
@@ -57,19 +70,19 @@ def require_user(db: DbSession, claims: TokenClaims) -> User:
     return user
 
 
-def require_staff(user: Annotated[User, Depends(require_user)]) -> User:
+async def require_staff(user: Annotated[User, Depends(require_user)]) -> User:
     if user.role not in STAFF_ROLES:
         raise ForbiddenError("This needs a staff account.")
     return user
 
 
-def require_admin(user: Annotated[User, Depends(require_user)]) -> User:
+async def require_admin(user: Annotated[User, Depends(require_user)]) -> User:
     if user.role != "admin":
         raise ForbiddenError("This needs an admin account.")
     return user
 
 
-def require_verified(user: Annotated[User, Depends(require_user)]) -> User:
+async def require_verified(user: Annotated[User, Depends(require_user)]) -> User:
     """For actions that move money or create resources: the email must be confirmed."""
     if not user.email_verified:
         raise EmailUnverifiedError(
@@ -84,7 +97,7 @@ StaffUser = Annotated[User, Depends(require_staff)]
 AdminUser = Annotated[User, Depends(require_admin)]
 
 
-def _limiter(request: Request) -> RateLimiter:
+async def _limiter(request: Request) -> RateLimiter:
     limiter: RateLimiter = request.app.state.rate_limiter
     return limiter
 

@@ -8,20 +8,39 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import CompoundSelect, Select, func, select
+from sqlalchemy import (
+    ColumnElement,
+    CompoundSelect,
+    Row,
+    Select,
+    and_,
+    case,
+    func,
+    literal_column,
+    null,
+    select,
+)
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
 
 from vmcloud.accounts import service as accounts
 from vmcloud.accounts.models import STAFF_ROLES, User
 from vmcloud.audit import service as audit
 from vmcloud.catalog import service as catalog
+from vmcloud.catalog.models import Image, Region
 from vmcloud.compute import ips, nodes
 from vmcloud.compute.models import Instance, InstanceMetric, Node
-from vmcloud.compute.schemas import InstanceCreate
+from vmcloud.compute.schemas import (
+    NEVER_SHOWN,
+    STAFF_ONLY,
+    InstanceAdminRead,
+    InstanceCreate,
+    InstanceRead,
+)
 from vmcloud.core import jobs
 from vmcloud.core.clock import utcnow
 from vmcloud.core.errors import ConflictError, ForbiddenError, InvalidInputError, NotFoundError
-from vmcloud.core.pagination import PageParams, paginate
+from vmcloud.core.pagination import PageParams, keyset, paginate, paginate_rows
 from vmcloud.db.session import flush_or_raise
 from vmcloud.site_settings import service as site_settings
 from vmcloud.site_settings.registry import MAX_INSTANCES_PER_USER
@@ -317,6 +336,33 @@ def get_owned_instance(
     return _load(db, instance_id, user, any_for=(), lock=lock)
 
 
+INSTANCE_ORDER = (Instance.created_at, Instance.id)
+
+
+def _filtered(
+    stmt: Select[Any],
+    *,
+    user_id: uuid.UUID | None,
+    status: str | None,
+    node: str | None,
+    include_deleted: bool,
+) -> Select[Any]:
+    """The instance lists' filters. Each combination a list offers has an index that starts
+    with its equality columns and ends in :data:`INSTANCE_ORDER` (migration 0014), so a page
+    reads one page of rows whatever the number that match."""
+    if user_id is not None:
+        stmt = stmt.where(Instance.user_id == user_id)
+    if not include_deleted:
+        stmt = stmt.where(Instance.deleted_at.is_(None))
+    if status:
+        stmt = stmt.where(Instance.status == status)
+    if node:
+        # The node's id first (a scalar subquery), so the instances come in index order.
+        node_id = select(Node.id).where(Node.name == node).scalar_subquery()
+        stmt = stmt.where(Instance.node_id == node_id)
+    return stmt
+
+
 def list_instances(
     *,
     db: Session,
@@ -326,16 +372,96 @@ def list_instances(
     node: str | None = None,
     include_deleted: bool = False,
 ) -> tuple[list[Instance], str | None]:
-    stmt = select(Instance)
-    if user_id is not None:
-        stmt = stmt.where(Instance.user_id == user_id)
-    if not include_deleted:
-        stmt = stmt.where(Instance.deleted_at.is_(None))
-    if status:
-        stmt = stmt.where(Instance.status == status)
-    if node:
-        stmt = stmt.join(Node, Node.id == Instance.node_id).where(Node.name == node)
-    return paginate(db, stmt, order_by=(Instance.created_at, Instance.id), params=params)
+    """A page of instances as ORM objects (for code that acts on them)."""
+    stmt = _filtered(
+        select(Instance),
+        user_id=user_id,
+        status=status,
+        node=node,
+        include_deleted=include_deleted,
+    )
+    return paginate(db, stmt, order_by=INSTANCE_ORDER, params=params)
+
+
+def _metadata_view(named: dict[str, ColumnElement[Any]], hidden: list[str]) -> ColumnElement[Any]:
+    """``metadata_json`` as the API shows it, built by the database (what ``schemas._view``
+    does for one ORM instance): the stored keys minus ``hidden``, then the order's region,
+    image, billing cycle (and for staff the node) that are set; NULL when nothing is."""
+    stored = Instance.metadata_json
+    keys = ", ".join(f"'{key}'" for key in hidden)
+    pairs: list[Any] = []
+    for key, column in named.items():
+        pairs += [literal_column(f"'{key}'"), column]
+    described = func.jsonb_strip_nulls(func.jsonb_build_object(*pairs))
+    shown = func.coalesce(stored, literal_column("'{}'::jsonb")).op("-")(
+        literal_column(f"ARRAY[{keys}]::text[]")
+    )
+    nothing = and_(stored.is_(None), *[column.is_(None) for column in named.values()])
+    return case((nothing, null()), else_=shown.op("||")(described)).label("metadata_json")
+
+
+def _view_select(staff: bool) -> Select[Any]:
+    """Exactly the columns of :class:`InstanceRead` (staff: :class:`InstanceAdminRead`), in its
+    field order: region and image slugs and the node's name joined in, the address as text."""
+    schema = InstanceAdminRead if staff else InstanceRead
+    named: dict[str, ColumnElement[Any]] = {
+        "region": Region.slug.label("region"),
+        "image": Image.slug.label("image"),
+        "billing_cycle": Instance.billing_cycle,
+    }
+    if staff:
+        named["node"] = Node.name.label("node")
+    hidden = sorted(NEVER_SHOWN if staff else NEVER_SHOWN | STAFF_ONLY)
+    special: dict[str, ColumnElement[Any]] = {
+        **named,
+        # inet's own text form ('10.0.0.5', or '10.0.0.0/24' with a prefix), unparsed.
+        "ip_address": func.abbrev(Instance.ip_address).label("ip_address"),
+        "metadata_json": _metadata_view(named, hidden),
+    }
+    columns = [
+        special[name] if name in special else getattr(Instance, name)
+        for name in schema.model_fields
+    ]
+    stmt = (
+        select(*columns)
+        .select_from(Instance)
+        .outerjoin(Region, Region.id == Instance.region_id)
+        .outerjoin(Image, Image.id == Instance.image_id)
+    )
+    return stmt.outerjoin(Node, Node.id == Instance.node_id) if staff else stmt
+
+
+def instance_page_query(
+    *,
+    params: PageParams,
+    staff: bool = False,
+    user_id: uuid.UUID | None = None,
+    status: str | None = None,
+    node: str | None = None,
+) -> Select[Any]:
+    """The statement :func:`list_instance_views` runs for one page."""
+    stmt = _filtered(
+        _view_select(staff), user_id=user_id, status=status, node=node, include_deleted=False
+    )
+    return keyset(stmt, order_by=INSTANCE_ORDER, params=params)
+
+
+def list_instance_views(
+    *,
+    db: Session,
+    params: PageParams,
+    staff: bool = False,
+    user_id: uuid.UUID | None = None,
+    status: str | None = None,
+    node: str | None = None,
+) -> tuple[list[Row[Any]], str | None]:
+    """A page of live instances as the API shows them (staff: with node and reservation), as
+    result rows with :class:`InstanceRead`'s (:class:`InstanceAdminRead`'s) fields: one
+    statement, no ORM objects."""
+    stmt = _filtered(
+        _view_select(staff), user_id=user_id, status=status, node=node, include_deleted=False
+    )
+    return paginate_rows(db, stmt, order_by=INSTANCE_ORDER, params=params)
 
 
 def list_metrics(
