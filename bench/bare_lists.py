@@ -35,7 +35,7 @@ WHERE users.id = $3::UUID"""  # noqa: E501, W291
 CUSTOMER_PAGE_SQL = """\
 SELECT instances.id, instances.user_id, instances.product_id, instances.name, instances.hostname, abbrev(instances.ip_address) AS ip_address, instances.status, regions.slug AS region, images.slug AS image, instances.billing_cycle, instances.error_reason, instances.transition_at, CASE WHEN (instances.metadata_json IS NULL AND regions.slug IS NULL AND images.slug IS NULL AND instances.billing_cycle IS NULL) THEN NULL ELSE (coalesce(instances.metadata_json, '{}'::jsonb) - ARRAY['node', 'reserved', 'user_data']::text[]) || jsonb_strip_nulls(jsonb_build_object('region', regions.slug, 'image', images.slug, 'billing_cycle', instances.billing_cycle)) END AS metadata_json, instances.resources_json, instances.created_at, instances.started_at, instances.stopped_at, instances.expires_at, instances.deleted_at 
 FROM instances LEFT OUTER JOIN regions ON regions.id = instances.region_id LEFT OUTER JOIN images ON images.id = instances.image_id 
-WHERE instances.user_id = $1::UUID AND instances.deleted_at IS NULL ORDER BY instances.created_at DESC, instances.id DESC 
+WHERE instances.deleted_at IS NULL AND instances.user_id = $1::UUID ORDER BY instances.created_at DESC, instances.id DESC 
  LIMIT $2::INTEGER"""  # noqa: E501, W291
 
 # The admin list's first page (GET /admin/instances).

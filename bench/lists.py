@@ -61,7 +61,7 @@ def platform_statements() -> dict[str, str]:
     anyone = uuid.uuid4()
     page = PageParams(limit=bare_lists.LIMIT)
     built = {
-        "auth": user_and_session_query(user_id=anyone, session_id=anyone),
+        "auth": user_and_session_query(),
         "customer": service.instance_page_query(params=page, user_id=anyone),
         "admin": service.instance_page_query(params=page, staff=True),
     }

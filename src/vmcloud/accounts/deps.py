@@ -7,18 +7,20 @@ takes effect on the very next request, not when the access token expires.
 
 from __future__ import annotations
 
-import uuid
+import functools
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from sqlalchemy import Select, select
+from sqlalchemy import DateTime, Select, bindparam, select
+from sqlalchemy.types import Uuid
 
 from vmcloud.accounts import revocation
 from vmcloud.accounts.errors import EmailUnverifiedError
 from vmcloud.accounts.models import STAFF_ROLES, User
 from vmcloud.accounts.tokens import AccessClaims, decode_access_token
 from vmcloud.audit import service as audit
+from vmcloud.core.clock import utcnow
 from vmcloud.core.deps import AppSettings
 from vmcloud.core.errors import ForbiddenError, UnauthorizedError
 from vmcloud.core.ratelimit import RateLimiter
@@ -45,18 +47,20 @@ async def _claims(
 TokenClaims = Annotated[AccessClaims, Depends(_claims)]
 
 
-def user_and_session_query(*, user_id: uuid.UUID, session_id: uuid.UUID) -> Select[Any]:
-    """The caller's account and whether their login is still live, in one statement."""
-    live = revocation.live_session(session_id).label("session_live")
-    return select(User, live).where(User.id == user_id)
+@functools.cache
+def user_and_session_query() -> Select[Any]:
+    """The caller's account and whether their login is still live, in one statement (built
+    once; ``user_id``, ``session_id`` and ``now`` bound when run)."""
+    session_id = bindparam("session_id", type_=Uuid())
+    live = revocation.live_session(session_id, bindparam("now", type_=DateTime()))
+    return select(User, live.label("session_live")).where(User.id == bindparam("user_id"))
 
 
 def require_user(db: DbSession, claims: TokenClaims) -> User:
     """The caller, read fresh on every request (FastAPI runs it once per request however many
     dependencies ask for it), with the login check in the same round trip."""
-    row = db.execute(
-        user_and_session_query(user_id=claims.user_id, session_id=claims.session_id)
-    ).one_or_none()
+    values = {"user_id": claims.user_id, "session_id": claims.session_id, "now": utcnow()}
+    row = db.execute(user_and_session_query(), values).one_or_none()
     user, session_live = row if row is not None else (None, False)
     if user is None or user.status != "active":
         raise UnauthorizedError(

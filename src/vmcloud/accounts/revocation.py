@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 
 from sqlalchemy import ColumnElement, Exists, exists, literal_column, select, update
 from sqlalchemy.orm import Session
@@ -30,14 +31,18 @@ def revoke_all(*, db: Session, user_id: uuid.UUID, except_family: uuid.UUID | No
     return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 
-def live_session(family_id: uuid.UUID | ColumnElement[uuid.UUID]) -> Exists:
-    """``EXISTS``: the login ``family_id`` still has a usable refresh token. Access tokens of
-    a login that was logged out, reset or caught reusing a token stop working with it."""
+def live_session(
+    family_id: uuid.UUID | ColumnElement[uuid.UUID],
+    now: datetime | ColumnElement[datetime] | None = None,
+) -> Exists:
+    """``EXISTS``: the login ``family_id`` still has a usable refresh token (at ``now``, by
+    default the present). Access tokens of a login that was logged out, reset or caught
+    reusing a token stop working with it."""
     return exists(
         select(literal_column("1")).where(
             RefreshToken.family_id == family_id,
             RefreshToken.revoked_at.is_(None),
-            RefreshToken.expires_at > utcnow(),
+            RefreshToken.expires_at > (utcnow() if now is None else now),
         )
     )
 

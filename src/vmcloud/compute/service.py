@@ -3,6 +3,7 @@ jobs (``compute.tasks``), one at a time per instance; this module decides and re
 
 from __future__ import annotations
 
+import functools
 import re
 import uuid
 from datetime import datetime
@@ -14,13 +15,13 @@ from sqlalchemy import (
     Row,
     Select,
     and_,
+    bindparam,
     case,
     func,
     literal_column,
     null,
     select,
 )
-from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
 
 from vmcloud.accounts import service as accounts
@@ -40,7 +41,7 @@ from vmcloud.compute.schemas import (
 from vmcloud.core import jobs
 from vmcloud.core.clock import utcnow
 from vmcloud.core.errors import ConflictError, ForbiddenError, InvalidInputError, NotFoundError
-from vmcloud.core.pagination import PageParams, keyset, paginate, paginate_rows
+from vmcloud.core.pagination import PageParams, PageStatement, paginate
 from vmcloud.db.session import flush_or_raise
 from vmcloud.site_settings import service as site_settings
 from vmcloud.site_settings.registry import MAX_INSTANCES_PER_USER
@@ -400,6 +401,7 @@ def _metadata_view(named: dict[str, ColumnElement[Any]], hidden: list[str]) -> C
     return case((nothing, null()), else_=shown.op("||")(described)).label("metadata_json")
 
 
+@functools.cache
 def _view_select(staff: bool) -> Select[Any]:
     """Exactly the columns of :class:`InstanceRead` (staff: :class:`InstanceAdminRead`), in its
     field order: region and image slugs and the node's name joined in, the address as text."""
@@ -431,6 +433,41 @@ def _view_select(staff: bool) -> Select[Any]:
     return stmt.outerjoin(Node, Node.id == Instance.node_id) if staff else stmt
 
 
+@functools.cache
+def _view_page(
+    staff: bool, by_user: bool, by_status: bool, by_node: bool, after_cursor: bool
+) -> PageStatement:
+    """The page statement of one shape of the instance lists, built once (filters bound)."""
+    stmt = _view_select(staff).where(Instance.deleted_at.is_(None))
+    if by_user:
+        stmt = stmt.where(Instance.user_id == bindparam("user_id"))
+    if by_status:
+        stmt = stmt.where(Instance.status == bindparam("status"))
+    if by_node:
+        # The node's id first (a scalar subquery), so the instances come in index order.
+        node_id = select(Node.id).where(Node.name == bindparam("node")).scalar_subquery()
+        stmt = stmt.where(Instance.node_id == node_id)
+    return PageStatement.build(stmt, order_by=INSTANCE_ORDER, after_cursor=after_cursor)
+
+
+def _view_page_for(
+    params: PageParams,
+    staff: bool,
+    user_id: uuid.UUID | None,
+    status: str | None,
+    node: str | None,
+) -> tuple[PageStatement, dict[str, Any]]:
+    filters = {"user_id": user_id, "status": status or None, "node": node or None}
+    page = _view_page(
+        staff,
+        user_id is not None,
+        bool(status),
+        bool(node),
+        bool(params.cursor),
+    )
+    return page, {k: v for k, v in filters.items() if v is not None}
+
+
 def instance_page_query(
     *,
     params: PageParams,
@@ -439,11 +476,9 @@ def instance_page_query(
     status: str | None = None,
     node: str | None = None,
 ) -> Select[Any]:
-    """The statement :func:`list_instance_views` runs for one page."""
-    stmt = _filtered(
-        _view_select(staff), user_id=user_id, status=status, node=node, include_deleted=False
-    )
-    return keyset(stmt, order_by=INSTANCE_ORDER, params=params)
+    """The statement :func:`list_instance_views` runs for one page (its values bound apart)."""
+    page, _ = _view_page_for(params, staff, user_id, status, node)
+    return page.stmt
 
 
 def list_instance_views(
@@ -457,11 +492,9 @@ def list_instance_views(
 ) -> tuple[list[Row[Any]], str | None]:
     """A page of live instances as the API shows them (staff: with node and reservation), as
     result rows with :class:`InstanceRead`'s (:class:`InstanceAdminRead`'s) fields: one
-    statement, no ORM objects."""
-    stmt = _filtered(
-        _view_select(staff), user_id=user_id, status=status, node=node, include_deleted=False
-    )
-    return paginate_rows(db, stmt, order_by=INSTANCE_ORDER, params=params)
+    statement, no ORM objects. The filters are those of :func:`list_instances`."""
+    page, filters = _view_page_for(params, staff, user_id, status, node)
+    return page.run(db, params, **filters)
 
 
 def list_metrics(

@@ -22,7 +22,7 @@ from typing import Annotated, Any, Generic, TypeVar
 from fastapi import Depends, Query
 from fastapi.responses import Response
 from pydantic import BaseModel, TypeAdapter
-from sqlalchemy import Row, Select, tuple_
+from sqlalchemy import Integer, Row, Select, bindparam, tuple_
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from vmcloud.core.errors import InvalidInputError
@@ -180,16 +180,47 @@ def paginate(
     return _cut(rows, params.limit, lambda last: [getattr(last, col.key) for col in order_by])
 
 
-def paginate_rows(
-    db: Session,
-    stmt: Select[Any],
-    *,
-    order_by: Sequence[InstrumentedAttribute[Any]],
-    params: PageParams,
-    descending: bool = True,
-) -> tuple[list[Row[Any]], str | None]:
-    """:func:`paginate` for a ``select`` of columns (which must include ``order_by``): result
-    rows, no ORM objects, the same order, cursors and guarantees."""
-    page = keyset(stmt, order_by=order_by, params=params, descending=descending)
-    rows = list(db.execute(page).all())
-    return _cut(rows, params.limit, lambda last: [last._mapping[col] for col in order_by])
+@dataclass(frozen=True)
+class PageStatement:
+    """A list's page statement built once per shape (which filters, first page or not) and
+    run with each request's values bound: building a statement and its cache key costs more
+    than running it. :meth:`run` returns result rows (no ORM objects) with the cursors and
+    guarantees of :func:`paginate`; the statement must select the ``order_by`` columns.
+
+    Filters are bind parameters of ``stmt`` (``bindparam("user_id")``); the page adds
+    ``after_0`` ... (the cursor's values) and ``page_limit``.
+    """
+
+    stmt: Select[Any]
+    order_by: tuple[InstrumentedAttribute[Any], ...]
+
+    @classmethod
+    def build(
+        cls,
+        stmt: Select[Any],
+        *,
+        order_by: Sequence[InstrumentedAttribute[Any]],
+        after_cursor: bool,
+        descending: bool = True,
+    ) -> PageStatement:
+        if after_cursor:
+            key = tuple_(*order_by)
+            after = tuple_(*[bindparam(f"after_{i}", type_=c.type) for i, c in enumerate(order_by)])
+            stmt = stmt.where(key < after if descending else key > after)
+        ordering = [col.desc() if descending else col.asc() for col in order_by]
+        limited = stmt.order_by(*ordering).limit(bindparam("page_limit", type_=Integer()))
+        return cls(limited, tuple(order_by))
+
+    def values(self, params: PageParams) -> dict[str, Any]:
+        values: dict[str, Any] = {"page_limit": params.limit + 1}
+        if params.cursor:
+            after = decode_cursor(params.cursor, self.order_by)
+            values |= {f"after_{i}": value for i, value in enumerate(after)}
+        return values
+
+    def run(
+        self, db: Session, params: PageParams, **filters: Any
+    ) -> tuple[list[Row[Any]], str | None]:
+        rows = list(db.execute(self.stmt, self.values(params) | filters).all())
+        order_by = self.order_by
+        return _cut(rows, params.limit, lambda last: [last._mapping[c] for c in order_by])

@@ -6,6 +6,7 @@ row a request writes commits or rolls back together.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from typing import Annotated, Any, TypeVar
@@ -98,14 +99,17 @@ def read_only(endpoint: F) -> F:
     return endpoint
 
 
+# Each engine's autocommit variant (sharing its pool), made once.
+_AUTOCOMMIT: weakref.WeakKeyDictionary[Engine, Engine] = weakref.WeakKeyDictionary()
+
+
 def _session_for(request: Request) -> tuple[Session, bool]:
     factory: sessionmaker[Session] = request.app.state.session_factory
     bind = factory.kw.get("bind")
     if getattr(request.scope.get("endpoint"), _READ_ONLY, False) and isinstance(bind, Engine):
-        autocommit = request.app.state.__dict__.get("_autocommit_bind")
-        if autocommit is None or autocommit.engine is not bind:
-            autocommit = bind.execution_options(isolation_level="AUTOCOMMIT")
-            request.app.state._autocommit_bind = autocommit
+        autocommit = _AUTOCOMMIT.get(bind)
+        if autocommit is None:
+            autocommit = _AUTOCOMMIT[bind] = bind.execution_options(isolation_level="AUTOCOMMIT")
         return factory(bind=autocommit), True
     return factory(), False
 
