@@ -8,7 +8,7 @@ takes effect on the very next request, not when the access token expires.
 from __future__ import annotations
 
 import functools
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -48,7 +48,7 @@ TokenClaims = Annotated[AccessClaims, Depends(_claims)]
 
 
 @functools.cache
-def user_and_session_query() -> Select[Any]:
+def user_and_session_query() -> Select[User, bool]:
     """The caller's account and whether their login is still live, in one statement (built
     once; ``user_id``, ``session_id`` and ``now`` bound when run)."""
     session_id = bindparam("session_id", type_=Uuid())
@@ -61,7 +61,8 @@ def require_user(db: DbSession, claims: TokenClaims) -> User:
     dependencies ask for it), with the login check in the same round trip."""
     values = {"user_id": claims.user_id, "session_id": claims.session_id, "now": utcnow()}
     row = db.execute(user_and_session_query(), values).one_or_none()
-    user, session_live = row if row is not None else (None, False)
+    user: User | None = row[0] if row is not None else None
+    session_live = bool(row[1]) if row is not None else False
     if user is None or user.status != "active":
         raise UnauthorizedError(
             "This account cannot be used.", headers={"WWW-Authenticate": "Bearer"}

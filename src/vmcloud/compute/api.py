@@ -41,9 +41,7 @@ Status = Literal[INSTANCE_STATUSES]  # type: ignore[valid-type]
 def list_instances(
     db: DbSession, user: CurrentUser, page: PageQuery, status: Status | None = None
 ) -> Response:
-    items, cursor = service.list_instance_views(
-        db=db, params=page, user_id=user.id, status=status
-    )
+    items, cursor = service.list_instance_views(db=db, params=page, user_id=user.id, status=status)
     return page_response(InstanceRead, items, cursor)
 
 

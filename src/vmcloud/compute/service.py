@@ -409,7 +409,7 @@ def _view_select(staff: bool) -> Select[Any]:
     named: dict[str, ColumnElement[Any]] = {
         "region": Region.slug.label("region"),
         "image": Image.slug.label("image"),
-        "billing_cycle": Instance.billing_cycle,
+        "billing_cycle": Instance.billing_cycle.expression,
     }
     if staff:
         named["node"] = Node.name.label("node")
