@@ -388,7 +388,8 @@ def _metadata_view(named: dict[str, ColumnElement[Any]], hidden: list[str]) -> C
     """``metadata_json`` as the API shows it, built by the database (what ``schemas._view``
     does for one ORM instance): the stored keys minus ``hidden``, then the order's region,
     image, billing cycle (and for staff the node) that are set; NULL when nothing is."""
-    stored = Instance.metadata_json
+    # A JSON null (what the ORM writes for None) counts as no metadata, as it does in Python.
+    stored = func.nullif(Instance.metadata_json, literal_column("'null'::jsonb"))
     keys = ", ".join(f"'{key}'" for key in hidden)
     pairs: list[Any] = []
     for key, column in named.items():
