@@ -8,6 +8,8 @@ takes effect on the very next request, not when the access token expires.
 from __future__ import annotations
 
 import functools
+import time
+from collections import OrderedDict
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -20,6 +22,7 @@ from vmcloud.accounts.errors import EmailUnverifiedError
 from vmcloud.accounts.models import STAFF_ROLES, User
 from vmcloud.accounts.tokens import AccessClaims, decode_access_token
 from vmcloud.audit import service as audit
+from vmcloud.config import Settings
 from vmcloud.core.clock import utcnow
 from vmcloud.core.deps import AppSettings
 from vmcloud.core.errors import ForbiddenError, UnauthorizedError
@@ -27,6 +30,28 @@ from vmcloud.core.ratelimit import RateLimiter
 from vmcloud.db.session import DbSession
 
 _bearer = HTTPBearer(auto_error=False, description="An access token from POST /auth/login")
+
+
+# Access tokens already verified, by (signing key, token): a client sends the same token with
+# every request for its lifetime, and checking the signature is most of a request's token work.
+# Only the event loop's thread touches it (``_claims`` is async). An entry serves until its
+# token's own expiry; revocation is checked in the database on every request regardless.
+_VERIFIED: OrderedDict[tuple[str, str], AccessClaims] = OrderedDict()
+_VERIFIED_MAX = 10_000
+
+
+def _verified(settings: Settings, token: str) -> AccessClaims:
+    key = (settings.jwt_key, token)
+    claims = _VERIFIED.get(key)
+    if claims is not None and time.time() < claims.expires_at:
+        _VERIFIED.move_to_end(key)
+        return claims
+    _VERIFIED.pop(key, None)
+    claims = decode_access_token(settings=settings, token=token)  # raises when not valid
+    _VERIFIED[key] = claims
+    if len(_VERIFIED) > _VERIFIED_MAX:
+        _VERIFIED.popitem(last=False)
+    return claims
 
 
 async def _claims(
@@ -39,7 +64,7 @@ async def _claims(
             "Log in and send the access token as 'Authorization: Bearer <token>'.",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    claims = decode_access_token(settings=settings, token=credentials.credentials)
+    claims = _verified(settings, credentials.credentials)
     request.state.claims = claims
     return claims
 
