@@ -24,14 +24,14 @@ from vmcloud.app import create_app
 from vmcloud.catalog.models import Image, Product, Region
 from vmcloud.compute import service
 from vmcloud.compute.models import Instance, Node
-from vmcloud.compute.schemas import InstanceAdminRead, InstanceRead
+from vmcloud.compute.schemas import InstanceAdminRead
 from vmcloud.config import Settings
 from vmcloud.core.pagination import PageParams
 from vmcloud.db.session import make_engine
 
 INSTANCES = "/api/v1/instances"
 ADMIN = "/api/v1/admin/instances"
-T0 = datetime(2026, 6, 1, 12)  # noqa: DTZ001 - stored times are naive UTC
+T0 = datetime(2026, 6, 1, 12)
 
 
 def _add_instances(
