@@ -340,50 +340,6 @@ def get_owned_instance(
 INSTANCE_ORDER = (Instance.created_at, Instance.id)
 
 
-def _filtered(
-    stmt: Select[Any],
-    *,
-    user_id: uuid.UUID | None,
-    status: str | None,
-    node: str | None,
-    include_deleted: bool,
-) -> Select[Any]:
-    """The instance lists' filters. Each combination a list offers has an index that starts
-    with its equality columns and ends in :data:`INSTANCE_ORDER` (migration 0014), so a page
-    reads one page of rows whatever the number that match."""
-    if user_id is not None:
-        stmt = stmt.where(Instance.user_id == user_id)
-    if not include_deleted:
-        stmt = stmt.where(Instance.deleted_at.is_(None))
-    if status:
-        stmt = stmt.where(Instance.status == status)
-    if node:
-        # The node's id first (a scalar subquery), so the instances come in index order.
-        node_id = select(Node.id).where(Node.name == node).scalar_subquery()
-        stmt = stmt.where(Instance.node_id == node_id)
-    return stmt
-
-
-def list_instances(
-    *,
-    db: Session,
-    params: PageParams,
-    user_id: uuid.UUID | None = None,
-    status: str | None = None,
-    node: str | None = None,
-    include_deleted: bool = False,
-) -> tuple[list[Instance], str | None]:
-    """A page of instances as ORM objects (for code that acts on them)."""
-    stmt = _filtered(
-        select(Instance),
-        user_id=user_id,
-        status=status,
-        node=node,
-        include_deleted=include_deleted,
-    )
-    return paginate(db, stmt, order_by=INSTANCE_ORDER, params=params)
-
-
 def _metadata_view(named: dict[str, ColumnElement[Any]], hidden: list[str]) -> ColumnElement[Any]:
     """``metadata_json`` as the API shows it, built by the database (what ``schemas._view``
     does for one ORM instance): the stored keys minus ``hidden``, then the order's region,
@@ -493,7 +449,9 @@ def list_instance_views(
 ) -> tuple[list[Row[Any]], str | None]:
     """A page of live instances as the API shows them (staff: with node and reservation), as
     result rows with :class:`InstanceRead`'s (:class:`InstanceAdminRead`'s) fields: one
-    statement, no ORM objects. The filters are those of :func:`list_instances`."""
+    statement, no ORM objects. Each filter combination has an index that starts with its
+    equality columns and ends in :data:`INSTANCE_ORDER` (migration 0014), so a page reads one
+    page of rows however many match."""
     page, filters = _view_page_for(params, staff, user_id, status, node)
     return page.run(db, params, **filters)
 
