@@ -157,6 +157,17 @@ def test_seed_tables_gain_no_unexpected_objects(
         ),
         # 0016 the incremental ledger check
         ("transactions", "ix_transactions_completed_processed_at"),
+        # 0014 an index per instance-list filter, ending in the sort key
+        *(
+            ("instances", name)
+            for name in (
+                "ix_instances_live_created",
+                "ix_instances_live_user_created",
+                "ix_instances_live_user_status_created",
+                "ix_instances_live_status_created",
+                "ix_instances_live_node_created",
+            )
+        ),
     }
     for kind in ("columns", "constraints", "indexes"):
         extra = {

@@ -7,16 +7,23 @@ takes effect on the very next request, not when the access token expires.
 
 from __future__ import annotations
 
+import functools
+import time
+from collections import OrderedDict
 from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy import DateTime, Select, bindparam, select
+from sqlalchemy.types import Uuid
 
 from vmcloud.accounts import revocation
 from vmcloud.accounts.errors import EmailUnverifiedError
 from vmcloud.accounts.models import STAFF_ROLES, User
 from vmcloud.accounts.tokens import AccessClaims, decode_access_token
 from vmcloud.audit import service as audit
+from vmcloud.config import Settings
+from vmcloud.core.clock import utcnow
 from vmcloud.core.deps import AppSettings
 from vmcloud.core.errors import ForbiddenError, UnauthorizedError
 from vmcloud.core.ratelimit import RateLimiter
@@ -25,7 +32,29 @@ from vmcloud.db.session import DbSession
 _bearer = HTTPBearer(auto_error=False, description="An access token from POST /auth/login")
 
 
-def _claims(
+# Access tokens already verified, by (signing key, token): a client sends the same token with
+# every request for its lifetime, and checking the signature is most of a request's token work.
+# Only the event loop's thread touches it (``_claims`` is async). An entry serves until its
+# token's own expiry; revocation is checked in the database on every request regardless.
+_VERIFIED: OrderedDict[tuple[str, str], AccessClaims] = OrderedDict()
+_VERIFIED_MAX = 10_000
+
+
+def _verified(settings: Settings, token: str) -> AccessClaims:
+    key = (settings.jwt_key, token)
+    claims = _VERIFIED.get(key)
+    if claims is not None and time.time() < claims.expires_at:
+        _VERIFIED.move_to_end(key)
+        return claims
+    _VERIFIED.pop(key, None)
+    claims = decode_access_token(settings=settings, token=token)  # raises when not valid
+    _VERIFIED[key] = claims
+    if len(_VERIFIED) > _VERIFIED_MAX:
+        _VERIFIED.popitem(last=False)
+    return claims
+
+
+async def _claims(
     request: Request,
     settings: AppSettings,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
@@ -35,7 +64,7 @@ def _claims(
             "Log in and send the access token as 'Authorization: Bearer <token>'.",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    claims = decode_access_token(settings=settings, token=credentials.credentials)
+    claims = _verified(settings, credentials.credentials)
     request.state.claims = claims
     return claims
 
@@ -43,13 +72,27 @@ def _claims(
 TokenClaims = Annotated[AccessClaims, Depends(_claims)]
 
 
+@functools.cache
+def user_and_session_query() -> Select[User, bool]:
+    """The caller's account and whether their login is still live, in one statement (built
+    once; ``user_id``, ``session_id`` and ``now`` bound when run)."""
+    session_id = bindparam("session_id", type_=Uuid())
+    live = revocation.live_session(session_id, bindparam("now", type_=DateTime()))
+    return select(User, live.label("session_live")).where(User.id == bindparam("user_id"))
+
+
 def require_user(db: DbSession, claims: TokenClaims) -> User:
-    user = db.get(User, claims.user_id)
+    """The caller, read fresh on every request (FastAPI runs it once per request however many
+    dependencies ask for it), with the login check in the same round trip."""
+    values = {"user_id": claims.user_id, "session_id": claims.session_id, "now": utcnow()}
+    row = db.execute(user_and_session_query(), values).one_or_none()
+    user: User | None = row[0] if row is not None else None
+    session_live = bool(row[1]) if row is not None else False
     if user is None or user.status != "active":
         raise UnauthorizedError(
             "This account cannot be used.", headers={"WWW-Authenticate": "Bearer"}
         )
-    if not revocation.session_is_live(db=db, family_id=claims.session_id):
+    if not session_live:
         raise UnauthorizedError(
             "This login has ended; log in again.", headers={"WWW-Authenticate": "Bearer"}
         )
@@ -57,19 +100,19 @@ def require_user(db: DbSession, claims: TokenClaims) -> User:
     return user
 
 
-def require_staff(user: Annotated[User, Depends(require_user)]) -> User:
+async def require_staff(user: Annotated[User, Depends(require_user)]) -> User:
     if user.role not in STAFF_ROLES:
         raise ForbiddenError("This needs a staff account.")
     return user
 
 
-def require_admin(user: Annotated[User, Depends(require_user)]) -> User:
+async def require_admin(user: Annotated[User, Depends(require_user)]) -> User:
     if user.role != "admin":
         raise ForbiddenError("This needs an admin account.")
     return user
 
 
-def require_verified(user: Annotated[User, Depends(require_user)]) -> User:
+async def require_verified(user: Annotated[User, Depends(require_user)]) -> User:
     """For actions that move money or create resources: the email must be confirmed."""
     if not user.email_verified:
         raise EmailUnverifiedError(
@@ -84,7 +127,7 @@ StaffUser = Annotated[User, Depends(require_staff)]
 AdminUser = Annotated[User, Depends(require_admin)]
 
 
-def _limiter(request: Request) -> RateLimiter:
+async def _limiter(request: Request) -> RateLimiter:
     limiter: RateLimiter = request.app.state.rate_limiter
     return limiter
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 
-from sqlalchemy import exists, select, update
+from sqlalchemy import ColumnElement, Exists, exists, literal_column, select, update
 from sqlalchemy.orm import Session
 
 from vmcloud.accounts.models import RefreshToken
@@ -30,17 +31,22 @@ def revoke_all(*, db: Session, user_id: uuid.UUID, except_family: uuid.UUID | No
     return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 
-def session_is_live(*, db: Session, family_id: uuid.UUID) -> bool:
-    """Whether the login ``family_id`` still has a usable refresh token. Access tokens of a
-    login that was logged out, reset or caught reusing a token stop working with it."""
-    return bool(
-        db.scalar(
-            select(
-                exists().where(
-                    RefreshToken.family_id == family_id,
-                    RefreshToken.revoked_at.is_(None),
-                    RefreshToken.expires_at > utcnow(),
-                )
-            )
+def live_session(
+    family_id: uuid.UUID | ColumnElement[uuid.UUID],
+    now: datetime | ColumnElement[datetime] | None = None,
+) -> Exists:
+    """``EXISTS``: the login ``family_id`` still has a usable refresh token (at ``now``, by
+    default the present). Access tokens of a login that was logged out, reset or caught
+    reusing a token stop working with it."""
+    return exists(
+        select(literal_column("1")).where(
+            RefreshToken.family_id == family_id,
+            RefreshToken.revoked_at.is_(None),
+            RefreshToken.expires_at > (utcnow() if now is None else now),
         )
     )
+
+
+def session_is_live(*, db: Session, family_id: uuid.UUID) -> bool:
+    """Whether the login ``family_id`` is live (:func:`live_session`)."""
+    return bool(db.scalar(select(live_session(family_id))))

@@ -29,6 +29,7 @@ class AccessClaims:
     role: str
     session_id: uuid.UUID
     jti: str
+    expires_at: int = 0  # the token's "exp", in seconds since the epoch
 
 
 def issue_access_token(
@@ -65,6 +66,7 @@ def decode_access_token(*, settings: Settings, token: str) -> AccessClaims:
             role=str(claims["role"]),
             session_id=uuid.UUID(claims["sid"]),
             jti=str(claims["jti"]),
+            expires_at=int(claims["exp"]),
         )
     except (jwt.PyJWTError, ValueError, TypeError) as exc:
         raise UnauthorizedError(

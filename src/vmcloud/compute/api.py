@@ -6,7 +6,7 @@ import uuid
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, status
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from vmcloud.accounts.deps import AdminUser, CurrentUser, StaffUser, VerifiedUser
 from vmcloud.billing import flows
@@ -26,9 +26,9 @@ from vmcloud.compute.schemas import (
 )
 from vmcloud.core import idempotency
 from vmcloud.core.deps import AppSettings
-from vmcloud.core.pagination import Page, PageQuery, page_of
+from vmcloud.core.pagination import Page, PageQuery, page_of, page_response
 from vmcloud.core.schemas import UTCInput
-from vmcloud.db.session import DbSession
+from vmcloud.db.session import DbSession, read_only
 
 router = APIRouter(prefix="/instances", tags=["instances"])
 admin = APIRouter(prefix="/admin", tags=["admin: compute"])
@@ -37,11 +37,12 @@ Status = Literal[INSTANCE_STATUSES]  # type: ignore[valid-type]
 
 
 @router.get("", response_model=Page[InstanceRead], summary="Your instances")
+@read_only
 def list_instances(
     db: DbSession, user: CurrentUser, page: PageQuery, status: Status | None = None
-) -> Page[InstanceRead]:
-    items, cursor = service.list_instances(db=db, params=page, user_id=user.id, status=status)
-    return page_of(InstanceRead, items, cursor)
+) -> Response:
+    items, cursor = service.list_instance_views(db=db, params=page, user_id=user.id, status=status)
+    return page_response(InstanceRead, items, cursor)
 
 
 @router.post(
@@ -100,6 +101,7 @@ def instance_metrics(
 
 
 @admin.get("/instances", response_model=Page[InstanceAdminRead], summary="Every instance")
+@read_only
 def admin_list_instances(
     db: DbSession,
     _: StaffUser,
@@ -107,13 +109,13 @@ def admin_list_instances(
     user_id: uuid.UUID | None = None,
     status: Status | None = None,
     node: Annotated[str | None, Query(max_length=100)] = None,
-) -> Page[InstanceAdminRead]:
+) -> Response:
     """With each instance's node and the capacity it holds there (``/instances`` shows
     neither, to anyone)."""
-    items, cursor = service.list_instances(
-        db=db, params=page, user_id=user_id, status=status, node=node
+    items, cursor = service.list_instance_views(
+        db=db, params=page, staff=True, user_id=user_id, status=status, node=node
     )
-    return page_of(InstanceAdminRead, items, cursor)
+    return page_response(InstanceAdminRead, items, cursor)
 
 
 @admin.get("/nodes", response_model=Page[NodeRead], summary="Hypervisor nodes")

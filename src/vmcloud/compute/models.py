@@ -66,6 +66,18 @@ class Instance(Base):
         Index("ix_instances_node_id", "node_id"),
         # -- added by 0013
         CheckConstraint("billing_cycle IN ('hourly', 'monthly', 'yearly')", name="billing_cycle"),
+        # -- added by 0014: one per filter of the instance lists, ending in their sort key
+        # (created_at, id), over live rows, so a keyset page reads one page of rows.
+        *(
+            Index(name, *columns, postgresql_where=text("deleted_at IS NULL"))
+            for name, columns in {
+                "ix_instances_live_created": ("created_at", "id"),
+                "ix_instances_live_user_created": ("user_id", "created_at", "id"),
+                "ix_instances_live_user_status_created": ("user_id", "status", "created_at", "id"),
+                "ix_instances_live_status_created": ("status", "created_at", "id"),
+                "ix_instances_live_node_created": ("node_id", "created_at", "id"),
+            }.items()
+        ),
     )
 
     id: Mapped[uuid.UUID] = uuid_pk()

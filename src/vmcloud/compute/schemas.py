@@ -95,8 +95,8 @@ class InstanceAdminRead(InstanceRead):
 
 
 # Keys of the stored metadata_json never shown; the node's only to staff.
-_NEVER_SHOWN = {"user_data"}
-_STAFF_ONLY = {"node", "reserved"}
+NEVER_SHOWN = frozenset({"user_data"})
+STAFF_ONLY = frozenset({"node", "reserved"})
 
 
 def _view(instance: Instance, *, fields: dict[str, Any]) -> dict[str, Any]:
@@ -108,7 +108,7 @@ def _view(instance: Instance, *, fields: dict[str, Any]) -> dict[str, Any]:
         "image": instance.image.slug if instance.image else None,
         "node": instance.node.name if staff and instance.node else None,
     }
-    hidden = _NEVER_SHOWN if staff else _NEVER_SHOWN | _STAFF_ONLY
+    hidden = NEVER_SHOWN if staff else NEVER_SHOWN | STAFF_ONLY
     stored = instance.metadata_json
     metadata = {k: v for k, v in (stored or {}).items() if k not in hidden}
     described = {**named, "billing_cycle": instance.billing_cycle}

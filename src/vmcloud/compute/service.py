@@ -3,25 +3,45 @@ jobs (``compute.tasks``), one at a time per instance; this module decides and re
 
 from __future__ import annotations
 
+import functools
 import re
 import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import CompoundSelect, Select, func, select
+from sqlalchemy import (
+    ColumnElement,
+    CompoundSelect,
+    Row,
+    Select,
+    and_,
+    bindparam,
+    case,
+    func,
+    literal_column,
+    null,
+    select,
+)
 from sqlalchemy.orm import Session
 
 from vmcloud.accounts import service as accounts
 from vmcloud.accounts.models import STAFF_ROLES, User
 from vmcloud.audit import service as audit
 from vmcloud.catalog import service as catalog
+from vmcloud.catalog.models import Image, Region
 from vmcloud.compute import ips, nodes
 from vmcloud.compute.models import Instance, InstanceMetric, Node
-from vmcloud.compute.schemas import InstanceCreate
+from vmcloud.compute.schemas import (
+    NEVER_SHOWN,
+    STAFF_ONLY,
+    InstanceAdminRead,
+    InstanceCreate,
+    InstanceRead,
+)
 from vmcloud.core import jobs
 from vmcloud.core.clock import utcnow
 from vmcloud.core.errors import ConflictError, ForbiddenError, InvalidInputError, NotFoundError
-from vmcloud.core.pagination import PageParams, paginate
+from vmcloud.core.pagination import PageParams, PageStatement, paginate
 from vmcloud.db.session import flush_or_raise
 from vmcloud.site_settings import service as site_settings
 from vmcloud.site_settings.registry import MAX_INSTANCES_PER_USER, PLACEMENT
@@ -318,25 +338,123 @@ def get_owned_instance(
     return _load(db, instance_id, user, any_for=(), lock=lock)
 
 
-def list_instances(
-    *,
-    db: Session,
+INSTANCE_ORDER = (Instance.created_at, Instance.id)
+
+
+def _metadata_view(named: dict[str, ColumnElement[Any]], hidden: list[str]) -> ColumnElement[Any]:
+    """``metadata_json`` as the API shows it, built by the database (what ``schemas._view``
+    does for one ORM instance): the stored keys minus ``hidden``, then the order's region,
+    image, billing cycle (and for staff the node) that are set; NULL when nothing is."""
+    # A JSON null (what the ORM writes for None) counts as no metadata, as it does in Python.
+    stored = func.nullif(Instance.metadata_json, literal_column("'null'::jsonb"))
+    keys = ", ".join(f"'{key}'" for key in hidden)
+    pairs: list[Any] = []
+    for key, column in named.items():
+        pairs += [literal_column(f"'{key}'"), column]
+    described = func.jsonb_strip_nulls(func.jsonb_build_object(*pairs))
+    shown = func.coalesce(stored, literal_column("'{}'::jsonb")).op("-")(
+        literal_column(f"ARRAY[{keys}]::text[]")
+    )
+    nothing = and_(stored.is_(None), *[column.is_(None) for column in named.values()])
+    return case((nothing, null()), else_=shown.op("||")(described)).label("metadata_json")
+
+
+@functools.cache
+def _view_select(staff: bool) -> Select[Any]:
+    """Exactly the columns of :class:`InstanceRead` (staff: :class:`InstanceAdminRead`), in its
+    field order: region and image slugs and the node's name joined in, the address as text."""
+    schema = InstanceAdminRead if staff else InstanceRead
+    named: dict[str, ColumnElement[Any]] = {
+        "region": Region.slug.label("region"),
+        "image": Image.slug.label("image"),
+        "billing_cycle": Instance.billing_cycle.expression,
+    }
+    if staff:
+        named["node"] = Node.name.label("node")
+    hidden = sorted(NEVER_SHOWN if staff else NEVER_SHOWN | STAFF_ONLY)
+    special: dict[str, ColumnElement[Any]] = {
+        **named,
+        # inet's own text form ('10.0.0.5', or '10.0.0.0/24' with a prefix), unparsed.
+        "ip_address": func.abbrev(Instance.ip_address).label("ip_address"),
+        "metadata_json": _metadata_view(named, hidden),
+    }
+    columns = [
+        special[name] if name in special else getattr(Instance, name)
+        for name in schema.model_fields
+    ]
+    stmt = (
+        select(*columns)
+        .select_from(Instance)
+        .outerjoin(Region, Region.id == Instance.region_id)
+        .outerjoin(Image, Image.id == Instance.image_id)
+    )
+    return stmt.outerjoin(Node, Node.id == Instance.node_id) if staff else stmt
+
+
+@functools.cache
+def _view_page(
+    staff: bool, by_user: bool, by_status: bool, by_node: bool, after_cursor: bool
+) -> PageStatement:
+    """The page statement of one shape of the instance lists, built once (filters bound)."""
+    stmt = _view_select(staff).where(Instance.deleted_at.is_(None))
+    if by_user:
+        stmt = stmt.where(Instance.user_id == bindparam("user_id"))
+    if by_status:
+        stmt = stmt.where(Instance.status == bindparam("status"))
+    if by_node:
+        # The node's id first (a scalar subquery), so the instances come in index order.
+        node_id = select(Node.id).where(Node.name == bindparam("node")).scalar_subquery()
+        stmt = stmt.where(Instance.node_id == node_id)
+    return PageStatement.build(stmt, order_by=INSTANCE_ORDER, after_cursor=after_cursor)
+
+
+def _view_page_for(
     params: PageParams,
+    staff: bool,
+    user_id: uuid.UUID | None,
+    status: str | None,
+    node: str | None,
+) -> tuple[PageStatement, dict[str, Any]]:
+    filters = {"user_id": user_id, "status": status or None, "node": node or None}
+    page = _view_page(
+        staff,
+        user_id is not None,
+        bool(status),
+        bool(node),
+        bool(params.cursor),
+    )
+    return page, {k: v for k, v in filters.items() if v is not None}
+
+
+def instance_page_query(
+    *,
+    params: PageParams,
+    staff: bool = False,
     user_id: uuid.UUID | None = None,
     status: str | None = None,
     node: str | None = None,
-    include_deleted: bool = False,
-) -> tuple[list[Instance], str | None]:
-    stmt = select(Instance)
-    if user_id is not None:
-        stmt = stmt.where(Instance.user_id == user_id)
-    if not include_deleted:
-        stmt = stmt.where(Instance.deleted_at.is_(None))
-    if status:
-        stmt = stmt.where(Instance.status == status)
-    if node:
-        stmt = stmt.join(Node, Node.id == Instance.node_id).where(Node.name == node)
-    return paginate(db, stmt, order_by=(Instance.created_at, Instance.id), params=params)
+) -> Select[Any]:
+    """The statement :func:`list_instance_views` runs for one page (its values bound apart)."""
+    page, _ = _view_page_for(params, staff, user_id, status, node)
+    return page.stmt
+
+
+def list_instance_views(
+    *,
+    db: Session,
+    params: PageParams,
+    staff: bool = False,
+    user_id: uuid.UUID | None = None,
+    status: str | None = None,
+    node: str | None = None,
+) -> tuple[list[Row[Any]], str | None]:
+    """A page of live instances as the API shows them (staff: with node and reservation), as
+    result rows with :class:`InstanceRead`'s (:class:`InstanceAdminRead`'s) fields: one
+    statement, no ORM objects. Each filter combination has an index that starts with its
+    equality columns and ends in :data:`INSTANCE_ORDER` (migration 0014), so a page reads one
+    page of rows however many match."""
+    page, filters = _view_page_for(params, staff, user_id, status, node)
+    return page.run(db, params, **filters)
 
 
 def list_metrics(

@@ -27,5 +27,6 @@ def to_utc_naive(value: datetime) -> datetime:
 
 def isoformat_z(value: datetime) -> str:
     """ISO 8601 with a ``Z``, as every API response shows times."""
-    aware = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-    return aware.isoformat().replace("+00:00", "Z")
+    if value.tzinfo is None:  # naive UTC, as stored: the common case, kept cheap
+        return value.isoformat() + "Z"
+    return value.astimezone(UTC).replace(tzinfo=None).isoformat() + "Z"

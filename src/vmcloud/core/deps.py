@@ -15,4 +15,9 @@ def app_settings(request: Request) -> Settings:
     return settings
 
 
-AppSettings = Annotated[Settings, Depends(app_settings)]
+async def _app_settings(request: Request) -> Settings:
+    # Async: a dependency that does no I/O costs no threadpool hop.
+    return app_settings(request)
+
+
+AppSettings = Annotated[Settings, Depends(_app_settings)]

@@ -61,7 +61,7 @@ class RequestMeta:
     user_agent: str | None
 
 
-def _request_meta(request: Request) -> RequestMeta:
+async def _request_meta(request: Request) -> RequestMeta:
     trusted: list[Network] = request.app.state.trusted_proxies
     return RequestMeta(ip=client_ip(request, trusted), user_agent=request.headers.get("user-agent"))
 

@@ -9,7 +9,7 @@ to be sorted). Building them locks writes to the two tables for the build (about
 index at ten million rows).
 
 Revision ID: 0015_history_indexes
-Revises: 0013_instance_columns
+Revises: 0014_instance_list_indexes
 Create Date: 2026-12-10 09:00:00+00:00
 """
 
@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from alembic import op
 
 revision: str = "0015_history_indexes"
-down_revision: str | Sequence[str] | None = "0013_instance_columns"
+down_revision: str | Sequence[str] | None = "0014_instance_list_indexes"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
