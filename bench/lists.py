@@ -57,7 +57,7 @@ def _numbered(sql: str) -> str:
 
 def platform_statements() -> dict[str, str]:
     """The statements the platform sends for these requests, as its own code builds them."""
-    dialect = psycopg_dialect()
+    dialect = psycopg_dialect()  # type: ignore[no-untyped-call]
     anyone = uuid.uuid4()
     page = PageParams(limit=bare_lists.LIMIT)
     built = {
@@ -181,7 +181,7 @@ def run(tiny: bool = False) -> list[report.Row]:
         dsn = f"postgresql:///vmcloud?host={server.root}&port={server.port}&user={server.superuser}"
         engine = create_engine(url)
         with engine.connect() as conn:
-            ids = dict(
+            ids: dict[str, Any] = dict(
                 conn.execute(
                     text("SELECT username, id FROM users WHERE username IN (:a, :b, :c)"),
                     {"a": fleet.SMALL, "b": fleet.BIG, "c": fleet.ADMIN},
@@ -207,7 +207,7 @@ def run(tiny: bool = False) -> list[report.Row]:
         with load.served(url) as base, bare_served(dsn) as bare:
             tokens = {name: _login(base, name) for name in (fleet.SMALL, fleet.BIG, fleet.ADMIN)}
             with engine.connect() as conn:
-                sessions = dict(
+                sessions: dict[str, Any] = dict(
                     conn.execute(
                         text(
                             "SELECT DISTINCT ON (user_id) user_id, family_id FROM refresh_tokens"
