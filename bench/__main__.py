@@ -15,6 +15,7 @@ from bench import report
 # In the order of the table in docs/performance.md.
 BENCHMARKS = [
     "lists",  # GET /instances and /admin/instances vs bare asyncpg; a 2,000-instance customer
+    "history",  # generating 10M audit rows and 10M ledger entries (for the next two)
     "filters",  # audit-log and ledger filters at 10M rows vs 10k
     "login_load",  # p99 of /products and /instances while clients hammer login
     "ip_allocation",  # one allocation with many used addresses

@@ -31,7 +31,7 @@ from vmcloud.core.ratelimit import RateLimiter
 from vmcloud.core.size_limits import RequestSizeLimitMiddleware
 from vmcloud.core.worker import WorkerHealth, supervise
 from vmcloud.db import migrate
-from vmcloud.db.session import make_engine, make_session_factory
+from vmcloud.db.session import RequestSlots, make_engine, make_session_factory, pool_capacity
 from vmcloud.ops.api import router as ops_router
 from vmcloud.site_settings import api as settings_api
 from vmcloud.support import api as support_api
@@ -81,6 +81,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        app.state.db_slots.size_threadpool()
         async with _worker(settings, session_factory, app.state.worker_health):
             yield
         limiter.engine.dispose()
@@ -98,6 +99,7 @@ def create_app(
     app.state.settings = settings
     app.state.engine = engine
     app.state.session_factory = session_factory
+    app.state.db_slots = RequestSlots(pool_capacity(settings))
     app.state.migration_heads = migrate.head_revisions()
     app.state.trusted_proxies = parse_networks(settings.trusted_proxies)
     app.state.worker_health = WorkerHealth() if settings.run_worker else None

@@ -37,6 +37,8 @@ class Settings(BaseSettings):
     admin_username: str = "admin"
     db_pool_size: int = Field(default=10, ge=1)
     db_connect_timeout: int = Field(default=5, ge=1)
+    # Seconds a request waits for a pooled connection before it answers 503.
+    db_pool_timeout: float = Field(default=30, gt=0)
 
     access_token_minutes: int = Field(default=15, ge=1, le=60)
     refresh_token_days: int = Field(default=30, ge=1, le=365)

@@ -11,6 +11,8 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from typing import Annotated, Any, TypeVar
 
+import anyio
+import anyio.to_thread
 from fastapi import Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import Connection, Engine, create_engine
@@ -24,6 +26,11 @@ from vmcloud.core.net import ClientMeta
 from vmcloud.site_settings.service import CACHE_KEY, SettingsCache
 
 
+def pool_capacity(settings: Settings) -> int:
+    """How many connections an engine of :func:`make_engine` holds at most."""
+    return 2 * settings.db_pool_size
+
+
 def make_engine(settings: Settings, url: str | None = None) -> Engine:
     target = url or settings.database_url
     if not target:
@@ -33,8 +40,9 @@ def make_engine(settings: Settings, url: str | None = None) -> Engine:
         # Up to twice db_pool_size connections, all kept: an "overflow" connection is closed
         # when it is handed back, so under steady concurrency above pool_size every request
         # paid for a new connection (and a new server process). Same ceiling, no churn.
-        pool_size=2 * settings.db_pool_size,
+        pool_size=pool_capacity(settings),
         max_overflow=0,
+        pool_timeout=settings.db_pool_timeout,
         # No ping before each checkout (a round trip on every request): a connection the
         # server dropped fails its first statement instead, which is a disconnect, so that
         # request answers 503 and the whole pool is replaced at once (tests/faults).
@@ -117,34 +125,63 @@ def _session_for(request: Request) -> tuple[Session, bool]:
     return factory(), False
 
 
+class RequestSlots:
+    """At most as many requests with a session at once as the pool has connections; the rest
+    wait here, on the event loop, holding nothing.
+
+    A request holds its connection from its first statement until its session closes, across
+    several threadpool hops (the caller's lookup, the endpoint, the commit). Without this
+    gate, requests beyond the pool's size wait for a connection inside threadpool threads; when
+    they hold every thread, the requests that hold the connections cannot get a thread to
+    finish, and all of them stall until the checkout times out (503). The threadpool is sized
+    to at least twice the slots, so the holders always find a thread even while other users
+    of the engine (an in-process worker) make a few requests wait for a connection."""
+
+    def __init__(self, slots: int) -> None:
+        self.slots = slots
+        self._semaphore = anyio.Semaphore(slots)
+
+    def size_threadpool(self) -> None:
+        """Call on the serving event loop (the app's lifespan)."""
+        limiter = anyio.to_thread.current_default_thread_limiter()
+        limiter.total_tokens = max(limiter.total_tokens, 2 * self.slots + 8)
+
+    async def __aenter__(self) -> None:
+        await self._semaphore.acquire()
+
+    async def __aexit__(self, *_: object) -> None:
+        self._semaphore.release()
+
+
 async def _db_session(request: Request, meta: ClientMeta) -> AsyncIterator[Session]:
     # Async, so that opening and closing the session costs no threadpool hop; only the commit
     # (I/O) goes to a thread. Creating a session does no I/O: it connects at its first
     # statement, which runs in a sync dependency or endpoint.
-    session, read_only = _session_for(request)
-    audit.bind(session, audit.AuditContext(ip=meta.ip, user_agent=meta.user_agent))
-    try:
-        yield session
-        # Runs after the endpoint returns and before the response is sent (scope="function"),
-        # so a failed commit becomes an error response instead of a lie.
-        if session.in_transaction() and (
-            not read_only or session.new or session.dirty or session.deleted
-        ):
-            await run_in_threadpool(session.commit)
-    except ProblemError as exc:
-        if exc.commit:
-            await run_in_threadpool(session.commit)
-        elif not read_only:
-            await run_in_threadpool(session.rollback)
-        raise
-    except BaseException:
-        if not read_only:
-            await run_in_threadpool(session.rollback)
-        raise
-    finally:
-        # Without a transaction in progress (committed, rolled back, or autocommit), closing
-        # only hands the connection back to the pool: no I/O.
-        session.close()
+    async with request.app.state.db_slots:
+        session, read_only = _session_for(request)
+        audit.bind(session, audit.AuditContext(ip=meta.ip, user_agent=meta.user_agent))
+        try:
+            yield session
+            # Runs after the endpoint returns and before the response is sent (scope="function"),
+            # so a failed commit becomes an error response instead of a lie.
+            if session.in_transaction() and (
+                not read_only or session.new or session.dirty or session.deleted
+            ):
+                await run_in_threadpool(session.commit)
+        except ProblemError as exc:
+            if exc.commit:
+                await run_in_threadpool(session.commit)
+            elif not read_only:
+                await run_in_threadpool(session.rollback)
+            raise
+        except BaseException:
+            if not read_only:
+                await run_in_threadpool(session.rollback)
+            raise
+        finally:
+            # Without a transaction in progress (committed, rolled back, or autocommit), closing
+            # only hands the connection back to the pool: no I/O.
+            session.close()
 
 
 DbSession = Annotated[Session, Depends(_db_session, scope="function")]
