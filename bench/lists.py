@@ -23,7 +23,6 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -87,50 +86,30 @@ def check_statements() -> None:
 def bare_served(dsn: str) -> Iterator[str]:
     """The bare app under uvicorn (one process, h11 like ``vmcloud serve``)."""
     port = load.free_port()
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "bench.bare_lists:app",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--http",
-            "h11",
-            "--no-access-log",
-            "--log-level",
-            "warning",
-        ],
-        env={**os.environ, "BARE_DSN": dsn},
+    argv = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "bench.bare_lists:app",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--http",
+        "h11",
+        "--no-access-log",
+        "--log-level",
+        "warning",
+    ]
+    with load.running(
+        argv,
+        {**os.environ, "BARE_DSN": dsn},
+        what="the bare app",
+        port=port,
         cwd=Path(__file__).resolve().parent.parent,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if process.poll() is not None:
-                stderr = process.stderr.read().decode() if process.stderr else ""
-                raise RuntimeError(f"the bare app exited: {stderr[-2000:]}")
-            try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError("the bare app did not start within 60 s")
-            time.sleep(0.2)
+        timeout=60,
+    ) as base:
         yield base
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def _login(base: str, username: str) -> str:

@@ -90,6 +90,46 @@ def free_port() -> int:
 
 
 @contextmanager
+def running(
+    argv: list[str],
+    env: Mapping[str, str],
+    *,
+    what: str,
+    port: int,
+    cwd: Path | None = None,
+    timeout: float = 180,
+) -> Iterator[str]:
+    """A server process listening on ``port`` until the block ends; yields its base URL once
+    its ``/healthz`` answers 200. Terminated (killed after 30 s) at the end."""
+    process = subprocess.Popen(
+        argv, env=dict(env), cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if process.poll() is not None:
+                stderr = process.stderr.read().decode() if process.stderr else ""
+                raise RuntimeError(f"{what} exited: {stderr[-2000:]}")
+            try:
+                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{what} did not answer /healthz within {timeout:.0f} s")
+            time.sleep(0.2)
+        yield base
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@contextmanager
 def served(
     database_url: str,
     *,
@@ -117,33 +157,8 @@ def served(
         "VMCLOUD_LOG_LEVEL": "warning",
         **(env or {}),
     }
-    process = subprocess.Popen(
-        argv,
-        env=environment,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            if process.poll() is not None:
-                stderr = process.stderr.read().decode() if process.stderr else ""
-                raise RuntimeError(f"vmcloud serve exited: {stderr[-2000:]}")
-            try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError("vmcloud serve did not answer /healthz within 180 s")
-            time.sleep(0.2)
-        yield base
+        with running(argv, environment, what="vmcloud serve", port=port) as base:
+            yield base
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
         shutil.rmtree(data_dir, ignore_errors=True)
