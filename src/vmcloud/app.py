@@ -36,6 +36,7 @@ from vmcloud.ops.api import router as ops_router
 from vmcloud.site_settings import api as settings_api
 from vmcloud.support import api as support_api
 from vmcloud.support import attachments
+from vmcloud.web import app as panel
 from vmcloud.web.pages import router as pages_router
 
 API_PREFIX = "/api/v1"
@@ -84,6 +85,7 @@ def create_app(
         app.state.db_slots.size_threadpool()
         async with _worker(settings, session_factory, app.state.worker_health):
             yield
+        await panel.shutdown(app)
         limiter.engine.dispose()
         if owns_engine:
             engine.dispose()
@@ -109,6 +111,7 @@ def create_app(
 
     install_problem_handlers(app)
     install_openapi(app)
+    panel.install(app, settings)
     app.add_middleware(
         RequestSizeLimitMiddleware,
         max_body_bytes=settings.max_request_body_bytes,

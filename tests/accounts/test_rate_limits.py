@@ -13,7 +13,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from tests.factories.accounts import PASSWORD, make_user
-from vmcloud.accounts import api as accounts_api
+from vmcloud.accounts import deps as accounts_deps
 from vmcloud.accounts import limits, passwords
 from vmcloud.app import create_app
 from vmcloud.core import clock, ratelimit
@@ -266,9 +266,9 @@ def test_a_remembered_address_is_refused_before_anything_else(
     pauses: list[float] = []
 
     async def pause() -> None:
-        pauses.append(accounts_api.REFUSAL_DELAY)
+        pauses.append(accounts_deps.REFUSAL_DELAY)
 
-    monkeypatch.setattr(accounts_api, "_pause", pause)
+    monkeypatch.setattr(accounts_deps, "_pause", pause)
     _exhaust_address(client)
     assert client.post(LOGIN, json={"login": "x", "password": "y"}).status_code == 429
     assert pauses == []  # the database refused this one, in a thread: no waiting there
@@ -278,7 +278,7 @@ def test_a_remembered_address_is_refused_before_anything_else(
     assert refused.status_code == 429
     assert refused.json()["type"] == "/problems/rate-limited"
     assert _counters(app) == before
-    assert pauses == [accounts_api.REFUSAL_DELAY]  # a client that keeps trying is slowed down
+    assert pauses == [accounts_deps.REFUSAL_DELAY]  # a client that keeps trying is slowed down
     # Another address is not affected.
     with TestClient(app, client=("198.51.100.8", 40000)) as other:
         assert other.post(LOGIN, json={"login": "x", "password": "y"}).status_code == 401

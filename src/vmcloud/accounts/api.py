@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, status
 
 from vmcloud.accounts import admin as admin_service
-from vmcloud.accounts import limits, service, sessions, two_factor
-from vmcloud.accounts.deps import AdminUser, CurrentUser, Limiter, StaffUser, TokenClaims
+from vmcloud.accounts import service, sessions, two_factor
+from vmcloud.accounts.deps import (
+    AdminUser,
+    CurrentUser,
+    Limiter,
+    StaffUser,
+    TokenClaims,
+    login_address_not_refused,
+)
 from vmcloud.accounts.schemas import (
     EmailRequest,
     EmailVerified,
@@ -31,10 +37,8 @@ from vmcloud.accounts.schemas import (
     VerifyEmailRequest,
 )
 from vmcloud.core.deps import app_settings
-from vmcloud.core.errors import RateLimitedError
-from vmcloud.core.net import ClientMeta, client_ip
+from vmcloud.core.net import ClientMeta
 from vmcloud.core.pagination import Page, PageQuery, page_of
-from vmcloud.core.ratelimit import RateLimiter, address_subject
 from vmcloud.db.session import DbSession
 
 auth = APIRouter(prefix="/auth", tags=["auth"])
@@ -65,30 +69,7 @@ def resend_verification(
     return ACCEPTED
 
 
-# A client that keeps trying while it is known refused waits this long for each answer. The
-# wait is on the event loop (no thread, no connection), and a client hammering login gets a
-# few answers a second instead of hundreds, each one costing the other requests CPU.
-REFUSAL_DELAY = 0.5
-
-
-async def _pause() -> None:
-    await asyncio.sleep(REFUSAL_DELAY)
-
-
-async def _address_not_refused(request: Request) -> None:
-    """An address this process knows is over its login limit is refused here, on the event
-    loop, before the request takes a thread, a database connection or a hash. (The limit
-    itself is counted, in the database, by the login.)"""
-    limiter: RateLimiter = request.app.state.rate_limiter
-    ip = client_ip(request, request.app.state.trusted_proxies)
-    try:
-        limiter.refuse_if_remembered(limits.LOGIN_PER_IP, address_subject(ip))
-    except RateLimitedError:
-        await _pause()
-        raise
-
-
-@auth.post("/login", response_model=TokenPair, dependencies=[Depends(_address_not_refused)])
+@auth.post("/login", response_model=TokenPair, dependencies=[Depends(login_address_not_refused)])
 def login(
     body: LoginRequest, request: Request, db: DbSession, limiter: Limiter, meta: ClientMeta
 ) -> TokenPair:

@@ -173,3 +173,22 @@ def logout(*, db: Session, user: User, raw: str, meta: RequestMeta) -> None:
         entity_id=user.id,
         extra={"tokens_revoked": revoked},
     )
+
+
+def find_live_login(*, db: Session, raw: str) -> tuple[User, RefreshToken] | None:
+    """The account and login a browser session names by one of its refresh tokens (the panel
+    keeps the secret in its session cookie), or None when that token was revoked or rotated,
+    has expired, or the account is not active: so logging out, "log out everywhere", a
+    password reset and a suspension end the browser session too."""
+    row = db.execute(
+        select(User, RefreshToken)
+        .join(RefreshToken, RefreshToken.user_id == User.id)
+        .where(
+            RefreshToken.token == hash_secret(raw),
+            RefreshToken.revoked_at.is_(None),
+            RefreshToken.expires_at > utcnow(),
+        )
+    ).one_or_none()
+    if row is None or row[0].status != "active":
+        return None
+    return row[0], row[1]

@@ -1,0 +1,39 @@
+"""The web panel, served by the API's own app on the same origin: its routes, templates and
+static files, its session and CSRF layers and its live-update hub (see docs/panel.md)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
+
+from vmcloud.config import Settings
+from vmcloud.core.jobs import libpq_url
+from vmcloud.web import errors
+from vmcloud.web.customer import auth
+from vmcloud.web.events import Hub
+from vmcloud.web.render import Flash
+from vmcloud.web.security import PanelCsrf, PanelHeaders, signing_secret
+
+STATIC = Path(__file__).parent / "static"
+ROUTERS = (auth.router,)
+
+
+def install(app: FastAPI, settings: Settings) -> None:
+    """Mount the panel on ``app``. Call before the app's outer middleware is added: the
+    panel's layers sit inside the request-size limit, which bounds the bodies they read."""
+    app.state.panel_flash = Flash(signing_secret(settings.jwt_key) + ":flash")
+    assert settings.database_url
+    app.state.panel_events = Hub(libpq_url(settings.database_url))
+    for router in ROUTERS:
+        app.include_router(router)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    errors.install(app)
+    app.add_middleware(PanelCsrf, jwt_key=settings.jwt_key)
+    app.add_middleware(PanelHeaders)
+
+
+async def shutdown(app: FastAPI) -> None:
+    hub: Hub = app.state.panel_events
+    await hub.stop()

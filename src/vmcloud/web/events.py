@@ -1,0 +1,167 @@
+"""Live pages without polling: one ``LISTEN`` connection per web process, fanned out to the
+open Server-Sent Events streams of that process.
+
+:class:`Hub` holds the connection (psycopg, autocommit, ``conn.notifies()``) and a queue per
+open stream. A notification goes to the streams of the user it names (and to the streams that
+follow every user, for staff pages). When the connection breaks, the hub reconnects with a
+growing pause and then tells every stream to *resync*: notifications sent while it was away
+are lost, so each stream re-renders its whole live region, as it does when it (re)connects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+
+import psycopg
+from prometheus_client import Gauge
+from sse_starlette import EventSourceResponse
+from starlette.concurrency import run_in_threadpool
+
+from vmcloud.core import events
+from vmcloud.core.logging import get_logger
+
+log = get_logger(__name__)
+
+OPEN_STREAMS = Gauge("vmcloud_panel_streams", "Live panel streams open in this process.")
+RESYNC = {"kind": "resync"}
+QUEUE_SIZE = 256
+MAX_PAUSE = 10.0
+
+
+@dataclass(eq=False)
+class Subscription:
+    """One open stream's mailbox. ``user_id`` None follows every user (staff pages)."""
+
+    user_id: uuid.UUID | None
+    queue: asyncio.Queue[dict[str, str | None]] = field(
+        default_factory=lambda: asyncio.Queue(QUEUE_SIZE)
+    )
+
+    def offer(self, event: dict[str, str | None]) -> None:
+        try:
+            self.queue.put_nowait(event)
+        except asyncio.QueueFull:
+            # A stream that fell this far behind re-renders everything instead.
+            while not self.queue.empty():
+                self.queue.get_nowait()
+            self.queue.put_nowait(dict(RESYNC))
+
+
+class Hub:
+    def __init__(self, conninfo: str) -> None:
+        self.conninfo = conninfo
+        self._subscriptions: set[Subscription] = set()
+        self._task: asyncio.Task[None] | None = None
+        self.listening = asyncio.Event()
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="panel-events")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    @contextlib.asynccontextmanager
+    async def subscribe(self, user_id: uuid.UUID | None) -> AsyncIterator[Subscription]:
+        if self._task is None:  # listen from the first open stream on, not before
+            await self.start()
+        subscription = Subscription(user_id)
+        self._subscriptions.add(subscription)
+        OPEN_STREAMS.inc()
+        try:
+            yield subscription
+        finally:
+            self._subscriptions.discard(subscription)
+            OPEN_STREAMS.dec()
+
+    def dispatch(self, event: dict[str, str | None]) -> None:
+        user = event.get("user")
+        for subscription in list(self._subscriptions):
+            if subscription.user_id is None or str(subscription.user_id) == user:
+                subscription.offer(event)
+
+    def _resync_all(self) -> None:
+        for subscription in list(self._subscriptions):
+            subscription.offer(dict(RESYNC))
+
+    async def _run(self) -> None:
+        pause = 0.5
+        first = True
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(
+                    self.conninfo, autocommit=True
+                ) as conn:
+                    await conn.execute(f"LISTEN {events.CHANNEL}")
+                    if not first:
+                        log.info("panel_events.reconnected")
+                        self._resync_all()
+                    first = False
+                    pause = 0.5
+                    self.listening.set()
+                    async for notify in conn.notifies():
+                        event = events.parse(notify.payload)
+                        if event is not None:
+                            self.dispatch(event)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the database went away: say so, wait, listen again
+                self.listening.clear()
+                log.error("panel_events.listen_failed", error=str(exc), retry_in=pause)
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, MAX_PAUSE)
+
+
+@dataclass
+class Stream:
+    """What one page's stream sends: ``resync()`` renders the page's whole live region,
+    ``render(event)`` the fragments one change touches (None when it touches nothing on this
+    page). Both return HTML with ``hx-swap-oob`` elements; both run in a thread (they read the
+    database)."""
+
+    resync: Callable[[], str | None]
+    render: Callable[[dict[str, str | None]], str | None]
+    still_allowed: Callable[[], bool] = lambda: True
+
+
+CHECK_EVERY = 30.0
+
+
+async def _events(
+    hub: Hub, user_id: uuid.UUID | None, stream: Stream
+) -> AsyncIterator[dict[str, str]]:
+    async with hub.subscribe(user_id) as subscription:
+        html = await run_in_threadpool(stream.resync)
+        if html:
+            yield {"event": "message", "data": html}
+        while True:
+            try:
+                event = await asyncio.wait_for(subscription.queue.get(), CHECK_EVERY)
+            except TimeoutError:
+                # A login that ended (logout, suspension) ends its streams too.
+                if not await run_in_threadpool(stream.still_allowed):
+                    return
+                continue
+            if event.get("kind") == "resync":
+                html = await run_in_threadpool(stream.resync)
+            else:
+                html = await run_in_threadpool(stream.render, event)
+            if html:
+                yield {"event": "message", "data": html}
+
+
+def respond(hub: Hub, user_id: uuid.UUID | None, stream: Stream) -> EventSourceResponse:
+    """The SSE response of one page's stream: a full resync first, then one message per
+    change that touches the page."""
+    return EventSourceResponse(
+        _events(hub, user_id, stream),
+        ping=15,
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )

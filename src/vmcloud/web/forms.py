@@ -1,0 +1,69 @@
+"""Form input for panel pages: parsed into the same Pydantic schemas the API uses, and the
+problems the services raise turned into messages next to the fields they concern."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+from sqlalchemy.orm import Session
+
+from vmcloud.core.errors import ProblemError
+
+M = TypeVar("M", bound=BaseModel)
+
+
+@dataclass
+class FormError(Exception):
+    """What is wrong with a form: per field, and for the form as a whole."""
+
+    fields: dict[str, str] = field(default_factory=dict)
+    message: str | None = None
+    status: int = 422
+    headers: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_problem(
+        cls, exc: ProblemError, *, field_map: Mapping[str, str] | None = None
+    ) -> FormError:
+        """A service's problem, with each of its field errors under the form's field name
+        (``field_map`` renames API field names to the form's)."""
+        rename = dict(field_map or {})
+        fields: dict[str, str] = {}
+        for error in exc.errors or []:
+            name = error.get("field", "")
+            fields.setdefault(rename.get(name, name), error.get("message", "invalid"))
+        return cls(
+            fields=fields,
+            message=exc.detail or exc.title,
+            status=exc.status,
+            headers=dict(exc.headers or {}),
+        )
+
+
+def _message(error: Mapping[str, Any]) -> str:
+    message = str(error.get("msg", "invalid"))
+    return message.removeprefix("Value error, ")
+
+
+def parse(schema: type[M], data: Mapping[str, Any]) -> M:
+    """``data`` validated by ``schema`` (the API's own input schema), or :class:`FormError`
+    naming each bad field."""
+    try:
+        return schema.model_validate(dict(data))
+    except ValidationError as exc:
+        fields: dict[str, str] = {}
+        for error in exc.errors():
+            loc = error.get("loc") or ("form",)
+            fields.setdefault(str(loc[0]), _message(error))
+        raise FormError(fields=fields, message="Check the highlighted fields.") from exc
+
+
+def settle(db: Session, exc: ProblemError, **options: Any) -> FormError:
+    """A service refused a form: undo what it flushed (unless the problem keeps it, as a
+    failed login keeps its audit row) and say what was wrong, next to the fields."""
+    if not exc.commit:
+        db.rollback()
+    return FormError.from_problem(exc, **options)

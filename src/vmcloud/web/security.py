@@ -1,0 +1,171 @@
+"""What every panel response carries and every panel form post must prove.
+
+- Headers: the Content-Security-Policy of the panel (everything from this origin, nothing
+  inline), ``Cache-Control: no-store``, ``Referrer-Policy: same-origin`` and friends, on every
+  response outside the API. A route may set its own CSP (the console page needs inline styles).
+- CSRF: ``asgi-csrf``'s double-submit signed cookie ``__Host-vmc_csrf`` and hidden field
+  ``csrftoken``, for every state-changing request outside ``/api/`` (which is bearer-only and
+  reads no cookie). The login and sign-up forms are protected even without cookies (login
+  CSRF). The body checks run behind the request size limit; a malformed form body is a 400.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from typing import Any
+
+from asgi_csrf import asgi_csrf
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from vmcloud.core.errors import problem_response
+
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+)
+CSRF_COOKIE = "__Host-vmc_csrf"
+CSRF_FIELD = "csrftoken"
+# Paths that are not the panel's: the API, its documentation (which loads its own assets) and
+# the probes keep their own headers.
+NOT_PANEL = ("/api/", "/docs", "/openapi.json", "/healthz", "/readyz", "/metrics")
+# The sandbox payment page stands in for a provider's checkout on another site: its form is
+# the provider's, not ours.
+CSRF_EXEMPT = ("/api/", "/billing/sandbox/")
+ALWAYS_PROTECT = {"/login", "/login/2fa", "/signup", "/forgot-password", "/reset-password"}
+_HEADERS = [
+    (b"cache-control", b"no-store"),
+    (b"referrer-policy", b"same-origin"),
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"cross-origin-opener-policy", b"same-origin"),
+    (b"permissions-policy", b"camera=(), microphone=(), geolocation=(), payment=()"),
+]
+
+
+def is_panel_path(path: str) -> bool:
+    return not path.startswith(NOT_PANEL)
+
+
+class PanelHeaders:
+    """Adds the panel's security headers to every response outside the API (a route's own
+    ``Content-Security-Policy`` or ``Cache-Control`` wins; static files may be cached)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not is_panel_path(scope["path"]):
+            await self.app(scope, receive, send)
+            return
+        static = scope["path"].startswith("/static/")
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers") or [])
+                present = {key.lower() for key, _ in headers}
+                if b"content-security-policy" not in present:
+                    headers.append((b"content-security-policy", CSP.encode()))
+                for key, value in _HEADERS:
+                    if key not in present and not (static and key == b"cache-control"):
+                        headers.append((key, value))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+async def _refuse(scope: Scope, send: Send, message_id: Any = None) -> None:
+    response = problem_response(
+        status=403,
+        type="csrf",
+        title="Form expired",
+        detail="This form could not be verified. Reload the page and submit it again.",
+    )
+    await response(scope, _no_receive, send)
+
+
+async def _no_receive() -> Message:
+    return {"type": "http.disconnect"}
+
+
+def signing_secret(jwt_key: str) -> str:
+    """A key of its own for CSRF tokens, derived from the platform's signing secret."""
+    return hmac.new(jwt_key.encode(), b"vmcloud.csrf", hashlib.sha256).hexdigest()
+
+
+class PanelInputGuard:
+    """``asgi-csrf`` in front of the panel only (the API never sees it), with a 400 for input
+    it would choke on: a cookie header that is not UTF-8, a form body that is not UTF-8, a
+    multipart type without its boundary."""
+
+    def __init__(self, app: ASGIApp, protected: ASGIApp) -> None:
+        self.app = app
+        self.protected = protected
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"].startswith(CSRF_EXEMPT):
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        try:
+            headers.get(b"cookie", b"").decode("utf-8")
+        except UnicodeDecodeError:
+            await _bad_request(scope, send, "The Cookie header is malformed.")
+            return
+        if scope["method"] in ("GET", "HEAD", "OPTIONS", "TRACE"):
+            await self.protected(scope, receive, send)
+            return
+        content_type = headers.get(b"content-type", b"")
+        kind = content_type.split(b";", 1)[0].strip().lower()
+        if kind == b"multipart/form-data" and b"; boundary=" not in content_type:
+            await _bad_request(scope, send, "The form data is malformed.")
+            return
+        if kind != b"application/x-www-form-urlencoded":
+            await self.protected(scope, receive, send)
+            return
+        messages: list[Message] = []
+        body = b""
+        while True:
+            message = await receive()
+            messages.append(message)
+            if message["type"] != "http.request":
+                break
+            body += message.get("body", b"")
+            if not message.get("more_body", False):
+                break
+        try:
+            body.decode("utf-8")
+        except UnicodeDecodeError:
+            await _bad_request(scope, send, "The form data is malformed.")
+            return
+
+        async def replay() -> Message:
+            return messages.pop(0) if messages else await receive()
+
+        await self.protected(scope, replay, send)
+
+
+async def _bad_request(scope: Scope, send: Send, detail: str) -> None:
+    response = problem_response(status=400, type="bad-request", title="Bad request", detail=detail)
+    await response(scope, _no_receive, send)
+
+
+class PanelCsrf:
+    """The panel's CSRF check as a middleware (see the module's docstring)."""
+
+    def __init__(self, app: ASGIApp, *, jwt_key: str) -> None:
+        protected: ASGIApp = asgi_csrf(
+            app,
+            signing_secret=signing_secret(jwt_key),
+            cookie_name=CSRF_COOKIE,
+            always_protect=ALWAYS_PROTECT,
+            skip_if_scope=lambda scope: scope["path"].startswith(CSRF_EXEMPT),
+            cookie_secure=True,
+            cookie_samesite="Lax",
+            send_csrf_failed=_refuse,
+        )
+        self.guard = PanelInputGuard(app, protected)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.guard(scope, receive, send)
