@@ -127,7 +127,7 @@ def check(vendor: Path = VENDOR) -> list[str]:
     for path in sorted(p for p in vendor.rglob("*") if p.is_file()):
         rel = path.relative_to(vendor).as_posix()
         if rel != LOCK_NAME and rel not in listed:
-            problems.append(f"{rel}: not listed in {LOCK_NAME} (vendor only through the script)")
+            problems.append(f"{rel}: not listed in {LOCK_NAME}")
         if SOURCE_MAP.search(path.read_bytes()):
             problems.append(f"{rel}: still has a sourceMappingURL comment")
     return problems
@@ -228,18 +228,18 @@ def refresh(vendor: Path = VENDOR) -> None:
         shutil.copytree(staged, vendor)
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, vendor: Path = VENDOR) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("command", nargs="?", choices=["refresh", "check"], default="check")
     parser.add_argument("--check", action="store_true", help="offline check (the default)")
     args = parser.parse_args(argv)
     if args.command == "refresh" and not args.check:
         try:
-            refresh()
+            refresh(vendor)
         except VendorError as error:
             sys.stderr.write(f"vendor refresh refused: {error}\n")
             return 1
-    if problems := check():
+    if problems := check(vendor):
         sys.stderr.write("vendored front-end files do not match vendor.lock.json:\n")
         sys.stderr.writelines(f"  {problem}\n" for problem in problems)
         sys.stderr.write("(re-create them with `.venv/bin/python scripts/vendor.py refresh`)\n")
