@@ -1,0 +1,71 @@
+"""A page's live stream: ``GET <page>/stream`` answers Server-Sent Events whose messages are
+HTML with ``hx-swap-oob`` elements, which htmx's ``hx-sse`` extension applies to the page.
+
+A stream holds no database connection while it waits: each render opens a short session of
+its own. The login is checked when the stream opens and again every half minute, so a stream
+ends with its session.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+
+from fastapi import Request
+from sqlalchemy.orm import Session, sessionmaker
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import Response
+
+from vmcloud.accounts import sessions
+from vmcloud.web.events import Hub, Stream, respond
+from vmcloud.web.session import LoginRequiredError, PanelLogin, cookie_secret
+
+Event = dict[str, str | None]
+Resync = Callable[[Session], str | None]
+Render = Callable[[Session, Event], str | None]
+
+
+def _login(factory: sessionmaker[Session], raw: str | None) -> PanelLogin | None:
+    if not raw:
+        return None
+    with factory() as db:
+        found = sessions.find_live_login(db=db, raw=raw)
+        return PanelLogin(*found) if found else None
+
+
+async def stream(
+    request: Request,
+    *,
+    resync: Resync,
+    render: Render,
+    everyone: bool = False,
+    allowed: Callable[[PanelLogin], bool] = lambda _: True,
+) -> Response:
+    """The stream of the signed-in user's changes (``everyone``: every user's, for staff
+    pages, when ``allowed``). ``resync`` renders the page's whole live region; ``render`` the
+    fragments of one change (None when the change is not on this page)."""
+    factory: sessionmaker[Session] = request.app.state.session_factory
+    raw = cookie_secret(request)
+    login = await run_in_threadpool(_login, factory, raw)
+    if login is None or not allowed(login):
+        raise LoginRequiredError()
+    user_id: uuid.UUID | None = None if everyone else login.user.id
+
+    def read(fn: Callable[[Session], str | None]) -> str | None:
+        with factory() as db:
+            return fn(db)
+
+    def still_allowed() -> bool:
+        again = _login(factory, raw)
+        return again is not None and allowed(again)
+
+    hub: Hub = request.app.state.panel_events
+    return respond(
+        hub,
+        user_id,
+        Stream(
+            resync=lambda: read(resync),
+            render=lambda event: read(lambda db: render(db, event)),
+            still_allowed=still_allowed,
+        ),
+    )

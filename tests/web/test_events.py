@@ -1,0 +1,78 @@
+"""The live-update hub: committed announcements reach the right streams, rolled-back ones
+never do, and a lost LISTEN connection comes back and tells every stream to resync."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+from sqlalchemy import create_engine, text
+from sqlalchemy.orm import Session
+
+from vmcloud.core import events
+from vmcloud.core.jobs import libpq_url
+from vmcloud.web.events import Hub
+
+
+async def _next(queue: asyncio.Queue[dict[str, str | None]]) -> dict[str, str | None]:
+    return await asyncio.wait_for(queue.get(), 5)
+
+
+def test_committed_changes_reach_their_users_streams_only(fresh_database_url: str) -> None:
+    engine = create_engine(fresh_database_url)
+    alice, bob = uuid.uuid4(), uuid.uuid4()
+
+    async def scenario() -> None:
+        hub = Hub(libpq_url(fresh_database_url))
+        async with (
+            hub.subscribe(alice) as mine,
+            hub.subscribe(bob) as theirs,
+            hub.subscribe(None) as staff,
+        ):
+            await asyncio.wait_for(hub.listening.wait(), 5)
+            with Session(engine) as db:  # rolled back: never announced
+                events.announce(db, kind="instance", user_id=alice, id="lost")
+                db.rollback()
+            with Session(engine) as db:
+                events.announce(db, kind="instance", user_id=alice, id="i-1")
+                db.commit()
+            got = await _next(mine.queue)
+            assert got == {"kind": "instance", "user": str(alice), "id": "i-1"}
+            assert (await _next(staff.queue))["id"] == "i-1"
+            await asyncio.sleep(0.2)
+            assert theirs.queue.empty() and mine.queue.empty()
+        await hub.stop()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        engine.dispose()
+
+
+def test_a_lost_listen_connection_comes_back_and_resyncs(fresh_database_url: str) -> None:
+    engine = create_engine(fresh_database_url, isolation_level="AUTOCOMMIT")
+    user = uuid.uuid4()
+
+    async def scenario() -> None:
+        hub = Hub(libpq_url(fresh_database_url))
+        async with hub.subscribe(user) as stream:
+            await asyncio.wait_for(hub.listening.wait(), 5)
+            with engine.connect() as conn:
+                killed = conn.execute(
+                    text(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                        "WHERE query LIKE 'LISTEN%' AND pid <> pg_backend_pid()"
+                    )
+                ).all()
+            assert killed
+            assert (await asyncio.wait_for(stream.queue.get(), 10)) == {"kind": "resync"}
+            with Session(engine) as db:
+                events.announce(db, kind="balance", user_id=user)
+                db.commit()
+            assert (await _next(stream.queue))["kind"] == "balance"
+        await hub.stop()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        engine.dispose()
