@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, Query, Request, status
 
 from vmcloud.accounts import admin as admin_service
-from vmcloud.accounts import service, sessions, two_factor
+from vmcloud.accounts import logins, service, sessions, two_factor
 from vmcloud.accounts.deps import (
     AdminUser,
     CurrentUser,
@@ -27,6 +27,7 @@ from vmcloud.accounts.schemas import (
     RecoveryCodes,
     RefreshRequest,
     RegisterRequest,
+    SessionRead,
     TokenPair,
     TwoFactorCode,
     TwoFactorDisable,
@@ -177,6 +178,29 @@ def two_factor_disable(
         password=body.password,
         code=body.code,
     )
+
+
+@me.get("/sessions", response_model=list[SessionRead], summary="List my live logins")
+def list_sessions(user: CurrentUser, claims: TokenClaims, db: DbSession) -> list[SessionRead]:
+    return logins.list_logins(db=db, user=user, current=claims.session_id)
+
+
+@me.delete(
+    "/sessions/{session_id}", status_code=status.HTTP_204_NO_CONTENT, summary="End one login"
+)
+def end_session(session_id: uuid.UUID, user: CurrentUser, db: DbSession, meta: ClientMeta) -> None:
+    logins.end_login(db=db, user=user, session_id=session_id, meta=meta)
+
+
+@me.post(
+    "/sessions/revoke-others",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="End every login but this one",
+)
+def end_other_sessions(
+    user: CurrentUser, claims: TokenClaims, db: DbSession, meta: ClientMeta
+) -> None:
+    logins.end_other_logins(db=db, user=user, keep_session=claims.session_id, meta=meta)
 
 
 @admin.get("", response_model=Page[UserAdminRead], summary="Find users")

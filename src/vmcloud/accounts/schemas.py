@@ -131,3 +131,14 @@ class UserAdminUpdate(InputModel):
 
 class UserAdminRead(UserRead):
     updated_at: UTCDateTime | None
+
+
+class SessionRead(OutputModel):
+    """One live login (a refresh-token family): where it started and was last renewed."""
+
+    id: uuid.UUID
+    created_at: UTCDateTime | None
+    last_used_at: UTCDateTime | None
+    ip_address: str | None
+    user_agent: str | None
+    current: bool

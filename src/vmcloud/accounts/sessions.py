@@ -8,6 +8,8 @@ thief and the user must log in again.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import uuid
 from datetime import timedelta
 
@@ -71,7 +73,6 @@ def login(
     limiter.hit_address(limits.LOGIN_PER_IP, meta.ip)
     user = find_by_login(db=db, login=login)
     # One budget per account, whether it is named by email or by username.
-    # One budget per account, whether it is named by email or by username.
     limiter.hit(limits.LOGIN_PER_ACCOUNT, str(user.id) if user else login.strip().lower())
     if user is None:
         burn_verification_time(password)
@@ -83,15 +84,60 @@ def login(
     if not verify_password(user.password_hash, password):
         _failed(db, user, meta, "wrong_password")
         raise InvalidCredentialsError()
+    _check_active(db, user, meta)
+    _check_second_factor(db=db, limiter=limiter, settings=settings, user=user, code=totp_code)
+    if needs_rehash(user.password_hash):
+        user.password_hash = hash_password(password)
+    return _start(db=db, settings=settings, user=user, meta=meta)
+
+
+def password_fingerprint(user: User) -> str:
+    """A short digest of the account's password hash: a half-done login (password checked,
+    second factor pending) names it, so changing or resetting the password ends it."""
+    return hashlib.sha256(user.password_hash.encode()).hexdigest()[:32]
+
+
+def login_second_factor(
+    *,
+    db: Session,
+    limiter: RateLimiter,
+    settings: Settings,
+    user_id: uuid.UUID,
+    fingerprint: str,
+    code: str,
+    meta: RequestMeta,
+) -> TokenPair:
+    """The second step of a login whose password was already checked (the panel keeps the
+    pending account in a short-lived signed cookie): a TOTP or recovery code, with the same
+    checks, limits and audit as a one-step login."""
+    limiter.hit_address(limits.LOGIN_PER_IP, meta.ip)
+    user = db.get(User, user_id)
+    if (
+        user is None
+        or not user.two_factor_enabled
+        or not hmac.compare_digest(password_fingerprint(user), fingerprint)
+    ):
+        raise InvalidTokenError("This login has expired; enter your password again.")
+    _check_active(db, user, meta)
+    _check_second_factor(db=db, limiter=limiter, settings=settings, user=user, code=code)
+    return _start(db=db, settings=settings, user=user, meta=meta)
+
+
+def _check_active(db: Session, user: User, meta: RequestMeta) -> None:
     if user.status != "active":
         _failed(db, user, meta, f"account_{user.status}")
         raise AccountInactiveError(f"This account is {user.status}; contact support.", commit=True)
+
+
+def _check_second_factor(
+    *, db: Session, limiter: RateLimiter, settings: Settings, user: User, code: str | None
+) -> None:
     if user.two_factor_enabled:
-        two_factor.check_login_code(
-            db=db, limiter=limiter, settings=settings, user=user, code=totp_code
-        )
-    if needs_rehash(user.password_hash):
-        user.password_hash = hash_password(password)
+        two_factor.check_login_code(db=db, limiter=limiter, settings=settings, user=user, code=code)
+
+
+def _start(*, db: Session, settings: Settings, user: User, meta: RequestMeta) -> TokenPair:
+    """A new login (refresh-token family) for an account that passed every check."""
     user.last_login_at = utcnow()
     pair, row = _issue(db=db, settings=settings, user=user, family_id=uuid.uuid4(), meta=meta)
     audit.label(

@@ -37,6 +37,18 @@ def setup(*, db: Session, settings: Settings, user: User) -> TwoFactorSetup:
     )
 
 
+def pending_setup(*, db: Session, settings: Settings, user: User) -> TwoFactorSetup | None:
+    """The enrolment started by :func:`setup` and not yet confirmed (so a page can show its
+    QR code again after a reload), or None."""
+    if user.two_factor_enabled or not user.two_factor_secret:
+        return None
+    secret = totp.decrypt(user.two_factor_secret, settings.fernet_key)
+    issuer = site_settings.get(db, SITE_NAME)
+    return TwoFactorSetup(
+        secret=secret, otpauth_uri=totp.provisioning_uri(secret, account=user.email, issuer=issuer)
+    )
+
+
 def enable(
     *,
     db: Session,
