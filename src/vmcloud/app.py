@@ -37,7 +37,6 @@ from vmcloud.site_settings import api as settings_api
 from vmcloud.support import api as support_api
 from vmcloud.support import attachments
 from vmcloud.web import app as panel
-from vmcloud.web.pages import router as pages_router
 
 API_PREFIX = "/api/v1"
 log = get_logger(__name__)
@@ -121,7 +120,6 @@ def create_app(
     app.add_middleware(RequestContextMiddleware)
     app.include_router(ops_router)
     app.include_router(api_router())
-    app.include_router(pages_router)
     app.include_router(payments_api.pages)
     return app
 
