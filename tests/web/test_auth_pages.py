@@ -287,3 +287,19 @@ def test_resend_verification_for_the_logged_in_user(
     assert answer.status_code == 303 and answer.headers["location"] == "/account"
     job_runner.run()
     assert mailbox.to(user.email)
+
+
+def test_a_post_without_the_session_cookie_does_not_clear_it(
+    panel: TestClient, db: Session
+) -> None:
+    """A form another site posts arrives without the cookie (SameSite=Lax): the answer must
+    not delete the browser's session cookie, or any site could log the user out."""
+    answer = panel.post("/logout", data={})
+    assert answer.status_code == 303 and answer.headers["location"] == "/login"
+    assert SESSION_COOKIE not in answer.headers.get("set-cookie", "")
+    user = make_user(db)
+    log_in(panel, user.email, PASSWORD)
+    user.status = "suspended"
+    db.flush()
+    ended = panel.get("/account")  # a cookie the request carried, now dead, is cleared
+    assert ended.status_code == 303 and SESSION_COOKIE in ended.headers.get("set-cookie", "")

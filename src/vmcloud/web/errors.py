@@ -15,7 +15,7 @@ from starlette.responses import RedirectResponse, Response
 from vmcloud.core.errors import PROBLEM_MEDIA_TYPE
 from vmcloud.web.render import render
 from vmcloud.web.security import is_panel_path
-from vmcloud.web.session import LoginRequiredError, end, login_url
+from vmcloud.web.session import SESSION_COOKIE, LoginRequiredError, end, login_url
 
 
 def _wants_html(request: Request) -> bool:
@@ -41,7 +41,10 @@ def _for_panel(handler: Handler) -> Handler:
             redirect = RedirectResponse(
                 login_url(request) if request.method == "GET" else "/login", status_code=303
             )
-            end(redirect)
+            # Only a cookie the request carried is cleared: a form another site posts arrives
+            # without it (SameSite=Lax), and must not log the browser out.
+            if SESSION_COOKIE in request.cookies:
+                end(redirect)
             return redirect
         answer = handler(request, exc)
         response = await answer if inspect.isawaitable(answer) else answer
