@@ -285,6 +285,10 @@ def test_resend_verification_for_the_logged_in_user(
     assert "Send a new link" in page.text
     answer = panel.post("/verify-email/resend", data={"csrftoken": csrf_of(page.text)})
     assert answer.status_code == 303 and answer.headers["location"] == "/account"
+    back = panel.post(
+        "/verify-email/resend", data={"next": "/instances/new", "csrftoken": csrf_of(page.text)}
+    )
+    assert back.headers["location"] == "/instances/new"
     job_runner.run()
     assert mailbox.to(user.email)
 

@@ -9,6 +9,7 @@ import pyotp
 from playwright.sync_api import Page, expect
 
 from tests.web.browser.conftest import PanelContexts
+from tests.web.browser.guard import assert_no_horizontal_scroll
 from tests.web.browser.helpers import login, make_customer, sign_in
 from tests.web.browser.server import LiveServer
 
@@ -21,6 +22,7 @@ def test_enable_2fa_then_login_needs_a_code(
     page.goto(f"{live_server.url}/account/security")
     page.get_by_role("button", name="Set up two-factor authentication").click()
     expect(page.get_by_role("img", name="QR code for your authenticator app")).to_be_visible()
+    assert_no_horizontal_scroll(page)
     secret = page.locator("#totp-secret").inner_text()
     page.locator('input[name="code"]').fill("000000")
     page.get_by_role("button", name="Turn on").click()
@@ -66,6 +68,7 @@ def test_logging_out_another_session_kills_its_cookie(
     page.goto(f"{live_server.url}/account/security")
     row = page.locator("tr", has_text="Firefox on Linux")
     expect(page.locator("tr", has_text="this device")).to_have_count(1)
+    assert_no_horizontal_scroll(page)
     row.get_by_role("button", name=re.compile("^Log out")).click()
     expect(page.get_by_role("status").first).to_contain_text("That session is logged out")
     expect(page.locator("tr", has_text="Firefox on Linux")).to_have_count(0)

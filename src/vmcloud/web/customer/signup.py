@@ -82,8 +82,10 @@ def resend_verification(
     limiter: Limiter,
     meta: ClientMeta,
     email: Annotated[str, Form(max_length=255)] = "",
+    next: Annotated[str, Form(max_length=2000)] = "",
 ) -> Response:
-    """A new verification link: for the address typed, or the logged-in user's own."""
+    """A new verification link: for the address typed, or the logged-in user's own (who goes
+    back to ``next``, by default the account page)."""
     login = _optional_login(request, db)
     if login is not None and not email:
         email = login.user.email
@@ -94,7 +96,9 @@ def resend_verification(
         return _form(request, "auth/check_email.html", {"email": email}, problem_of(db, exc))
     except FormError as problem:
         return _form(request, "auth/check_email.html", {"email": email}, problem)
-    target = "/account" if login is not None else "/signup/check-email"
+    target = "/signup/check-email"
+    if login is not None:
+        target = session.safe_next(next) if next else "/account"
     return redirect(request, target, flash=SENT.format(what=email), level="info")
 
 
