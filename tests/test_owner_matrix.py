@@ -145,6 +145,8 @@ MATRIX: dict[tuple[str, str], Row] = {
         _revoked,
         changed_by=("owner",),
     ),
+    # A login (refresh-token family) is its user's alone: staff end logins from /admin.
+    ("DELETE", "/me/sessions/{session_id}"): Row("login", (204, 404, 404, 404), effect=_revoked),
 }
 
 # Endpoints that need a login but name no object: the caller's own account, own lists, orders.
@@ -155,6 +157,8 @@ OWN_ONLY = {
     ("POST", "/me/2fa/setup"),
     ("POST", "/me/2fa/enable"),
     ("POST", "/me/2fa/disable"),
+    ("GET", "/me/sessions"),
+    ("POST", "/me/sessions/revoke-others"),
     ("GET", "/instances"),
     ("POST", "/instances"),
     ("GET", "/billing/balance"),
@@ -241,12 +245,15 @@ class Objects:
             return ids
         assert kind == "login", kind
         tokens = login(self.client, self.users["owner"].username, PASSWORD)
-        token_id = self.db.scalar(
-            select(RefreshToken.id).where(
-                RefreshToken.token == hash_secret(tokens["refresh_token"])
-            )
+        token = self.db.scalar(
+            select(RefreshToken).where(RefreshToken.token == hash_secret(tokens["refresh_token"]))
         )
-        return {"refresh_token": tokens["refresh_token"], "refresh_token_id": str(token_id)}
+        assert token is not None
+        return {
+            "refresh_token": tokens["refresh_token"],
+            "refresh_token_id": str(token.id),
+            "session_id": str(token.family_id),
+        }
 
     def _vm(self) -> Ids:
         order = {
