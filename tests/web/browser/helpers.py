@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 from tests.factories.accounts import PASSWORD, make_user
 from tests.factories.compute import make_pool
 from tests.web.browser.server import LiveServer
-from vmcloud.accounts import two_factor
+from vmcloud.accounts import two_factor as second_factor
 from vmcloud.accounts.models import User
 from vmcloud.audit import service as audit
 from vmcloud.billing import adjustments
@@ -132,9 +132,6 @@ def _make_customer(
 ) -> Customer:
     admin_id = _staff(live) if Decimal(balance) > 0 else None
     name = _unique("cust")
-    customer = Customer(
-        id=uuid.uuid4(), email=f"{name}@example.com", username=name, password=password, role=role
-    )
     with live.transaction() as db:
         user = make_user(
             db,
@@ -142,9 +139,11 @@ def _make_customer(
             email_verified=verified,
             password=password,
             username=name,
-            email=customer.email,
+            email=f"{name}@example.com",
         )
-        customer.id = user.id
+        customer = Customer(
+            id=user.id, email=user.email, username=name, password=password, role=role
+        )
         if admin_id is not None:
             admin = db.get(User, admin_id)
             assert admin is not None
@@ -158,11 +157,11 @@ def _make_customer(
 
 
 def _enrol(live: LiveServer, db: Session, user: User, customer: Customer) -> None:
-    setup = two_factor.setup(db=db, settings=live.settings, user=user)
+    setup = second_factor.setup(db=db, settings=live.settings, user=user)
     # Confirm with the previous step's code (the window accepts it), so the current one is
     # still unused for the first login.
     previous = int(time.time() // 30) - 1
-    codes = two_factor.enable(
+    codes = second_factor.enable(
         db=db,
         limiter=live.app.state.rate_limiter,
         settings=live.settings,
@@ -283,33 +282,42 @@ def node_named(live: LiveServer, name: str) -> Node:
 # -- logging in --------------------------------------------------------------------------------
 
 
-def login(page: Page, live: LiveServer, user: Customer, *, remember: bool = True) -> None:
-    """Log in through the panel's form (and its second step when the user has 2FA), wait for
-    ``/instances``, and keep the browser session for :func:`sign_in`."""
+def login(
+    page: Page,
+    live: LiveServer,
+    user: Customer,
+    *,
+    landing: str = "/instances",
+    remember: bool = True,
+) -> None:
+    """Log in through the panel's form (and its second step, ``/login/2fa``, when the user has
+    2FA), wait for ``landing``, and keep the browser session for :func:`sign_in`."""
     page.goto(f"{live.url}/login")
     page.locator('input[name="login"]').fill(user.username)
     page.locator('input[name="password"]').fill(user.password)
     page.get_by_role("button", name="Log in").click()
     if user.totp_secret:
         expect(page).to_have_url(re.compile(rf"^{re.escape(live.url)}/login/2fa"))
-        page.locator('input[name="code"]').fill(user.totp_code())
-        page.locator('form button[type="submit"]').click()
-    expect(page).to_have_url(re.compile(rf"^{re.escape(live.url)}/instances/?(\?.*)?$"))
+        code = page.locator('input[name="code"]')
+        code.fill(user.totp_code())
+        code.press("Enter")  # submits the code's own form, whatever its button says
+    path = re.escape(landing.rstrip("/"))
+    expect(page).to_have_url(re.compile(rf"^{re.escape(live.url)}{path}/?(\?.*)?$"))
     if remember:
         live.storage_states[user.id] = page.context.storage_state()
 
 
-def sign_in(page: Page, live: LiveServer, user: Customer) -> None:
-    """Be logged in as ``user`` on ``page``'s context at ``/instances``: with the cookies a
+def sign_in(page: Page, live: LiveServer, user: Customer, *, landing: str = "/instances") -> None:
+    """Be logged in as ``user`` on ``page``'s context, at ``landing``: with the cookies a
     previous :func:`login` saved when they are still good, else through the form."""
     state = live.storage_states.get(user.id)
     if state is not None:
         _add_cookies(page.context, state)
-        page.goto(f"{live.url}/instances")
-        if urlpath(page.url) == "/instances":
+        page.goto(f"{live.url}{landing}")
+        if urlpath(page.url).rstrip("/") == landing.rstrip("/"):
             return
         live.storage_states.pop(user.id, None)  # that session has ended (logout, revocation)
-    login(page, live, user)
+    login(page, live, user, landing=landing)
 
 
 def _add_cookies(context: BrowserContext, state: dict[str, object]) -> None:

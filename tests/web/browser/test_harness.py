@@ -29,7 +29,7 @@ from tests.web.browser.guard import (
 )
 from tests.web.browser.helpers import Offer, login, make_customer, sign_in, urlpath
 from tests.web.browser.server import LiveServer, serve_in_thread
-from vmcloud.accounts.models import User
+from vmcloud.accounts.models import RefreshToken, User
 from vmcloud.billing.models import Transaction
 from vmcloud.compute import nodes
 from vmcloud.compute.models import Node
@@ -292,3 +292,8 @@ def test_login_lands_on_instances_and_is_remembered(
     second = new_panel_context().new_page()
     sign_in(second, live_server, user)  # from the saved session, no form
     assert urlpath(second.url) == "/instances"
+    with live_server.transaction() as db:
+        logins = select(func.count(func.distinct(RefreshToken.family_id))).where(
+            RefreshToken.user_id == user.id
+        )
+        assert db.scalar(logins) == 1
