@@ -18,12 +18,19 @@ import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import BrowserContext, expect
+from playwright.sync_api import (
+    Browser,
+    BrowserContext,
+    BrowserType,
+    Playwright,
+    expect,
+    sync_playwright,
+)
 
 from tests.compute.conftest import LIBVIRT_URI, drop_pool
 from tests.compute.conftest import tiny as tiny  # the session's tiny guest, built once
@@ -73,11 +80,60 @@ def browser_type_launch_args(browser_type_launch_args: dict[str, Any]) -> dict[s
     return {"headless": True, **browser_type_launch_args, "executable_path": CHROMIUM, "args": args}
 
 
-@pytest.fixture(scope="session")
-def base_url() -> None:
-    """Each context gets the live server's URL instead (and pytest-playwright's own fixture
-    of this name warns of a deprecation)."""
-    return None
+# Playwright's sync API marks the test thread's asyncio loop as running for as long as it is
+# started. pytest-playwright keeps it for the whole session, so every later test in the process
+# would find asyncio.run() refused ("cannot be called from a running event loop"). Here
+# Playwright and its one browser live as long as this package instead: these overrides of the
+# plugin's session fixtures stop both after the last browser test.
+
+
+@pytest.fixture(scope="package")
+def playwright(_pw_api_request_contexts: Any) -> Iterator[Playwright]:
+    started = sync_playwright().start()
+    if _pw_api_request_contexts:  # --tracing
+        _pw_api_request_contexts.instrument(started)
+    yield started
+    started.stop()
+
+
+@pytest.fixture(scope="package")
+def browser_type(playwright: Playwright, browser_name: str) -> BrowserType:
+    chosen: BrowserType = getattr(playwright, browser_name)
+    return chosen
+
+
+@pytest.fixture(scope="package")
+def launch_browser(
+    browser_type: BrowserType, browser_type_launch_args: dict[str, Any]
+) -> Callable[..., Browser]:
+    def launch(**kwargs: Any) -> Browser:
+        return browser_type.launch(**{**browser_type_launch_args, **kwargs})
+
+    return launch
+
+
+@pytest.fixture(scope="package")
+def browser(launch_browser: Callable[..., Browser]) -> Iterator[Browser]:
+    launched = launch_browser()
+    yield launched
+    launched.close()
+
+
+@pytest.fixture(scope="package")
+def browser_context_args(
+    pytestconfig: pytest.Config,
+    playwright: Playwright,
+    device: str | None,
+    _pw_artifacts_folder: Any,
+) -> dict[str, Any]:
+    """The plugin's (--device, --video), without its ``base_url``: each context gets the live
+    server's."""
+    args: dict[str, Any] = {}
+    if device:
+        args.update(playwright.devices[device])
+    if pytestconfig.getoption("--video") in ("on", "retain-on-failure"):
+        args["record_video_dir"] = _pw_artifacts_folder.name
+    return args
 
 
 @pytest.fixture(scope="session", autouse=True)
