@@ -9,7 +9,9 @@
   more such contexts (a second tab, a second user, JavaScript off).
 - ``fake_offer`` / ``libvirt_live_node``: somewhere to order (docs/testing-browser.md).
 
-Every test here carries the ``browser`` marker (``pytest -m browser``).
+Every test here carries the ``browser`` marker (``pytest -m browser``). The live server,
+Playwright and the browser are package-scoped: one each for all browser tests, stopped after
+the last one (see the comment above ``playwright``).
 """
 
 from __future__ import annotations
