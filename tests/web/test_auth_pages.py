@@ -307,3 +307,19 @@ def test_a_post_without_the_session_cookie_does_not_clear_it(
     db.flush()
     ended = panel.get("/account")  # a cookie the request carried, now dead, is cleared
     assert ended.status_code == 303 and SESSION_COOKIE in ended.headers.get("set-cookie", "")
+
+
+def test_an_address_refused_before_the_form_still_says_when_to_try_again(
+    panel: TestClient, db: Session
+) -> None:
+    """Past the per-address limit the login is refused before its route runs: the error page
+    says how long to wait too."""
+    token = csrf_of(panel.get("/login").text)
+    for n in range(31):
+        last = panel.post(
+            "/login", data={"login": f"nobody{n}", "password": "x" * 12, "csrftoken": token}
+        )
+    refused = panel.post("/login", data={"login": "x", "password": "x" * 12, "csrftoken": token})
+    assert last.status_code == refused.status_code == 429
+    wait = refused.headers["retry-after"]
+    assert f"try again in {wait} s" in refused.text.lower()

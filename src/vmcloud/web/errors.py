@@ -59,7 +59,7 @@ def _for_panel(handler: Handler) -> Handler:
         return render(
             request,
             "error.html",
-            {"problem": problem},
+            {"problem": problem, "retry_after": headers.get("retry-after")},
             status=response.status_code,
             headers=headers,
         )
