@@ -27,6 +27,7 @@ from vmcloud.billing.payments.providers import (
 )
 from vmcloud.billing.payments.registry import provider_for
 from vmcloud.config import Settings
+from vmcloud.core import events
 from vmcloud.core.clock import utcnow
 from vmcloud.core.errors import ConflictError, InvalidInputError, NotFoundError
 from vmcloud.core.logging import get_logger
@@ -94,6 +95,7 @@ def create_top_up(
     entry.metadata_json = {"checkout_url": checkout.checkout_url}
     audit.label(entry, "transaction.top_up")
     db.flush()
+    events.announce(db, kind="top_up", user_id=user.id, id=entry.id)
     return TopUp(entry=entry, checkout_url=checkout.checkout_url)
 
 
@@ -129,6 +131,8 @@ def handle_webhook(
         return WebhookOutcome(event=event, entry=None, changed=False)
     apply = _succeed if event.kind == "succeeded" else _fail
     changed = apply(db, entry, event)
+    if changed:  # pending → completed or failed: open billing pages follow
+        events.announce(db, kind="top_up", user_id=entry.user_id, id=entry.id)
     return WebhookOutcome(event=event, entry=entry, changed=changed)
 
 
