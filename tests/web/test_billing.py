@@ -27,6 +27,8 @@ from vmcloud.billing.models import Subscription, Transaction
 from vmcloud.compute.models import Instance
 from vmcloud.compute.schemas import InstanceCreate
 from vmcloud.site_settings import service as site_settings
+from vmcloud.web.customer import billing as billing_page
+from vmcloud.web.customer import billing_subscriptions
 
 ENTRY_ROW = re.compile(r'data-entry="([0-9a-f-]{36})"')
 
@@ -255,3 +257,21 @@ def test_ending_a_past_due_subscription_needs_the_name(
     assert done.status_code == 303
     db.refresh(sub)
     assert sub.status == "cancelled"
+
+
+def test_the_live_stream_renders_the_pages_parts_out_of_band(
+    panel: TestClient, db: Session
+) -> None:
+    user = customer(panel, db, balance="3.00")
+    raw = panel.cookies.get("__Host-vmc_session")
+    html = billing_page.live_parts(db, raw, None) or ""
+    for part in ("billing-summary", "top-ups", "month-spend", "ledger"):
+        assert f'<section id="{part}"' in html
+    assert html.count('hx-swap-oob="true"') == 4
+    assert 'id="balance">3.00 USD<' in html
+    fund(db, user, "1.00")
+    assert 'id="balance">4.00 USD<' in (billing_page.live_parts(db, raw, None) or "")
+    assert billing_page.live_parts(db, "not-a-session", None) is None
+    assert billing_page.live_parts(db, raw, "bad-cursor") is None
+    subs_html = billing_subscriptions.live_subscriptions(db, raw, None) or ""
+    assert '<section id="subscriptions"' in subs_html and 'hx-swap-oob="true"' in subs_html

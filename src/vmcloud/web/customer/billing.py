@@ -37,6 +37,7 @@ router.include_router(billing_subscriptions.router)
 
 Cursor = Annotated[str | None, Query(max_length=1024)]
 LIVE_PARTS = ("billing/_summary.html", "billing/_top_ups.html", "billing/_spend.html")
+LIVE_KINDS = ("balance", "top_up", "subscription")  # what the page shows depends on
 CSV_COLUMNS = list(TransactionRead.model_fields)
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
@@ -93,7 +94,9 @@ async def billing_stream(request: Request, cursor: Cursor = None) -> Response:
     return await live.stream(
         request,
         resync=lambda db: live_parts(db, raw, cursor),
-        render=lambda db, event: live_parts(db, raw, cursor),
+        render=lambda db, event: (
+            live_parts(db, raw, cursor) if event.get("kind") in LIVE_KINDS else None
+        ),
     )
 
 

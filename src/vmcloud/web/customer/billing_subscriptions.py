@@ -60,7 +60,7 @@ def subscriptions_page(
     return _page(request, db, user, cursor)
 
 
-def _live(db: Session, raw: str | None, cursor: str | None) -> str | None:
+def live_subscriptions(db: Session, raw: str | None, cursor: str | None) -> str | None:
     found = sessions.find_live_login(db=db, raw=raw) if raw else None
     if found is None:
         return None
@@ -76,9 +76,9 @@ async def subscriptions_stream(request: Request, cursor: Cursor = None) -> Respo
     raw = cookie_secret(request)
     return await live.stream(
         request,
-        resync=lambda db: _live(db, raw, cursor),
+        resync=lambda db: live_subscriptions(db, raw, cursor),
         render=lambda db, event: (
-            _live(db, raw, cursor) if event["kind"] == "subscription" else None
+            live_subscriptions(db, raw, cursor) if event["kind"] == "subscription" else None
         ),
     )
 
