@@ -273,5 +273,15 @@ def test_the_live_stream_renders_the_pages_parts_out_of_band(
     assert 'id="balance">4.00 USD<' in (billing_page.live_parts(db, raw, None) or "")
     assert billing_page.live_parts(db, "not-a-session", None) is None
     assert billing_page.live_parts(db, raw, "bad-cursor") is None
-    subs_html = billing_subscriptions.live_subscriptions(db, raw, None) or ""
-    assert '<section id="subscriptions"' in subs_html and 'hx-swap-oob="true"' in subs_html
+
+
+def test_live_subscription_rows_keep_the_pages_csrf_token(
+    panel: TestClient, db: Session, buy: Buy
+) -> None:
+    user = customer(panel, db, balance="10.00")
+    buy(user, "monthly")
+    raw = panel.cookies.get("__Host-vmc_session")
+    token = csrf_of(panel.get("/billing/subscriptions").text)
+    html = billing_subscriptions.live_subscriptions(db, raw, None, token) or ""
+    assert '<section id="subscriptions"' in html and 'hx-swap-oob="true"' in html
+    assert csrf_of(html) == token

@@ -21,7 +21,7 @@ from vmcloud.core.pagination import PageParams
 from vmcloud.db.session import DbSession
 from vmcloud.web import live
 from vmcloud.web.forms import FormError, settle
-from vmcloud.web.render import fragment, redirect, render
+from vmcloud.web.render import csrf_token, fragment, redirect, render
 from vmcloud.web.session import PanelUser, cookie_secret
 
 router = APIRouter(include_in_schema=False)
@@ -60,7 +60,9 @@ def subscriptions_page(
     return _page(request, db, user, cursor)
 
 
-def live_subscriptions(db: Session, raw: str | None, cursor: str | None) -> str | None:
+def live_subscriptions(
+    db: Session, raw: str | None, cursor: str | None, csrf: str = ""
+) -> str | None:
     found = sessions.find_live_login(db=db, raw=raw) if raw else None
     if found is None:
         return None
@@ -68,17 +70,19 @@ def live_subscriptions(db: Session, raw: str | None, cursor: str | None) -> str 
         context = listing(db, found[0], cursor)
     except ProblemError:
         return None
-    return fragment("billing/_subscriptions.html", oob=True, **context)
+    # The rows carry forms: the same CSRF token as the page's (the cookie's).
+    return fragment("billing/_subscriptions.html", oob=True, csrf=csrf, **context)
 
 
 @router.get(PAGE + "/stream")
 async def subscriptions_stream(request: Request, cursor: Cursor = None) -> Response:
     raw = cookie_secret(request)
+    csrf = csrf_token(request)
     return await live.stream(
         request,
-        resync=lambda db: live_subscriptions(db, raw, cursor),
+        resync=lambda db: live_subscriptions(db, raw, cursor, csrf),
         render=lambda db, event: (
-            live_subscriptions(db, raw, cursor) if event["kind"] == "subscription" else None
+            live_subscriptions(db, raw, cursor, csrf) if event["kind"] == "subscription" else None
         ),
     )
 
