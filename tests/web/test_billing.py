@@ -12,20 +12,25 @@ from decimal import Decimal
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from pydantic import SecretStr
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session, sessionmaker
 
 from tests.billing.conftest import Buy
+from tests.billing.payment_support import set_providers
 from tests.factories.accounts import PASSWORD, fund, make_user
 from tests.factories.catalog import make_product
 from tests.factories.compute import make_node, make_pool
+from tests.fakes.stripe import STRIPE_API_KEY, STRIPE_WEBHOOK_SECRET, fake_stripe
 from tests.helpers import bearer, login
 from tests.web.conftest import csrf_of, log_in
 from vmcloud.accounts.models import User
+from vmcloud.app import create_app
 from vmcloud.billing import flows, ledger
 from vmcloud.billing.models import Subscription, Transaction
 from vmcloud.compute.models import Instance
 from vmcloud.compute.schemas import InstanceCreate
+from vmcloud.config import Settings
 from vmcloud.site_settings import service as site_settings
 from vmcloud.web.customer import billing as billing_page
 from vmcloud.web.customer import billing_subscriptions
@@ -285,3 +290,27 @@ def test_live_subscription_rows_keep_the_pages_csrf_token(
     html = billing_subscriptions.live_subscriptions(db, raw, None, token) or ""
     assert '<section id="subscriptions"' in html and 'hx-swap-oob="true"' in html
     assert csrf_of(html) == token
+
+
+def test_a_stripe_top_up_leads_to_a_page_with_the_checkout_link(
+    app_settings: Settings, engine: Engine, session_factory: sessionmaker[Session], db: Session
+) -> None:
+    set_providers(db, ["sandbox", "stripe"])
+    with fake_stripe() as fake:
+        settings = app_settings.model_copy(
+            update={
+                "stripe_secret_key": SecretStr(STRIPE_API_KEY),
+                "stripe_webhook_secret": SecretStr(STRIPE_WEBHOOK_SECRET),
+                "stripe_api_base": fake.url,
+            }
+        )
+        app = create_app(settings, engine=engine, session_factory=session_factory)
+        with TestClient(app, base_url="https://testserver", follow_redirects=False) as panel:
+            customer(panel, db)
+            answer = top_up(panel, "12.50", provider="stripe")
+            back = panel.get("/billing", params={"top_up": "success"})
+    # Not a redirect: the form's CSP (form-action 'self') would stop one to another site.
+    assert answer.status_code == 200
+    assert 'href="https://checkout.stripe.test/c/pay/cs_test_1"' in answer.text
+    assert fake.requests[0].form["success_url"].startswith(f"{settings.public_url}/billing?")
+    assert 'id="top-up-return"' in back.text and "as soon as the provider confirms" in back.text

@@ -62,12 +62,26 @@ def overview(db: Session, user: User, cursor: str | None) -> dict[str, Any]:
     }
 
 
+# Where a provider's checkout sends the customer back (``?top_up=…``), what to say.
+RETURNS = {
+    "success": "Thank you: your balance is credited as soon as the provider confirms the payment.",
+    "cancelled": "The payment was cancelled: nothing was charged.",
+}
+
+
 @router.get("/billing")
 def billing_page(
-    request: Request, db: DbSession, user: PanelUser, cursor: Cursor = None
+    request: Request,
+    db: DbSession,
+    user: PanelUser,
+    cursor: Cursor = None,
+    top_up: Annotated[str | None, Query(max_length=20)] = None,
 ) -> Response:
     context = overview(db, user, cursor)
-    return render(request, "billing/index.html", {**context, "section": "billing"})
+    notice = RETURNS.get(top_up or "")
+    return render(
+        request, "billing/index.html", {**context, "section": "billing", "notice": notice}
+    )
 
 
 def stream_user(db: Session, raw: str | None) -> User | None:
