@@ -16,9 +16,18 @@ from tests.web.conftest import csrf_of, log_in
 from vmcloud.accounts import totp
 from vmcloud.accounts.models import RecoveryCode, RefreshToken, User
 from vmcloud.config import Settings
+from vmcloud.core import clock, ratelimit
 from vmcloud.site_settings.models import Setting
 from vmcloud.web.customer.auth import PENDING_COOKIE
 from vmcloud.web.session import SESSION_COOKIE
+
+
+@pytest.fixture
+def held_limiter_clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rate-limit counters are per fixed window: hold the limiter's clock mid-window so a run
+    that straddles a boundary cannot see a count start again."""
+    held = clock.utcnow().replace(minute=30, second=30, microsecond=0)
+    monkeypatch.setattr(ratelimit, "utcnow", lambda: held)
 
 
 def _two_factor_user(db: Session, settings: Settings) -> tuple[User, str]:
@@ -120,6 +129,7 @@ def test_a_password_change_ends_the_half_done_login(
     assert panel.cookies.get(SESSION_COOKIE) is None
 
 
+@pytest.mark.usefixtures("held_limiter_clock")
 def test_the_login_rate_limit_says_when_to_try_again(panel: TestClient, db: Session) -> None:
     user = make_user(db)
     token = csrf_of(panel.get("/login").text)
@@ -309,6 +319,7 @@ def test_a_post_without_the_session_cookie_does_not_clear_it(
     assert ended.status_code == 303 and SESSION_COOKIE in ended.headers.get("set-cookie", "")
 
 
+@pytest.mark.usefixtures("held_limiter_clock")
 def test_an_address_refused_before_the_form_still_says_when_to_try_again(
     panel: TestClient, db: Session
 ) -> None:

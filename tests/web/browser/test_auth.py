@@ -11,12 +11,14 @@ from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import pytest
 from playwright.sync_api import Page, Request, expect
 
 from tests.web.browser.conftest import PanelContexts
 from tests.web.browser.helpers import client_address, login, make_customer, urlpath
 from tests.web.browser.server import LiveServer
 from vmcloud.accounts import sessions
+from vmcloud.core import clock, ratelimit
 from vmcloud.site_settings import service as site_settings
 from vmcloud.web.session import SESSION_COOKIE
 
@@ -51,7 +53,13 @@ def test_login_with_javascript_off_in_both_steps(
     assert any(c["name"] == SESSION_COOKIE for c in page.context.cookies())
 
 
-def test_the_login_rate_limit_shows_retry_after(page: Page, live_server: LiveServer) -> None:
+def test_the_login_rate_limit_shows_retry_after(
+    page: Page, live_server: LiveServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Counters are per fixed window: hold the limiter's clock (the server runs in this
+    # process) mid-window, so the attempts cannot straddle a boundary.
+    held = clock.utcnow().replace(minute=30, second=30, microsecond=0)
+    monkeypatch.setattr(ratelimit, "utcnow", lambda: held)
     user = make_customer(live_server)
     page.goto(f"{live_server.url}/login")
     for _ in range(11):
