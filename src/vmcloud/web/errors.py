@@ -22,7 +22,9 @@ def _wants_html(request: Request) -> bool:
     return is_panel_path(request.url.path) and (
         "text/html" in request.headers.get("accept", "")
         or request.headers.get("hx-request") == "true"
-        or request.method == "POST"
+        or request.headers.get("content-type", "").startswith(
+            ("application/x-www-form-urlencoded", "multipart/form-data")
+        )
     )
 
 
