@@ -140,7 +140,7 @@ async def _events(
     async with hub.subscribe(user_id) as subscription:
         html = await run_in_threadpool(stream.resync)
         if html:
-            yield {"event": "message", "data": html}
+            yield {"data": html}  # unnamed: htmx swaps it (a named event is not)
         while True:
             try:
                 event = await asyncio.wait_for(subscription.queue.get(), CHECK_EVERY)
@@ -154,7 +154,7 @@ async def _events(
             else:
                 html = await run_in_threadpool(stream.render, event)
             if html:
-                yield {"event": "message", "data": html}
+                yield {"data": html}  # unnamed: htmx swaps it (a named event is not)
 
 
 def respond(hub: Hub, user_id: uuid.UUID | None, stream: Stream) -> EventSourceResponse:
