@@ -82,6 +82,8 @@ def _run_up(
         assert ready is not None and ready.status_code == 200, "never became ready"
         assert httpx.get(f"{base}/healthz", timeout=60).json() == {"status": "ok"}
         assert httpx.get(f"{base}/openapi.json", timeout=60).status_code == 200
+        login_page = httpx.get(f"{base}/", timeout=60, follow_redirects=True)
+        assert login_page.status_code == 200 and 'name="password"' in login_page.text
         if journey is not None:
             match = ADMIN_LINE.search("".join(lines))
             journey(f"{base}/api/v1", data_root / "mail", match.group(1) if match else None)
@@ -381,12 +383,14 @@ def test_up_from_nothing_then_again(data_root: Path) -> None:
     assert match, out
     password = match.group(1)
     assert "listening on http://127.0.0.1:" in err
+    assert re.search(r"Web panel: http://127\.0\.0\.1:\d+/", out), out
     assert not (data_root / "postgres" / "data" / "postmaster.pid").exists()  # stopped cleanly
     assert "every balance equals its ledger" in _billing_verify(data_root)
 
     # Second start: same data, no new admin, no password shown again.
     out_again, _ = _run_up(data_root, _free_port())
     assert "password" not in out_again
+    assert "Admin login: admin (admin@example.com)" in out_again
     assert password not in out_again
 
     with (

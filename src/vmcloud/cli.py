@@ -192,13 +192,22 @@ def up(host: HostOption = None, port: PortOption = None, workers: WorkersOption 
             engine.dispose()
         for line in compute_lines:
             typer.echo(f"  {line}")
+        typer.echo("")
+        typer.echo(f"  Web panel: {settings.public_url}/")
+        typer.echo(
+            f"  API:       {settings.public_url}/api/v1  (reference: {settings.public_url}/docs)"
+        )
         if created:
             user, password = created
-            typer.echo("")
             typer.echo("  First admin created; this password is shown only once:")
             typer.echo(f"    login:    {user.username}  ({user.email})")
             typer.echo(f"    password: {password}")
-            typer.echo("")
+        else:
+            typer.echo(
+                f"  Admin login: {settings.admin_username} ({settings.admin_email}), made on the"
+                " first run (`vmcloud users create-admin` adds another)."
+            )
+        typer.echo("")
         if not settings.smtp_host:
             typer.echo(f"  No SMTP server configured: mail goes to {settings.data_dir / 'mail'}")
         _serve(settings, url, worker=True, processes=workers)
