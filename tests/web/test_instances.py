@@ -269,3 +269,26 @@ def test_the_streams_fragments_replace_the_live_parts_by_id(
     assert "badge-running" in detail and "provisioning → running" in detail
     gone = views.detail_fragment(db, user, uuid.uuid4(), "tok")
     assert "badge-deleted" in gone and "has been deleted" in gone
+
+
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [
+        ({"ssh_keys": "not a key"}, "ssh_keys"),
+        ({"hostname": "-bad-"}, "hostname"),
+        ({"name": ""}, "name"),
+        ({"product": "no-such-plan"}, "product"),
+        ({"billing_cycle": "weekly"}, "billing_cycle"),
+        ({"nonce": ""}, None),
+    ],
+)
+def test_bad_order_input_is_a_4xx_on_the_form_and_creates_nothing(
+    panel: TestClient, db: Session, fields: dict[str, str], field: str | None
+) -> None:
+    user = _user(panel, db)
+    answer = _order(panel, **fields)
+    assert 400 <= answer.status_code < 500, answer.text
+    assert 'id="form-problem"' in answer.text
+    if field:
+        assert "field-error" in answer.text and f'name="{field}"' in answer.text
+    assert _instances(db, user) == []
