@@ -33,7 +33,9 @@ def listener(fresh_database_url: str) -> Iterator[psycopg.Connection]:
 
 
 def _heard(conn: psycopg.Connection) -> list[dict[str, str]]:
-    return [json.loads(n.payload) for n in conn.notifies(timeout=0.5)]
+    """The instance announcements sent since the last call (billing announces its own)."""
+    heard = [json.loads(n.payload) for n in conn.notifies(timeout=0.5)]
+    return [event for event in heard if event["kind"] == "instance"]
 
 
 def test_job_transitions_announce_at_commit_and_rollbacks_never(

@@ -76,3 +76,20 @@ def test_a_lost_listen_connection_comes_back_and_resyncs(fresh_database_url: str
         asyncio.run(scenario())
     finally:
         engine.dispose()
+
+
+def test_stream_messages_are_unnamed_so_htmx_swaps_them(fresh_database_url: str) -> None:
+    """htmx's hx-sse swaps only messages without an ``event:`` name (a named one, even
+    "message", is dispatched as a DOM event and the page never changes)."""
+    from vmcloud.web.events import Stream, _events
+
+    async def scenario() -> None:
+        hub = Hub(libpq_url(fresh_database_url))
+        stream = Stream(resync=lambda: '<p id="x" hx-swap-oob="true">1</p>', render=lambda _: None)
+        messages = _events(hub, None, stream)
+        first = await asyncio.wait_for(anext(messages), 5)
+        assert first == {"data": '<p id="x" hx-swap-oob="true">1</p>'}
+        await messages.aclose()
+        await hub.stop()
+
+    asyncio.run(scenario())

@@ -23,7 +23,7 @@ from vmcloud.accounts import service as accounts
 from vmcloud.audit import service as audit
 from vmcloud.billing import ledger, periods
 from vmcloud.billing.models import Subscription
-from vmcloud.billing.subscriptions import charge
+from vmcloud.billing.subscriptions import announce, charge
 from vmcloud.compute import service as compute
 from vmcloud.core import jobs
 from vmcloud.core.clock import utcnow
@@ -54,6 +54,7 @@ def past_due(db: Session, sub: Subscription, amount: Decimal, now: datetime) -> 
     sub.amount_due = amount
     sub.past_due_since = now
     db.flush()
+    announce(db, sub)
     _suspend_and_notify(db, sub)
 
 
@@ -122,6 +123,7 @@ def _pay(db: Session, sub: Subscription, now: datetime) -> bool:
     sub.status = "active"
     sub.amount_due = None
     sub.past_due_since = None
+    announce(db, sub)
     return True
 
 
@@ -156,4 +158,5 @@ def charge_period(db: Session, sub: Subscription, now: datetime) -> bool:
     except ledger.InsufficientFundsError:
         db.refresh(sub)
         return False
+    announce(db, sub)
     return True

@@ -18,6 +18,9 @@ hour is over, a run bills it in one set-based statement per batch of subscriptio
 
 A subscription whose ``auto_renew`` is off ends with the hour it was cancelled in (status
 ``cancelled``, even when that hour is unpaid; the caller deletes its instance).
+
+Each batch announces (``core.events``) a ``balance`` change for every customer it charged and a
+``subscription`` change for every customer whose subscriptions it moved.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from decimal import Decimal
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from vmcloud.core import events
 from vmcloud.site_settings import service as site_settings
 from vmcloud.site_settings.registry import LOW_BALANCE_WARNING
 
@@ -97,7 +101,7 @@ _BILL = text(
                updated_at = :now
           FROM settled b
          WHERE s.id = b.id
-        RETURNING s.id, s.status
+        RETURNING s.id, s.status, s.user_id
     ),
     entries AS (
         INSERT INTO transactions (id, user_id, subscription_id, amount, currency, type, status,
@@ -118,7 +122,9 @@ _BILL = text(
            (SELECT array_agg(id) FROM moved WHERE status = 'past_due') AS past_due,
            (SELECT array_agg(id) FROM moved WHERE status = 'cancelled') AS ended,
            (SELECT array_agg(id) FROM paid
-             WHERE :warn_below > 0 AND before >= :warn_below AND after < :warn_below) AS low
+             WHERE :warn_below > 0 AND before >= :warn_below AND after < :warn_below) AS low,
+           (SELECT array_agg(id) FROM paid) AS paid_users,
+           (SELECT array_agg(DISTINCT user_id) FROM moved) AS moved_users
     """
 )
 
@@ -164,6 +170,10 @@ def bill_batch(
             "warn_below": site_settings.get(db, LOW_BALANCE_WARNING),
         },
     ).one()
+    # Open panel pages follow: balances taken, and subscriptions moved on (a new hour, past
+    # due, ended), announced per customer once this batch commits.
+    events.announce_users(db, kind="balance", user_ids=row.paid_users or [])
+    events.announce_users(db, kind="subscription", user_ids=row.moved_users or [])
     return RunResult(
         hours=int(row.hours),
         charges=int(row.charges),

@@ -1,4 +1,5 @@
-"""The ledger: the only code that changes ``users.balance``.
+"""The ledger: the only code that changes ``users.balance`` (besides the hourly run's
+set-based statement, ``billing.hourly``, which announces its changes the same way).
 
 Every change of a balance is exactly one ``transactions`` row written in the same database
 transaction, and for every user ``balance = Σ payment + Σ credit + Σ refund - Σ charge -
@@ -6,7 +7,8 @@ transaction, and for every user ``balance = Σ payment + Σ credit + Σ refund -
 the balance does not cover matches no row and changes nothing, so concurrent debits can never
 take a balance below zero (a CHECK constraint says so too). Money in is guarded the same way
 against ``MAX_BALANCE``, the most ``users.balance`` (``NUMERIC(10,2)``) can hold: an entry that
-would pass it matches no row, changes nothing and is a 409.
+would pass it matches no row, changes nothing and is a 409. Every change is announced to the
+panel (``core.events``, kind ``balance``) in its transaction.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from sqlalchemy.orm import Session
 
 from vmcloud.accounts.models import User
 from vmcloud.billing.models import Transaction
+from vmcloud.core import events
 from vmcloud.core.clock import utcnow
 from vmcloud.core.errors import ConflictError, InvalidInputError, ProblemError
 
@@ -89,6 +92,8 @@ def _apply(db: Session, *, user_id: uuid.UUID, type_: str, amount: Decimal) -> N
         raise BalanceLimitError()
     if changed is None:
         raise InsufficientFundsError("The balance does not cover this amount.")
+    # Open panel pages show the new balance once (and only if) this transaction commits.
+    events.announce(db, kind="balance", user_id=user_id)
 
 
 def post(

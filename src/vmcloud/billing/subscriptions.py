@@ -3,6 +3,10 @@
 
 Every function takes ``now`` so that a run can be driven by a controllable clock; jobs and
 requests pass the real time.
+
+Every change of a subscription's state (started, renewed, past due, paid again, renewal
+cancelled, ended) calls :func:`announce` in its transaction, so open panel pages follow; the
+hourly run's set-based statement announces its own (``billing.hourly``).
 """
 
 from __future__ import annotations
@@ -13,12 +17,13 @@ from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal
 from typing import Any
 
 from sqlalchemy import Select, case, func, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, object_session
 
 from vmcloud.accounts.models import STAFF_ROLES, User
 from vmcloud.audit import service as audit
 from vmcloud.billing import alerts, hourly, ledger, periods
 from vmcloud.billing.models import Subscription, Transaction
+from vmcloud.core import events
 from vmcloud.core.clock import utcnow
 from vmcloud.core.errors import ConflictError, NotFoundError
 from vmcloud.core.pagination import PageParams, paginate
@@ -26,6 +31,11 @@ from vmcloud.site_settings import service as site_settings
 from vmcloud.site_settings.registry import CURRENCY, HOURLY_MIN_BALANCE, PRORATED_REFUNDS
 
 LIVE = ("active", "past_due")
+
+
+def announce(db: Session, sub: Subscription) -> None:
+    """Tell open panel pages that ``sub`` changed, once this transaction commits."""
+    events.announce(db, kind="subscription", user_id=sub.user_id, id=sub.id)
 
 
 # -- starting ------------------------------------------------------------------------------
@@ -76,6 +86,7 @@ def start(
     audit.label(sub, "subscription.create")
     db.add(sub)
     db.flush()
+    announce(db, sub)
     if cycle != "hourly":
         charge(db, sub, sub.price, periods.period_key("period", sub.period_start), now)
     return sub
@@ -182,6 +193,7 @@ def cancel(*, db: Session, sub: Subscription, now: datetime | None = None) -> Su
     sub.auto_renew = False
     sub.cancelled_at = now
     db.flush()
+    announce(db, sub)
     return sub
 
 
@@ -304,6 +316,9 @@ def end(sub: Subscription, status: str, now: datetime) -> None:
     sub.auto_renew = False
     sub.cancelled_at = sub.cancelled_at or now
     sub.amount_due = None
+    db = object_session(sub)
+    if db is not None:
+        announce(db, sub)
 
 
 def live_instance_ids() -> Select[uuid.UUID | None]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Sequence
 
 from sqlalchemy import text
 from sqlalchemy.orm import Session
@@ -33,6 +34,24 @@ def announce(db: Session, *, kind: str, user_id: uuid.UUID | None, id: object = 
     if id is not None:
         payload["id"] = str(id)
     db.execute(_NOTIFY, {"channel": CHANNEL, "payload": json.dumps(payload)})
+
+
+def announce_users(db: Session, *, kind: str, user_ids: Sequence[uuid.UUID]) -> None:
+    """:func:`announce` ``kind`` (no id) for each of ``user_ids``, in one statement (a
+    set-based run that changes many customers at once)."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown event kind {kind!r}")
+    if user_ids:
+        db.execute(
+            _NOTIFY_EACH,
+            {"channel": CHANNEL, "kind": kind, "ids": [str(u) for u in user_ids]},
+        )
+
+
+_NOTIFY_EACH = text(
+    "SELECT pg_notify(:channel, json_build_object('kind', CAST(:kind AS text), 'user', u)::text) "
+    "FROM unnest(CAST(:ids AS text[])) AS u"
+)
 
 
 def parse(payload: str) -> dict[str, str | None] | None:

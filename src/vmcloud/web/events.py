@@ -140,7 +140,9 @@ async def _events(
     async with hub.subscribe(user_id) as subscription:
         html = await run_in_threadpool(stream.resync)
         if html:
-            yield {"data": html}  # unnamed: htmx swaps it (a named event is not)
+            # No ``event:`` line: htmx's hx-sse swaps unnamed messages only (a named one, even
+            # "message", is dispatched as a DOM event and never swapped).
+            yield {"data": html}
         while True:
             try:
                 event = await asyncio.wait_for(subscription.queue.get(), CHECK_EVERY)
@@ -154,7 +156,7 @@ async def _events(
             else:
                 html = await run_in_threadpool(stream.render, event)
             if html:
-                yield {"data": html}  # unnamed: htmx swaps it (a named event is not)
+                yield {"data": html}
 
 
 def respond(hub: Hub, user_id: uuid.UUID | None, stream: Stream) -> EventSourceResponse:

@@ -7,8 +7,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Form, Request, status
 from fastapi.responses import HTMLResponse, JSONResponse
+from sqlalchemy.orm import Session
 
 from vmcloud.accounts.deps import AdminUser, VerifiedUser
+from vmcloud.accounts.models import User
 from vmcloud.billing.payments import refunds, sandbox, service
 from vmcloud.billing.payments.schemas import (
     RefundCreate,
@@ -17,6 +19,7 @@ from vmcloud.billing.payments.schemas import (
     WebhookReceived,
 )
 from vmcloud.billing.schemas import TransactionRead
+from vmcloud.config import Settings
 from vmcloud.core import idempotency
 from vmcloud.core.deps import AppSettings
 from vmcloud.core.errors import ProblemError
@@ -31,6 +34,7 @@ admin = APIRouter(prefix="/admin", tags=["admin: billing"])
 pages = APIRouter(include_in_schema=False)
 
 MAX_EVENT_BYTES = 256 * 1024
+BACK = "/billing"  # where the sandbox's pages lead back to: the panel's billing page
 
 
 async def _raw_body(request: Request) -> bytes:
@@ -59,6 +63,15 @@ RawBody = Annotated[bytes, Depends(_raw_body)]
 def create_top_up(
     body: TopUpCreate, db: DbSession, user: VerifiedUser, key: KeyHeader, settings: AppSettings
 ) -> TopUpRead | JSONResponse:
+    return top_up_once(db=db, user=user, body=body, key=key, settings=settings)
+
+
+def top_up_once(
+    *, db: Session, user: User, body: TopUpCreate, key: str | None, settings: Settings
+) -> TopUpRead | JSONResponse:
+    """A top-up, once per idempotency key (the API's header, the panel form's nonce): a
+    replay answers the first one's response."""
+
     def top_up() -> TopUpRead:
         made = service.create_top_up(
             db=db, user=user, amount=body.amount, provider=body.provider, settings=settings
@@ -142,7 +155,7 @@ def sandbox_checkout(provider_id: str, db: DbSession, settings: AppSettings) -> 
     try:
         entry = service.find_sandbox_checkout(db=db, provider_id=provider_id)
     except ProblemError as exc:
-        return _problem_page(exc, settings.public_url)
+        return _problem_page(exc, BACK)
     site = site_settings.get(db, SITE_NAME)
     return _html(
         sandbox.checkout_page(amount=entry.amount, currency=entry.currency or "", site=site)
@@ -156,7 +169,7 @@ def sandbox_submit(
     settings: AppSettings,
     outcome: Annotated[str, Form()] = "",
 ) -> HTMLResponse:
-    back = settings.public_url
+    back = BACK
     try:
         entry = service.find_sandbox_checkout(db=db, provider_id=provider_id)
     except ProblemError as exc:

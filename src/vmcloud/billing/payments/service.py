@@ -8,8 +8,10 @@ delivered twice (or the sandbox page posted twice) credits the balance once.
 from __future__ import annotations
 
 import re
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
+from decimal import Decimal
 
 from prometheus_client import Counter
 from sqlalchemy import select
@@ -27,6 +29,7 @@ from vmcloud.billing.payments.providers import (
 )
 from vmcloud.billing.payments.registry import provider_for
 from vmcloud.config import Settings
+from vmcloud.core import events
 from vmcloud.core.clock import utcnow
 from vmcloud.core.errors import ConflictError, InvalidInputError, NotFoundError
 from vmcloud.core.logging import get_logger
@@ -55,21 +58,38 @@ class WebhookOutcome:
     changed: bool  # false: ignored, unknown, or already handled (a repeated delivery)
 
 
+@dataclass(frozen=True)
+class TopUpTerms:
+    """What a top-up may be on this site (settings), for the top-up form."""
+
+    low: Decimal
+    high: Decimal
+    currency: str
+    providers: list[str]
+
+
+def top_up_terms(*, db: Session) -> TopUpTerms:
+    return TopUpTerms(
+        low=site_settings.get(db, TOPUP_MIN),
+        high=site_settings.get(db, TOPUP_MAX),
+        currency=site_settings.get(db, CURRENCY),
+        providers=[p for p in site_settings.get(db, PAYMENT_PROVIDERS) if p in CUSTOMER_PROVIDERS],
+    )
+
+
 def create_top_up(
     *, db: Session, user: User, amount: str, provider: str, settings: Settings
 ) -> TopUp:
     """A pending payment entry and the provider's checkout for it."""
     value = ledger.money(amount)
-    low = site_settings.get(db, TOPUP_MIN)
-    high = site_settings.get(db, TOPUP_MAX)
-    money_unit = site_settings.get(db, CURRENCY)
+    terms = top_up_terms(db=db)
+    low, high, money_unit, choices = terms.low, terms.high, terms.currency, terms.providers
     if not low <= value <= high:
         raise InvalidInputError(
             f"A top-up must be between {low:.2f} and {high:.2f} {money_unit}.",
             errors=[{"field": "amount", "message": f"between {low:.2f} and {high:.2f}"}],
         )
     ledger.check_room(db=db, user_id=user.id, amount=value)  # before the customer pays
-    choices = [p for p in site_settings.get(db, PAYMENT_PROVIDERS) if p in CUSTOMER_PROVIDERS]
     if provider not in choices:
         raise InvalidInputError(
             f"Choose a payment provider this site offers: {', '.join(choices) or 'none'}.",
@@ -88,12 +108,15 @@ def create_top_up(
     )
     # The checkout carries our entry's id, so the entry exists (flushed) before it starts.
     checkout = gateway.start_checkout(
-        entry=entry, customer_email=user.email, return_url=f"{settings.public_url.rstrip('/')}/"
+        entry=entry,
+        customer_email=user.email,
+        return_url=f"{settings.public_url.rstrip('/')}/billing",
     )
     entry.provider_transaction_id = checkout.provider_transaction_id
     entry.metadata_json = {"checkout_url": checkout.checkout_url}
     audit.label(entry, "transaction.top_up")
     db.flush()
+    events.announce(db, kind="top_up", user_id=user.id, id=entry.id)
     return TopUp(entry=entry, checkout_url=checkout.checkout_url)
 
 
@@ -129,6 +152,8 @@ def handle_webhook(
         return WebhookOutcome(event=event, entry=None, changed=False)
     apply = _succeed if event.kind == "succeeded" else _fail
     changed = apply(db, entry, event)
+    if changed:  # pending → completed or failed: open billing pages follow
+        events.announce(db, kind="top_up", user_id=entry.user_id, id=entry.id)
     return WebhookOutcome(event=event, entry=entry, changed=changed)
 
 
@@ -210,6 +235,18 @@ def _fail(db: Session, entry: Transaction, event: PaymentEvent) -> bool:
     audit.label(entry, "transaction.payment_failed")
     db.flush()
     return True
+
+
+def own_checkout(*, db: Session, user: User, entry_id: uuid.UUID) -> str:
+    """The checkout page of one of ``user``'s pending top-ups (404 for anyone else's, or when
+    it is no longer pending)."""
+    entry = db.get(Transaction, entry_id)
+    url = (entry.metadata_json or {}).get("checkout_url") if entry is not None else None
+    if entry is None or entry.user_id != user.id or entry.type != "payment":
+        raise NotFoundError("There is no such top-up.")
+    if entry.status != "pending" or not isinstance(url, str):
+        raise NotFoundError("This top-up is no longer waiting for a payment.")
+    return url
 
 
 def find_sandbox_checkout(*, db: Session, provider_id: str) -> Transaction:
