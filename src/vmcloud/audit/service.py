@@ -21,7 +21,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import event, inspect
+from sqlalchemy import event, inspect, select
 from sqlalchemy.orm import Session, UOWTransaction
 from sqlalchemy.orm.base import NO_VALUE
 
@@ -75,6 +75,19 @@ def label(
     """Name the action recorded for ``obj`` in this unit of work. ``by_self`` says the entity
     acted on itself (a user signing up, verifying, logging in) when nobody is logged in."""
     inspect(obj).info[_LABEL_KEY] = _Label(action, by_self, extra)
+
+
+def trail_of(
+    db: Session, *, entity_type: str, entity_id: uuid.UUID, limit: int = 20
+) -> list[AuditLog]:
+    """The newest ``limit`` audit rows of one entity, newest first (an instance's activity)."""
+    stmt = (
+        select(AuditLog)
+        .where(AuditLog.entity_type == entity_type, AuditLog.entity_id == entity_id)
+        .order_by(AuditLog.timestamp.desc(), AuditLog.id.desc())
+        .limit(limit)
+    )
+    return list(db.scalars(stmt))
 
 
 def redact(values: Mapping[str, Any] | None) -> dict[str, Any] | None:

@@ -6,15 +6,21 @@ without queuing the VM's destruction."""
 
 from __future__ import annotations
 
+from datetime import datetime
+from decimal import ROUND_DOWN, Decimal
+
 from sqlalchemy.orm import Session
 
 from vmcloud.accounts.models import User
-from vmcloud.billing import dunning, subscriptions
+from vmcloud.billing import dunning, ledger, periods, subscriptions
 from vmcloud.billing.models import Subscription
 from vmcloud.catalog import service as catalog
 from vmcloud.compute import service as compute
 from vmcloud.compute.models import Instance
 from vmcloud.compute.schemas import InstanceCreate
+from vmcloud.core.clock import utcnow
+from vmcloud.site_settings import service as site_settings
+from vmcloud.site_settings.registry import PRORATED_REFUNDS
 
 
 def order_instance(*, db: Session, owner: User, body: InstanceCreate) -> Instance:
@@ -46,6 +52,27 @@ def delete_instance(*, db: Session, instance: Instance, reason: str | None = Non
     deleted = compute.delete_instance(db=db, instance=instance, reason=reason)
     dunning.settle_debts(db=db, user_id=instance.user_id)  # a refund pays what is due
     return deleted
+
+
+def deletion_refund(*, db: Session, instance: Instance, now: datetime | None = None) -> Decimal:
+    """What :func:`delete_instance` would give back if the instance were deleted ``now`` (a
+    read for the confirmation page): everything, for one that never came up; the unused whole
+    days of a paid monthly or yearly period; nothing for hourly billing."""
+    sub = subscriptions.live_for_instance(db=db, instance_id=instance.id, lock=False)
+    if sub is None:
+        return Decimal("0.00")
+    charged = subscriptions.net_charged(db, sub.id)
+    refunds_days = site_settings.get(db, PRORATED_REFUNDS)
+    if compute.failed_before_start(instance):
+        amount = charged
+    elif sub.status != "active" or sub.type == "hourly" or not refunds_days:
+        return Decimal("0.00")
+    else:
+        unused = periods.unused_days_refund(
+            sub.price, sub.period_start, sub.period_end, now or utcnow()
+        )
+        amount = min(unused, charged)
+    return max(amount, Decimal(0)).quantize(ledger.CENT, rounding=ROUND_DOWN)
 
 
 def cancel_subscription(*, db: Session, sub: Subscription) -> Subscription:

@@ -20,9 +20,10 @@ from sqlalchemy import (
     func,
     literal_column,
     null,
+    or_,
     select,
 )
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, object_session
 
 from vmcloud.accounts import service as accounts
 from vmcloud.accounts.models import STAFF_ROLES, User
@@ -38,7 +39,7 @@ from vmcloud.compute.schemas import (
     InstanceCreate,
     InstanceRead,
 )
-from vmcloud.core import jobs
+from vmcloud.core import events, jobs
 from vmcloud.core.clock import utcnow
 from vmcloud.core.errors import ConflictError, ForbiddenError, InvalidInputError, NotFoundError
 from vmcloud.core.pagination import PageParams, PageStatement, paginate
@@ -159,6 +160,7 @@ def create_instance(*, db: Session, owner: User, body: InstanceCreate) -> Instan
         ),
     )
     _queue(db, "provision", instance.id)
+    announce(db, instance)
     return instance
 
 
@@ -172,12 +174,22 @@ def _queue(db: Session, what: str, instance_id: uuid.UUID) -> None:
     jobs.defer(db, task, lock=jobs.instance_lock(instance_id), instance_id=str(instance_id))
 
 
+def announce(db: Session, instance: Instance) -> None:
+    """Tell the owner's open panel pages that the instance changed (its status, address or
+    name), once the transaction commits; nothing if it rolls back."""
+    events.announce(db, kind="instance", user_id=instance.user_id, id=instance.id)
+
+
 def set_status(instance: Instance, status: str, *, error: str | None = None) -> None:
-    """Move to ``status`` now; ``error`` (with ``"error"``) says why it failed."""
+    """Move to ``status`` now; ``error`` (with ``"error"``) says why it failed. Every status
+    change goes through here, and is announced in the instance's own transaction."""
     instance.status = status
     instance.transition_at = utcnow()
     if error is not None:
         instance.error_reason = error[:500]
+    db = object_session(instance)
+    if db is not None:
+        announce(db, instance)
 
 
 def request_action(*, db: Session, instance: Instance, action: str) -> Instance:
@@ -296,6 +308,7 @@ def get_instance(
 def rename_instance(*, db: Session, instance: Instance, name: str) -> Instance:
     instance.name = name
     db.flush()
+    announce(db, instance)
     return instance
 
 
@@ -455,6 +468,32 @@ def list_instance_views(
     page of rows however many match."""
     page, filters = _view_page_for(params, staff, user_id, status, node)
     return page.run(db, params, **filters)
+
+
+def list_user_instances(
+    *,
+    db: Session,
+    user_id: uuid.UUID,
+    status: str | None = None,
+    search: str | None = None,
+    limit: int = 200,
+) -> list[Instance]:
+    """The user's live instances, newest first, for the panel's list: ``status`` exactly,
+    ``search`` anywhere in the name, host name or address (case-insensitive)."""
+    stmt = select(Instance).where(Instance.user_id == user_id, Instance.deleted_at.is_(None))
+    if status:
+        stmt = stmt.where(Instance.status == status)
+    if search:
+        stmt = stmt.where(
+            or_(
+                Instance.name.icontains(search, autoescape=True),
+                Instance.hostname.icontains(search, autoescape=True),
+                func.host(Instance.ip_address).contains(search, autoescape=True),
+            )
+        )
+    return list(
+        db.scalars(stmt.order_by(Instance.created_at.desc(), Instance.id.desc()).limit(limit))
+    )
 
 
 def list_metrics(

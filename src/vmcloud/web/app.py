@@ -11,13 +11,27 @@ from fastapi.staticfiles import StaticFiles
 from vmcloud.config import Settings
 from vmcloud.core.jobs import libpq_url
 from vmcloud.web import errors
-from vmcloud.web.customer import account, auth, billing, signup
+from vmcloud.web.customer import (
+    account,
+    auth,
+    billing,
+    instances,
+    instances_order,
+    signup,
+)
 from vmcloud.web.events import Hub
 from vmcloud.web.render import Flash
 from vmcloud.web.security import PanelCsrf, PanelHeaders, signing_secret
 
 STATIC = Path(__file__).parent / "static"
-ROUTERS = (auth.router, signup.router, account.router, billing.router)
+ROUTERS = (
+    auth.router,
+    signup.router,
+    account.router,
+    billing.router,
+    instances_order.router,
+    instances.router,
+)
 
 
 def install(app: FastAPI, settings: Settings) -> None:
