@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from fastapi import FastAPI
+from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
 from vmcloud.config import Settings
@@ -43,9 +44,15 @@ def install(app: FastAPI, settings: Settings) -> None:
     for router in ROUTERS:
         app.include_router(router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app.add_api_route("/favicon.ico", _favicon, include_in_schema=False)
     errors.install(app)
     app.add_middleware(PanelCsrf, jwt_key=settings.jwt_key)
     app.add_middleware(PanelHeaders)
+
+
+async def _favicon() -> FileResponse:
+    # Pages name their icon; this answers browsers that ask at the conventional address.
+    return FileResponse(STATIC / "favicon.svg", media_type="image/svg+xml")
 
 
 async def shutdown(app: FastAPI) -> None:

@@ -31,7 +31,7 @@ from vmcloud.billing import adjustments
 from vmcloud.catalog import service as catalog
 from vmcloud.catalog.schemas import ProductCreate
 from vmcloud.compute import nodes
-from vmcloud.compute.models import Node
+from vmcloud.compute.models import Instance, Node
 from vmcloud.compute.schemas import NodeCreate
 
 T = TypeVar("T")
@@ -328,3 +328,31 @@ def _add_cookies(context: BrowserContext, state: dict[str, object]) -> None:
 
 def urlpath(url: str) -> str:
     return urlsplit(url).path
+
+
+# -- waiting on what the worker does -----------------------------------------------------------
+
+# A page that was not reloaded keeps what a script put on its window.
+MARK = "window.__sameDocument = 'yes'"
+STILL_MARKED = "window.__sameDocument"
+
+
+def wait_status(live: LiveServer, instance_id: uuid.UUID, status: str, timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        with live.transaction() as db:
+            found = db.get(Instance, instance_id)
+            current = found.status if found else None
+        if current == status:
+            return
+        assert time.monotonic() < deadline, f"still {current}, not {status}"
+        time.sleep(0.1)
+
+
+def wait_for_token(live: LiveServer, email: str, timeout: float = 10.0) -> str:
+    """The token of the last mail to ``email`` (the worker sends mail in the background)."""
+    deadline = time.monotonic() + timeout
+    while not live.mailbox.to(email):
+        assert time.monotonic() < deadline, f"no mail to {email}"
+        time.sleep(0.1)
+    return live.mailbox.last_token(email)

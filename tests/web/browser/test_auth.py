@@ -15,7 +15,13 @@ import pytest
 from playwright.sync_api import Page, Request, expect
 
 from tests.web.browser.conftest import PanelContexts
-from tests.web.browser.helpers import client_address, login, make_customer, urlpath
+from tests.web.browser.helpers import (
+    client_address,
+    login,
+    make_customer,
+    urlpath,
+    wait_for_token,
+)
 from tests.web.browser.server import LiveServer
 from vmcloud.accounts import sessions
 from vmcloud.core import clock, ratelimit
@@ -80,7 +86,7 @@ def test_sign_up_then_the_mail_then_verify_then_log_in(page: Page, live_server: 
     page.locator('input[name="password"]').fill("a long enough password")
     page.get_by_role("button", name="Create account").click()
     expect(page.get_by_role("heading", name="Check your mail")).to_be_visible()
-    token = _wait_for_token(live_server, email)
+    token = wait_for_token(live_server, email)
     page.goto(f"{live_server.url}/verify-email?token={token}")
     page.get_by_role("button", name="Confirm my email address").click()
     expect(page).to_have_url(f"{live_server.url}/login")
@@ -89,15 +95,6 @@ def test_sign_up_then_the_mail_then_verify_then_log_in(page: Page, live_server: 
     page.locator('input[name="password"]').fill("a long enough password")
     page.get_by_role("button", name="Log in").click()
     expect(page).to_have_url(f"{live_server.url}/instances")
-
-
-def _wait_for_token(live: LiveServer, email: str, timeout: float = 10.0) -> str:
-    """The worker sends the mail in the background."""
-    deadline = time.monotonic() + timeout
-    while not live.mailbox.to(email):
-        assert time.monotonic() < deadline, f"no mail to {email}"
-        time.sleep(0.1)
-    return live.mailbox.last_token(email)
 
 
 def test_forgot_password_answers_the_same_for_unknown_addresses(

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import re
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from decimal import Decimal
@@ -20,12 +19,15 @@ from sqlalchemy import select
 from tests.web.browser.conftest import PanelContexts
 from tests.web.browser.guard import assert_no_horizontal_scroll
 from tests.web.browser.helpers import (
+    MARK,
+    STILL_MARKED,
     Customer,
     Offer,
     client_address,
     make_customer,
     node_named,
     sign_in,
+    wait_status,
 )
 from tests.web.browser.server import LiveServer
 from vmcloud.accounts.models import User
@@ -35,23 +37,6 @@ from vmcloud.compute import service as compute
 from vmcloud.compute.drivers.fake import FakeDriver
 from vmcloud.compute.models import Instance
 from vmcloud.compute.schemas import InstanceCreate
-
-MARK = "window.__sameDocument = 'yes'"
-STILL_MARKED = "window.__sameDocument"
-
-
-def _wait_status(
-    live: LiveServer, instance_id: uuid.UUID, status: str, timeout: float = 15
-) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        with live.transaction() as db:
-            found = db.get(Instance, instance_id)
-            current = found.status if found else None
-        if current == status:
-            return
-        assert time.monotonic() < deadline, f"still {current}, not {status}"
-        time.sleep(0.1)
 
 
 def _order(
@@ -105,9 +90,9 @@ def test_start_on_a_stopped_vm_turns_running_in_the_same_document(
 ) -> None:
     user = make_customer(live_server, balance=Decimal("50"))
     instance_id = _order(live_server, user, fake_offer, "starter")
-    _wait_status(live_server, instance_id, "running")
+    wait_status(live_server, instance_id, "running")
     _request(live_server, instance_id, "stop")
-    _wait_status(live_server, instance_id, "stopped")
+    wait_status(live_server, instance_id, "stopped")
     sign_in(page, live_server, user)
     page.goto(f"/instances/{instance_id}")
     badge = page.locator("#instance-status .badge")
@@ -218,42 +203,10 @@ def test_power_works_with_javascript_off(
 ) -> None:
     user = make_customer(live_server, balance=Decimal("20"))
     instance_id = _order(live_server, user, fake_offer, "no-js")
-    _wait_status(live_server, instance_id, "running")
+    wait_status(live_server, instance_id, "running")
     page = new_panel_context(java_script_enabled=False).new_page()
     sign_in(page, live_server, user)
     page.get_by_role("button", name="Stop no-js").click()  # the list's quick power form
     expect(page).to_have_url(re.compile(r"/instances$"))
     expect(page.locator(".flash-ok")).to_contain_text("no-js: stop requested")
-    _wait_status(live_server, instance_id, "stopped")
-
-
-REAL_VM = 120_000  # ms: the tiny guest boots and stops in seconds, libvirt may take longer
-
-
-def test_flagship_order_stop_start_delete_on_the_real_tiny_vm(
-    page: Page, live_server: LiveServer, libvirt_live_node: Offer
-) -> None:
-    user = make_customer(live_server, balance=Decimal("20"))
-    sign_in(page, live_server, user)
-    page.goto("/instances/new")
-    page.locator(f'input[name="product"][value="{libvirt_live_node.plan}"]').check()
-    page.locator('input[name="billing_cycle"][value="hourly"]').check()
-    page.locator('input[name="name"]').fill("real-1")
-    page.get_by_role("button", name="Create instance").click()
-    expect(page).to_have_url(re.compile(r"/instances/[0-9a-f-]{36}$"))
-    instance_id = uuid.UUID(page.url.rsplit("/", 1)[1])
-    page.evaluate(MARK)
-    badge = page.locator("#instance-status .badge")
-    expect(badge).to_have_text("running", timeout=REAL_VM)
-    assert page.evaluate(STILL_MARKED) == "yes"  # provisioning arrived live
-    page.get_by_role("button", name="Stop real-1").click()
-    expect(badge).to_have_text("stopped", timeout=REAL_VM)
-    page.get_by_role("button", name="Start real-1").click()
-    expect(badge).to_have_text("running", timeout=REAL_VM)
-    page.locator("summary", has_text="Delete this instance").click()
-    page.locator('input[name="confirm_name"]').fill("real-1")
-    page.get_by_role("button", name="Delete real-1").click()
-    expect(page).to_have_url(re.compile(r"/instances$"))
-    _wait_status(live_server, instance_id, "deleted", timeout=REAL_VM / 1000)
-    driver = nodes.driver_for(node_named(live_server, libvirt_live_node.node_name))
-    assert instance_id not in driver.list()
+    wait_status(live_server, instance_id, "stopped")
