@@ -27,12 +27,12 @@ from tests.web.browser.server import LiveServer
 from vmcloud.accounts import two_factor as second_factor
 from vmcloud.accounts.models import User
 from vmcloud.audit import service as audit
-from vmcloud.billing import adjustments
+from vmcloud.billing import adjustments, flows
 from vmcloud.catalog import service as catalog
 from vmcloud.catalog.schemas import ProductCreate
 from vmcloud.compute import nodes
 from vmcloud.compute.models import Instance, Node
-from vmcloud.compute.schemas import NodeCreate
+from vmcloud.compute.schemas import InstanceCreate, NodeCreate
 
 T = TypeVar("T")
 _counter = itertools.count(1)
@@ -356,3 +356,17 @@ def wait_for_token(live: LiveServer, email: str, timeout: float = 10.0) -> str:
         assert time.monotonic() < deadline, f"no mail to {email}"
         time.sleep(0.1)
     return live.mailbox.last_token(email)
+
+
+def order_instance(
+    live: LiveServer, user: Customer, offer: Offer, name: str, cycle: str = "monthly"
+) -> uuid.UUID:
+    """An instance ordered for ``user`` as the API orders it (billing's flow), committed."""
+    with live.transaction() as db:
+        owner = db.get(User, user.id)
+        assert owner is not None
+        body = InstanceCreate(
+            name=name, product=offer.plan, region=offer.region, image=offer.image,
+            billing_cycle=cycle,
+        )  # fmt: skip
+        return flows.order_instance(db=db, owner=owner, body=body).id

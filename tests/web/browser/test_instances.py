@@ -21,35 +21,19 @@ from tests.web.browser.guard import assert_no_horizontal_scroll
 from tests.web.browser.helpers import (
     MARK,
     STILL_MARKED,
-    Customer,
     Offer,
     client_address,
     make_customer,
     node_named,
+    order_instance,
     sign_in,
     wait_status,
 )
 from tests.web.browser.server import LiveServer
-from vmcloud.accounts.models import User
-from vmcloud.billing import flows
 from vmcloud.compute import nodes
 from vmcloud.compute import service as compute
 from vmcloud.compute.drivers.fake import FakeDriver
 from vmcloud.compute.models import Instance
-from vmcloud.compute.schemas import InstanceCreate
-
-
-def _order(
-    live: LiveServer, user: Customer, offer: Offer, name: str, cycle: str = "monthly"
-) -> uuid.UUID:
-    with live.transaction() as db:
-        owner = db.get(User, user.id)
-        assert owner is not None
-        body = InstanceCreate(
-            name=name, product=offer.plan, region=offer.region, image=offer.image,
-            billing_cycle=cycle,
-        )  # fmt: skip
-        return flows.order_instance(db=db, owner=owner, body=body).id
 
 
 def _request(live: LiveServer, instance_id: uuid.UUID, action: str) -> None:
@@ -89,7 +73,7 @@ def test_start_on_a_stopped_vm_turns_running_in_the_same_document(
     page: Page, live_server: LiveServer, fake_offer: Offer, gate: Callable[[str], threading.Event]
 ) -> None:
     user = make_customer(live_server, balance=Decimal("50"))
-    instance_id = _order(live_server, user, fake_offer, "starter")
+    instance_id = order_instance(live_server, user, fake_offer, "starter")
     wait_status(live_server, instance_id, "running")
     _request(live_server, instance_id, "stop")
     wait_status(live_server, instance_id, "stopped")
@@ -114,7 +98,7 @@ def test_a_vm_created_via_the_api_appears_and_turns_running_with_no_reload(
     page: Page, live_server: LiveServer, fake_offer: Offer, gate: Callable[[str], threading.Event]
 ) -> None:
     user = make_customer(live_server, balance=Decimal("50"))
-    _order(live_server, user, fake_offer, "older")
+    order_instance(live_server, user, fake_offer, "older")
     sign_in(page, live_server, user)
     expect(page.locator("#instance-rows tr").first).to_contain_text("older")
     page.evaluate(MARK)
@@ -202,7 +186,7 @@ def test_power_works_with_javascript_off(
     new_panel_context: PanelContexts, live_server: LiveServer, fake_offer: Offer
 ) -> None:
     user = make_customer(live_server, balance=Decimal("20"))
-    instance_id = _order(live_server, user, fake_offer, "no-js")
+    instance_id = order_instance(live_server, user, fake_offer, "no-js")
     wait_status(live_server, instance_id, "running")
     page = new_panel_context(java_script_enabled=False).new_page()
     sign_in(page, live_server, user)

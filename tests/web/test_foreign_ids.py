@@ -1,0 +1,128 @@
+"""Every panel route that names an object by id answers 404 to another customer, and changes
+nothing. The table is checked against the panel's own routes: a new route with an id in its
+path and no row here fails the inventory test."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from tests.factories.accounts import PASSWORD, make_user
+from tests.factories.billing import pending_payment
+from tests.factories.catalog import make_product
+from tests.factories.compute import make_node, make_pool
+from tests.helpers import login
+from tests.web.conftest import csrf_of, log_in
+from vmcloud.accounts.models import RefreshToken, User
+from vmcloud.billing import flows
+from vmcloud.billing.models import Subscription
+from vmcloud.compute.models import Instance
+from vmcloud.compute.schemas import InstanceCreate
+from vmcloud.web.app import ROUTERS
+
+
+@dataclass(frozen=True)
+class Owned:
+    instance: Instance
+    subscription: Subscription
+    top_up: uuid.UUID
+    session: uuid.UUID
+
+
+# What each route needs from the owner's objects, and the form it posts.
+ROWS: dict[tuple[str, str], tuple[Callable[[Owned], Any], dict[str, str]]] = {
+    ("POST", "/account/sessions/{session_id}/logout"): (lambda o: o.session, {}),
+    ("GET", "/billing/top-ups/{entry_id}/checkout"): (lambda o: o.top_up, {}),
+    ("POST", "/billing/subscriptions/{subscription_id}/cancel"): (
+        lambda o: o.subscription.id,
+        {"confirm_name": "theirs"},
+    ),
+    ("GET", "/instances/{instance_id}"): (lambda o: o.instance.id, {}),
+    ("GET", "/instances/{instance_id}/stream"): (lambda o: o.instance.id, {}),
+    ("POST", "/instances/{instance_id}/power"): (lambda o: o.instance.id, {"action": "stop"}),
+    ("POST", "/instances/{instance_id}/rename"): (lambda o: o.instance.id, {"name": "mine-now"}),
+    ("POST", "/instances/{instance_id}/delete"): (
+        lambda o: o.instance.id,
+        {"confirm_name": "theirs"},
+    ),
+}
+
+
+def _walk(router: Any, prefix: str = "") -> Iterator[tuple[str, str]]:
+    for route in router.routes:
+        if hasattr(route, "original_router"):  # an included router
+            context_prefix = getattr(route.include_context, "prefix", "") or ""
+            yield from _walk(route.original_router, prefix + context_prefix)
+        else:
+            for method in route.methods:
+                yield method, prefix + route.path
+
+
+def panel_routes_with_ids() -> set[tuple[str, str]]:
+    return {(m, p) for router in ROUTERS for m, p in _walk(router) if "{" in p and m != "HEAD"}
+
+
+def test_every_panel_route_with_an_id_has_a_row() -> None:
+    assert panel_routes_with_ids() == set(ROWS)
+
+
+@pytest.fixture
+def owned(db: Session, panel: TestClient) -> Owned:
+    make_node(db, vcpus=64, memory_mb=65536, disk_gb=1000)
+    make_pool(db, "198.18.65.0/24")
+    plan = make_product(
+        db,
+        slug="foreign-ids",
+        specs_json={"vcpus": 1, "memory_mb": 512, "disk_gb": 10},
+        pricing_json={"hourly": "0.0074", "monthly": "4.00", "yearly": "40.00"},
+    )
+    owner = make_user(db, balance="50.00")
+    body = InstanceCreate(
+        name="theirs", product=plan.slug, region="local", image="tiny-linux",
+        billing_cycle="monthly",
+    )  # fmt: skip
+    instance = flows.order_instance(db=db, owner=owner, body=body)
+    payment = pending_payment(db, owner.id, "sandbox", f"sbx_{uuid.uuid4().hex}")
+    db.commit()
+    login(panel, owner.username, PASSWORD)  # the owner's own login, through the API
+    session = db.scalars(select(RefreshToken.family_id).where(RefreshToken.user_id == owner.id))
+    subscription = db.scalars(select(Subscription).where(Subscription.user_id == owner.id)).one()
+    return Owned(instance, subscription, payment.id, session.one())
+
+
+def _state(db: Session, owned: Owned) -> tuple[object, ...]:
+    db.expire_all()
+    instance = db.get(Instance, owned.instance.id)
+    subscription = db.get(Subscription, owned.subscription.id)
+    revoked = db.scalars(
+        select(RefreshToken.revoked_at).where(RefreshToken.family_id == owned.session)
+    ).all()
+    assert instance and subscription
+    return (instance.name, instance.status, subscription.auto_renew, subscription.status, revoked)
+
+
+@pytest.mark.parametrize(("method", "path"), sorted(ROWS))
+def test_another_customer_gets_404_and_changes_nothing(
+    panel: TestClient, db: Session, owned: Owned, method: str, path: str
+) -> None:
+    intruder: User = make_user(db, balance="5.00")
+    db.commit()
+    log_in(panel, intruder.username, PASSWORD)
+    id_of, form = ROWS[(method, path)]
+    url = path.split("{")[0] + str(id_of(owned)) + path.split("}")[1]
+    before = _state(db, owned)
+    if method == "GET":
+        answer = panel.get(url)
+    else:
+        token = csrf_of(panel.get("/account").text)
+        answer = panel.post(url, data={"csrftoken": token, **form})
+    assert answer.status_code == 404, (url, answer.status_code, answer.text[:300])
+    assert "theirs" not in answer.text
+    assert _state(db, owned) == before
