@@ -93,3 +93,27 @@ def test_stream_messages_are_unnamed_so_htmx_swaps_them(fresh_database_url: str)
         await hub.stop()
 
     asyncio.run(scenario())
+
+
+def test_every_web_process_hears_every_change(fresh_database_url: str) -> None:
+    """Two processes' hubs on one database: a change made anywhere reaches both."""
+    engine = create_engine(fresh_database_url)
+    user = uuid.uuid4()
+
+    async def scenario() -> None:
+        first, second = Hub(libpq_url(fresh_database_url)), Hub(libpq_url(fresh_database_url))
+        async with first.subscribe(user) as one, second.subscribe(user) as two:
+            await asyncio.wait_for(first.listening.wait(), 5)
+            await asyncio.wait_for(second.listening.wait(), 5)
+            with Session(engine) as db:
+                events.announce(db, kind="top_up", user_id=user, id="t-1")
+                db.commit()
+            assert (await _next(one.queue))["id"] == "t-1"
+            assert (await _next(two.queue))["id"] == "t-1"
+        await first.stop()
+        await second.stop()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        engine.dispose()
