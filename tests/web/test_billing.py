@@ -187,6 +187,25 @@ def test_a_top_up_is_pending_and_leads_to_the_sandbox_once(panel: TestClient, db
     assert 'id="balance">20.00 USD<' in panel.get("/billing").text
 
 
+def test_a_tampered_nonce_is_a_400_and_changes_nothing(panel: TestClient, db: Session) -> None:
+    user = customer(panel, db)
+    for nonce in ("a\x00b", "", "x" * 201):
+        answer = top_up(panel, "20.00", nonce=nonce)
+        assert answer.status_code == 400, nonce
+        assert "form expired" in answer.text
+    assert db.scalars(select(Transaction).where(Transaction.user_id == user.id)).all() == []
+
+
+def test_hourly_subscriptions_show_their_exact_rate(
+    panel: TestClient, db: Session, buy: Buy
+) -> None:
+    user = customer(panel, db, balance="5.00")
+    buy(user, "hourly")
+    db.commit()
+    page = panel.get("/billing/subscriptions").text
+    assert "0.0074 USD/h" in page and "0.01 USD/h" not in page
+
+
 def test_unverified_customers_cannot_top_up(panel: TestClient, db: Session) -> None:
     customer(panel, db, email_verified=False)
     answer = top_up(panel, "20.00")

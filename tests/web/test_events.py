@@ -11,7 +11,8 @@ from sqlalchemy.orm import Session
 
 from vmcloud.core import events
 from vmcloud.core.jobs import libpq_url
-from vmcloud.web.events import Hub
+from vmcloud.db.session import RequestSlots
+from vmcloud.web.events import Hub, Stream, _events
 
 
 async def _next(queue: asyncio.Queue[dict[str, str | None]]) -> dict[str, str | None]:
@@ -81,12 +82,11 @@ def test_a_lost_listen_connection_comes_back_and_resyncs(fresh_database_url: str
 def test_stream_messages_are_unnamed_so_htmx_swaps_them(fresh_database_url: str) -> None:
     """htmx's hx-sse swaps only messages without an ``event:`` name (a named one, even
     "message", is dispatched as a DOM event and the page never changes)."""
-    from vmcloud.web.events import Stream, _events
 
     async def scenario() -> None:
         hub = Hub(libpq_url(fresh_database_url))
         stream = Stream(resync=lambda: '<p id="x" hx-swap-oob="true">1</p>', render=lambda _: None)
-        messages = _events(hub, None, stream)
+        messages = _events(hub, None, stream, RequestSlots(1))
         first = await asyncio.wait_for(anext(messages), 5)
         assert first == {"data": '<p id="x" hx-swap-oob="true">1</p>'}
         await messages.aclose()

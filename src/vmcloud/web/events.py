@@ -14,7 +14,9 @@ import asyncio
 import contextlib
 import uuid
 from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import psycopg
 from prometheus_client import Gauge
@@ -25,6 +27,7 @@ from vmcloud.core import events
 from vmcloud.core.logging import get_logger
 
 log = get_logger(__name__)
+T = TypeVar("T")
 
 OPEN_STREAMS = Gauge("vmcloud_panel_streams", "Live panel streams open in this process.")
 RESYNC = {"kind": "resync"}
@@ -135,10 +138,16 @@ CHECK_EVERY = 30.0
 
 
 async def _events(
-    hub: Hub, user_id: uuid.UUID | None, stream: Stream
+    hub: Hub, user_id: uuid.UUID | None, stream: Stream, gate: AbstractAsyncContextManager[Any]
 ) -> AsyncIterator[dict[str, str]]:
+    async def run(fn: Callable[..., T], *args: Any) -> T:
+        # Each read waits for a connection slot like a request does (db.session.RequestSlots):
+        # a burst of changes must not leave threads waiting on the pool.
+        async with gate:
+            return await run_in_threadpool(fn, *args)
+
     async with hub.subscribe(user_id) as subscription:
-        html = await run_in_threadpool(stream.resync)
+        html = await run(stream.resync)
         if html:
             # No ``event:`` line: htmx's hx-sse swaps unnamed messages only (a named one, even
             # "message", is dispatched as a DOM event and never swapped).
@@ -148,22 +157,27 @@ async def _events(
                 event = await asyncio.wait_for(subscription.queue.get(), CHECK_EVERY)
             except TimeoutError:
                 # A login that ended (logout, suspension) ends its streams too.
-                if not await run_in_threadpool(stream.still_allowed):
+                if not await run(stream.still_allowed):
                     return
                 continue
             if event.get("kind") == "resync":
-                html = await run_in_threadpool(stream.resync)
+                html = await run(stream.resync)
             else:
-                html = await run_in_threadpool(stream.render, event)
+                html = await run(stream.render, event)
             if html:
                 yield {"data": html}
 
 
-def respond(hub: Hub, user_id: uuid.UUID | None, stream: Stream) -> EventSourceResponse:
+def respond(
+    hub: Hub,
+    user_id: uuid.UUID | None,
+    stream: Stream,
+    gate: AbstractAsyncContextManager[Any],
+) -> EventSourceResponse:
     """The SSE response of one page's stream: a full resync first, then one message per
-    change that touches the page."""
+    change that touches the page. Its reads pass ``gate`` (the app's connection slots)."""
     return EventSourceResponse(
-        _events(hub, user_id, stream),
+        _events(hub, user_id, stream, gate),
         ping=15,
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
     )

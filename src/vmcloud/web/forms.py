@@ -3,6 +3,7 @@ problems the services raise turned into messages next to the fields they concern
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -67,3 +68,17 @@ def settle(db: Session, exc: ProblemError, **options: Any) -> FormError:
     if not exc.commit:
         db.rollback()
     return FormError.from_problem(exc, **options)
+
+
+# A form's idempotency key: what the page put there (a hex nonce), never control characters
+# or anything the key column and the API's header rules would refuse.
+NONCE = re.compile(r"^[\x21-\x7e]{1,200}$")
+
+
+def check_nonce(nonce: str) -> str:
+    """The form's nonce, or :class:`FormError` (400: the page is stale or was tampered with)."""
+    if not NONCE.match(nonce):
+        raise FormError(
+            message="The form expired; reload the page and submit it again.", status=400
+        )
+    return nonce

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
+from typing import Any, TypeVar
 
 from fastapi import Request
 from sqlalchemy.orm import Session, sessionmaker
@@ -20,6 +21,7 @@ from vmcloud.accounts import sessions
 from vmcloud.web.events import Hub, Stream, respond
 from vmcloud.web.session import LoginRequiredError, PanelLogin, cookie_secret
 
+T = TypeVar("T")
 Event = dict[str, str | None]
 Resync = Callable[[Session], str | None]
 Render = Callable[[Session, Event], str | None]
@@ -31,6 +33,13 @@ def _login(factory: sessionmaker[Session], raw: str | None) -> PanelLogin | None
     with factory() as db:
         found = sessions.find_live_login(db=db, raw=raw)
         return PanelLogin(*found) if found else None
+
+
+async def read_db(request: Request, fn: Callable[..., T], *args: Any) -> T:
+    """``fn(*args)`` in a thread, once a connection slot is free (as a request waits for one):
+    for reads outside a request's session (streams, downloads)."""
+    async with request.app.state.db_slots:
+        return await run_in_threadpool(fn, *args)
 
 
 async def stream(
@@ -46,7 +55,7 @@ async def stream(
     fragments of one change (None when the change is not on this page)."""
     factory: sessionmaker[Session] = request.app.state.session_factory
     raw = cookie_secret(request)
-    login = await run_in_threadpool(_login, factory, raw)
+    login = await read_db(request, _login, factory, raw)
     if login is None or not allowed(login):
         raise LoginRequiredError()
     user_id: uuid.UUID | None = None if everyone else login.user.id
@@ -68,4 +77,5 @@ async def stream(
             render=lambda event: read(lambda db: render(db, event)),
             still_allowed=still_allowed,
         ),
+        request.app.state.db_slots,
     )

@@ -38,6 +38,14 @@ def _money(value: Decimal | float | int | str | None, currency: str = "") -> str
     return f"{text} {currency}".strip()
 
 
+def price_text(value: Decimal | float | int | str) -> str:
+    """A price as the plan states it: cents, or finer for hourly rates (0.006)."""
+    amount = Decimal(str(value))
+    if amount == amount.quantize(Decimal("0.01")):
+        return f"{amount:.2f}"
+    return format(amount.normalize(), "f")
+
+
 def _when(value: datetime | None) -> str:
     return value.strftime("%Y-%m-%d %H:%M UTC") if value else "—"
 
@@ -58,6 +66,7 @@ def make_environment() -> Environment:
     )
     env.filters["money"] = _money
     env.filters["when"] = _when
+    env.filters["price"] = price_text
     env.filters["json_script"] = _json_script
     return env
 

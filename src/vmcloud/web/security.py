@@ -97,7 +97,7 @@ def signing_secret(jwt_key: str) -> str:
 class PanelInputGuard:
     """``asgi-csrf`` in front of the panel only (the API never sees it), with a 400 for input
     it would choke on: a cookie header that is not UTF-8, a form body that is not UTF-8, a
-    multipart type without its boundary."""
+    multipart body (415)."""
 
     def __init__(self, app: ASGIApp, protected: ASGIApp) -> None:
         self.app = app
@@ -118,8 +118,16 @@ class PanelInputGuard:
             return
         content_type = headers.get(b"content-type", b"")
         kind = content_type.split(b";", 1)[0].strip().lower()
-        if kind == b"multipart/form-data" and b"; boundary=" not in content_type:
-            await _bad_request(scope, send, "The form data is malformed.")
+        if kind == b"multipart/form-data":
+            # No panel form uploads files yet, and asgi-csrf's multipart parser does not work
+            # with the python-multipart this project pins: refuse rather than fail.
+            response = problem_response(
+                status=415,
+                type="unsupported-media-type",
+                title="Unsupported media type",
+                detail="Panel forms are sent as application/x-www-form-urlencoded.",
+            )
+            await response(scope, _no_receive, send)
             return
         if kind != b"application/x-www-form-urlencoded":
             await self.protected(scope, receive, send)

@@ -9,7 +9,7 @@ import csv
 import io
 import json
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from decimal import Decimal
 from typing import Annotated, Any
 
@@ -125,27 +125,41 @@ def safe_cell(value: Any) -> str:
     return "'" + text if text.startswith(FORMULA_START) else text
 
 
-def csv_rows(factory: sessionmaker[Session], user_id: uuid.UUID) -> Iterator[str]:
-    """The API's transaction list, page after page (each read in a short session of its own),
-    as CSV lines with its fields as columns."""
+def csv_page(
+    factory: sessionmaker[Session], user_id: uuid.UUID, cursor: str | None
+) -> tuple[str, str | None] | None:
+    """One page of the API's transaction list as CSV lines, read in a short session of its
+    own, and the cursor of the next (None when the account is gone)."""
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(CSV_COLUMNS)
+    with factory() as db:
+        user = db.get(User, user_id)
+        if user is None:
+            return None
+        entries, cursor = service.list_transactions(
+            db=db, user=user, params=PageParams(limit=MAX_LIMIT, cursor=cursor)
+        )
+        for entry in entries:
+            values = TransactionRead.model_validate(entry).model_dump(mode="json")
+            writer.writerow([safe_cell(values[column]) for column in CSV_COLUMNS])
+    return buffer.getvalue(), cursor
+
+
+async def csv_rows(
+    request: Request, factory: sessionmaker[Session], user_id: uuid.UUID
+) -> AsyncIterator[str]:
+    """The API's transaction list, page after page, as CSV with its fields as columns; each
+    page waits for a connection slot as a request does."""
+    header = io.StringIO()
+    csv.writer(header).writerow(CSV_COLUMNS)
+    yield header.getvalue()
     cursor: str | None = None
     while True:
-        with factory() as db:
-            user = db.get(User, user_id)
-            if user is None:
-                return
-            entries, cursor = service.list_transactions(
-                db=db, user=user, params=PageParams(limit=MAX_LIMIT, cursor=cursor)
-            )
-            for entry in entries:
-                values = TransactionRead.model_validate(entry).model_dump(mode="json")
-                writer.writerow([safe_cell(values[column]) for column in CSV_COLUMNS])
-        yield buffer.getvalue()
-        buffer.seek(0)
-        buffer.truncate()
+        page = await live.read_db(request, csv_page, factory, user_id, cursor)
+        if page is None:
+            return
+        lines, cursor = page
+        yield lines
         if cursor is None:
             return
 
@@ -159,12 +173,12 @@ def _login_user_id(factory: sessionmaker[Session], raw: str | None) -> uuid.UUID
 
 
 @router.get("/billing/transactions.csv")
-def transactions_csv(request: Request) -> Response:
+async def transactions_csv(request: Request) -> Response:
     # No request session: the download may take a while, each page opens its own.
     factory: sessionmaker[Session] = request.app.state.session_factory
-    user_id = _login_user_id(factory, cookie_secret(request))
+    user_id = await live.read_db(request, _login_user_id, factory, cookie_secret(request))
     return StreamingResponse(
-        csv_rows(factory, user_id),
+        csv_rows(request, factory, user_id),
         media_type="text/csv; charset=utf-8",
         headers={"Content-Disposition": 'attachment; filename="transactions.csv"'},
     )

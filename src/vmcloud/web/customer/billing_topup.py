@@ -21,7 +21,7 @@ from vmcloud.core.deps import AppSettings
 from vmcloud.core.errors import ProblemError
 from vmcloud.core.idempotency import MAX_KEY_LENGTH
 from vmcloud.db.session import DbSession
-from vmcloud.web.forms import FormError, parse, settle
+from vmcloud.web.forms import FormError, check_nonce, parse, settle
 from vmcloud.web.render import redirect, render
 from vmcloud.web.session import PanelUser
 
@@ -70,7 +70,7 @@ def top_up(
         _require_verified(user)
         body = parse(TopUpCreate, form)
         made = payments_api.top_up_once(
-            db=db, user=user, body=body, key=nonce or None, settings=settings
+            db=db, user=user, body=body, key=check_nonce(nonce), settings=settings
         )
     except ProblemError as exc:
         return _form(request, db, form, settle(db, exc))

@@ -9,7 +9,6 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Form, Query, Request
 from sqlalchemy.orm import Session, sessionmaker
-from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from vmcloud.accounts import sessions
@@ -134,7 +133,7 @@ def _check_visible(request: Request, instance_id: uuid.UUID) -> None:
 @router.get("/instances/{instance_id}/stream")
 async def instance_detail_stream(request: Request, instance_id: uuid.UUID) -> Response:
     csrf = csrf_token(request)
-    await run_in_threadpool(_check_visible, request, instance_id)
+    await live.read_db(request, _check_visible, request, instance_id)
 
     def resync(db: Session) -> str | None:
         user = _stream_user(db, request)

@@ -6,7 +6,6 @@ the form's nonce as the idempotency key, so a double submit creates one instance
 from __future__ import annotations
 
 import json
-import re
 import uuid
 from dataclasses import dataclass
 from decimal import Decimal
@@ -28,15 +27,14 @@ from vmcloud.core.pagination import MAX_LIMIT, PageParams
 from vmcloud.db.session import DbSession
 from vmcloud.site_settings import service as site_settings
 from vmcloud.site_settings.registry import DEFAULT_REGION, HOURLY_MIN_BALANCE
-from vmcloud.web.customer.instances_views import UNITS, price_text
-from vmcloud.web.forms import FormError, parse, settle
-from vmcloud.web.render import fragment, redirect, render
+from vmcloud.web.customer.instances_views import UNITS
+from vmcloud.web.forms import FormError, check_nonce, parse, settle
+from vmcloud.web.render import fragment, price_text, redirect, render
 from vmcloud.web.session import PanelUser
 
 router = APIRouter(include_in_schema=False)
 
 CYCLES = ("hourly", "monthly", "yearly")
-NONCE = re.compile(r"^[\x21-\x7e]{1,200}$")
 Text = Annotated[str, Form(max_length=300)]
 
 
@@ -191,8 +189,9 @@ def order(
     if not user.email_verified:
         problem = FormError(message="Confirm your email address before ordering.", status=403)
         return _page(request, db, user, form, problem)
-    if not NONCE.match(nonce):
-        problem = FormError(message="The form expired; submit it again.", status=400)
+    try:
+        check_nonce(nonce)
+    except FormError as problem:
         return _page(request, db, user, form, problem)
     try:
         body = _body(form)

@@ -22,17 +22,9 @@ from vmcloud.compute.models import Instance
 from vmcloud.core.errors import NotFoundError
 from vmcloud.site_settings import service as site_settings
 from vmcloud.site_settings.registry import CURRENCY, LOW_BALANCE_WARNING
-from vmcloud.web.render import fragment
+from vmcloud.web.render import fragment, price_text
 
 UNITS = {"hourly": "h", "monthly": "mo", "yearly": "yr"}
-
-
-def price_text(value: Any) -> str:
-    """A price as the plan states it: cents, or finer for hourly rates (0.006)."""
-    amount = Decimal(str(value))
-    if amount == amount.quantize(Decimal("0.01")):
-        return f"{amount:.2f}"
-    return format(amount.normalize(), "f")
 
 
 @dataclass
