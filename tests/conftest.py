@@ -39,6 +39,31 @@ def pytest_configure(config: pytest.Config) -> None:
     configure_logging("info", "json")
 
 
+# Modules whose tests share an expensive module-scoped fixture (a server, a platform of
+# processes): their tests go to one xdist worker together, so it is set up once.
+# (`xdist_group` marks would say this, but pytest-xdist 3.8 cannot apply them under pytest 9.)
+ONE_WORKER_MODULES = frozenset({"tests/test_serve_limits.py", "tests/faults/test_processes.py"})
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    from xdist.scheduler import LoadGroupScheduling
+
+    class ModuleGroups(LoadGroupScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.partition("::")[0]
+            return module if module in ONE_WORKER_MODULES else str(super()._split_scope(nodeid))
+
+    return ModuleGroups(config, log) if config.getvalue("dist") == "loadgroup" else None
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked ``slow`` first (otherwise in collection order): the xdist workers take
+    tests from the front of the list, so the long ones start early and the many short ones fill
+    the gaps at the end, instead of one worker finishing a long test alone."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 @pytest.fixture(scope="session")
 def pg() -> Iterator[EmbeddedPostgres]:
     # A short path under /tmp: the postgres user must reach it and the socket path is limited.
@@ -60,15 +85,25 @@ def template_url(pg: EmbeddedPostgres) -> str:
     return url
 
 
-@pytest.fixture
-def fresh_database_url(pg: EmbeddedPostgres, template_url: str) -> Iterator[str]:
-    """A migrated database of this test's own, for code that commits for real."""
+def _fresh_database(pg: EmbeddedPostgres) -> Iterator[str]:
     name = f"t_{uuid.uuid4().hex[:12]}"
     pg.create_database(name, template=TEMPLATE_DB)
     try:
         yield pg.url(name)
     finally:
         pg.drop_database(name)
+
+
+@pytest.fixture
+def fresh_database_url(pg: EmbeddedPostgres, template_url: str) -> Iterator[str]:
+    """A migrated database of this test's own, for code that commits for real."""
+    yield from _fresh_database(pg)
+
+
+@pytest.fixture(scope="module")
+def module_database_url(pg: EmbeddedPostgres, template_url: str) -> Iterator[str]:
+    """A migrated database shared by one module's tests (for a server process they share)."""
+    yield from _fresh_database(pg)
 
 
 @pytest.fixture(scope="session")
