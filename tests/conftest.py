@@ -14,6 +14,7 @@ import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi import FastAPI
@@ -40,21 +41,36 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 # Modules whose tests share an expensive module-scoped fixture (a server, a platform of
-# processes): their tests go to one xdist worker together, so it is set up once.
-# (`xdist_group` marks would say this, but pytest-xdist 3.8 cannot apply them under pytest 9.)
+# processes): their tests go to one xdist worker together, so it is set up once. (xdist's own
+# `xdist_group` cannot do it here: under pytest 9 pytest-xdist 3.8 fails to rename the tests,
+# and its group scheduler keys tests by id, which would merge the fuzz run's many same-named
+# items into one.)
 ONE_WORKER_MODULES = frozenset({"tests/test_serve_limits.py", "tests/faults/test_processes.py"})
 
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
-    from xdist.scheduler import LoadGroupScheduling
+    from xdist.scheduler import LoadScheduling
 
-    class ModuleGroups(LoadGroupScheduling):
-        def _split_scope(self, nodeid: str) -> str:
-            module = nodeid.partition("::")[0]
-            return module if module in ONE_WORKER_MODULES else str(super()._split_scope(nodeid))
+    class OneWorkerModules(LoadScheduling):
+        """xdist's ``load`` scheduling, which hands out tests in collection order, except
+        that a test of ``ONE_WORKER_MODULES`` brings the rest of its module along."""
 
-    return ModuleGroups(config, log) if config.getvalue("dist") == "loadgroup" else None
+        def _send_tests(self, node: Any, num: int) -> None:
+            chosen = self.pending[:num]
+            modules = {self._module(i) for i in chosen} & ONE_WORKER_MODULES
+            chosen += [i for i in self.pending[num:] if self._module(i) in modules]
+            if chosen:
+                taken = set(chosen)
+                self.pending[:] = [i for i in self.pending if i not in taken]
+                self.node2pending[node].extend(chosen)
+                node.send_runtest_some(chosen)
+
+        def _module(self, index: int) -> str:
+            assert self.collection is not None
+            return str(self.collection[index]).partition("::")[0]
+
+    return OneWorkerModules(config, log) if config.getvalue("dist") == "load" else None
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
