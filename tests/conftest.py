@@ -14,6 +14,7 @@ import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi import FastAPI
@@ -39,6 +40,53 @@ def pytest_configure(config: pytest.Config) -> None:
     configure_logging("info", "json")
 
 
+# Modules (and packages, by a path ending in "/") whose tests share an expensive fixture (a
+# server, a platform of processes, the browser suite's live server and Chromium): their tests go
+# to one xdist worker together, so it is set up once. (xdist's own
+# `xdist_group` cannot do it here: under pytest 9 pytest-xdist 3.8 fails to rename the tests,
+# and its group scheduler keys tests by id, which would merge the fuzz run's many same-named
+# items into one.)
+ONE_WORKER_MODULES = frozenset(
+    {"tests/test_serve_limits.py", "tests/faults/test_processes.py", "tests/web/browser/"}
+)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    from xdist.scheduler import LoadScheduling
+
+    class OneWorkerModules(LoadScheduling):
+        """xdist's ``load`` scheduling, which hands out tests in collection order, except
+        that a test of ``ONE_WORKER_MODULES`` brings the rest of its module along."""
+
+        def _send_tests(self, node: Any, num: int) -> None:
+            chosen = self.pending[:num]
+            modules = {self._module(i) for i in chosen} & ONE_WORKER_MODULES
+            chosen += [i for i in self.pending[num:] if self._module(i) in modules]
+            if chosen:
+                taken = set(chosen)
+                self.pending[:] = [i for i in self.pending if i not in taken]
+                self.node2pending[node].extend(chosen)
+                node.send_runtest_some(chosen)
+
+        def _module(self, index: int) -> str:
+            assert self.collection is not None
+            module = str(self.collection[index]).partition("::")[0]
+            for unit in ONE_WORKER_MODULES:
+                if unit.endswith("/") and module.startswith(unit):
+                    return unit
+            return module
+
+    return OneWorkerModules(config, log) if config.getvalue("dist") == "load" else None
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked ``slow`` first (otherwise in collection order): the xdist workers take
+    tests from the front of the list, so the long ones start early and the many short ones fill
+    the gaps at the end, instead of one worker finishing a long test alone."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 @pytest.fixture(scope="session")
 def pg() -> Iterator[EmbeddedPostgres]:
     # A short path under /tmp: the postgres user must reach it and the socket path is limited.
@@ -60,15 +108,25 @@ def template_url(pg: EmbeddedPostgres) -> str:
     return url
 
 
-@pytest.fixture
-def fresh_database_url(pg: EmbeddedPostgres, template_url: str) -> Iterator[str]:
-    """A migrated database of this test's own, for code that commits for real."""
+def _fresh_database(pg: EmbeddedPostgres) -> Iterator[str]:
     name = f"t_{uuid.uuid4().hex[:12]}"
     pg.create_database(name, template=TEMPLATE_DB)
     try:
         yield pg.url(name)
     finally:
         pg.drop_database(name)
+
+
+@pytest.fixture
+def fresh_database_url(pg: EmbeddedPostgres, template_url: str) -> Iterator[str]:
+    """A migrated database of this test's own, for code that commits for real."""
+    yield from _fresh_database(pg)
+
+
+@pytest.fixture(scope="module")
+def module_database_url(pg: EmbeddedPostgres, template_url: str) -> Iterator[str]:
+    """A migrated database shared by one module's tests (for a server process they share)."""
+    yield from _fresh_database(pg)
 
 
 @pytest.fixture(scope="session")

@@ -61,6 +61,8 @@ from vmcloud.core import jobs
 from vmcloud.core.mail import make_mailer
 from vmcloud.db.session import make_session_factory
 
+pytestmark = pytest.mark.slow
+
 ROLES = ("anonymous", "customer", "admin")
 # Generated examples per operation and role (the coverage phase adds its boundary cases).
 MAX_EXAMPLES = int(os.environ.get("VMCLOUD_FUZZ_EXAMPLES", "20"))

@@ -48,13 +48,15 @@ class Served:
         return total
 
 
-@pytest.fixture
-def served(fresh_database_url: str, tmp_path: Path) -> Iterator[Served]:
+pytestmark = pytest.mark.slow
+
+
+def _serve(database_url: str, data_dir: Path) -> Iterator[Served]:
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("VMCLOUD_")}
     env |= {
-        "DATABASE_URL": fresh_database_url,
-        "VMCLOUD_DATA_DIR": str(tmp_path),
+        "DATABASE_URL": database_url,
+        "VMCLOUD_DATA_DIR": str(data_dir),
         "VMCLOUD_PORT": str(port),
     }
     process = subprocess.Popen(
@@ -80,6 +82,19 @@ def served(fresh_database_url: str, tmp_path: Path) -> Iterator[Served]:
         process.send_signal(signal.SIGTERM)
         _, err = process.communicate(timeout=60)
     assert process.returncode == 0, err[-2000:]
+
+
+@pytest.fixture(scope="module")
+def served(module_database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    """One server for the tests that only send what it refuses (starting its three Python
+    processes was most of each test's time)."""
+    yield from _serve(module_database_url, tmp_path_factory.mktemp("served"))
+
+
+@pytest.fixture
+def fresh_served(fresh_database_url: str, tmp_path: Path) -> Iterator[Served]:
+    """A server of the test's own, for measuring its memory from a clean start."""
+    yield from _serve(fresh_database_url, tmp_path)
 
 
 def _exchange(port: int, request: bytes) -> bytes:
@@ -124,10 +139,10 @@ def test_a_body_declared_too_large_is_413_before_it_is_sent(served: Served) -> N
     assert time.monotonic() - started < 5
 
 
-def test_a_streamed_body_is_cut_off_without_growing_the_process(served: Served) -> None:
-    before = served.rss_kib()
+def test_a_streamed_body_is_cut_off_without_growing_the_process(fresh_served: Served) -> None:
+    before = fresh_served.rss_kib()
     chunk = b"x" * 65536
-    with socket.create_connection(("127.0.0.1", served.port), timeout=10) as sock:
+    with socket.create_connection(("127.0.0.1", fresh_served.port), timeout=10) as sock:
         sock.sendall(
             b"POST /api/v1/auth/login HTTP/1.1\r\nHost: x\r\n"
             b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
@@ -138,4 +153,4 @@ def test_a_streamed_body_is_cut_off_without_growing_the_process(served: Served) 
             sock.sendall(b"0\r\n\r\n")
         answer = sock.recv(65536)
     assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
-    assert served.rss_kib() - before < 16 * 1024
+    assert fresh_served.rss_kib() - before < 16 * 1024

@@ -28,6 +28,8 @@ from vmcloud.accounts.passwords import verify_password
 from vmcloud.compute.pools import pool_name
 from vmcloud.db.embedded import EmbeddedPostgres
 
+pytestmark = pytest.mark.slow
+
 ADMIN_LINE = re.compile(r"login:\s+admin\s+\(admin@example\.com\)\s+password:\s+(\S+)")
 
 

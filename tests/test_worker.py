@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from sqlalchemy.orm import Session
 
 from tests.factories.accounts import make_user
@@ -17,6 +18,8 @@ from vmcloud.accounts import tasks
 from vmcloud.config import Settings
 from vmcloud.core import jobs
 from vmcloud.db.session import make_engine
+
+pytestmark = pytest.mark.slow
 
 
 def test_worker_process_sends_a_queued_email(

@@ -15,6 +15,8 @@ import pytest
 from bench import report
 from bench.__main__ import BENCHMARKS
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.mark.parametrize("name", BENCHMARKS)
 def test_a_tiny_run_reports_well_formed_rows(name: str) -> None:

@@ -34,6 +34,8 @@ from vmcloud.core.clock import utcnow
 from vmcloud.core.errors import ProblemError
 from vmcloud.db.session import make_engine, make_session_factory, unit_of_work
 
+pytestmark = pytest.mark.slow
+
 AMOUNTS = st.decimals(min_value=Decimal("0.01"), max_value=Decimal("30"), places=2)
 
 

@@ -45,14 +45,24 @@ def drop_pool(name: str, uri: str = LIBVIRT_URI) -> None:
         conn.close()
 
 
+def domains_under(conn: libvirt.virConnect, path: Path) -> list[libvirt.virDomain]:
+    """The VMs whose definition names a file under ``path`` (their disks, console logs)."""
+    found = []
+    for domain in conn.listAllDomains():
+        try:
+            if str(path) in domain.XMLDesc(0):
+                found.append(domain)
+        except libvirt.libvirtError:  # removed meanwhile (another test's VM)
+            continue
+    return found
+
+
 def destroy_domains_under(path: Path) -> None:
     """Remove the VMs whose disks or console logs live under ``path`` (what a `vmcloud up`
     under test left running when its data directory goes away)."""
     conn = libvirt.open(LIBVIRT_URI)
     try:
-        for domain in conn.listAllDomains():
-            if str(path) not in domain.XMLDesc(0):
-                continue
+        for domain in domains_under(conn, path):
             try:
                 if domain.isActive():
                     domain.destroy()

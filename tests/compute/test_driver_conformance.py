@@ -26,6 +26,8 @@ from vmcloud.compute.drivers.fake import (
 from vmcloud.compute.drivers.libvirt import LibvirtDriver as LibvirtDriverT
 from vmcloud.compute.tiny_image import BOOT_MARKER, READY_MARKER, TinyImage
 
+pytestmark = pytest.mark.slow
+
 BOOT_TIMEOUT = 60.0
 
 

@@ -24,6 +24,8 @@ from vmcloud.compute import nodes, pools
 from vmcloud.compute.models import Instance, Node
 from vmcloud.compute.tiny_image import BOOT_MARKER, READY_MARKER, TinyImage
 
+pytestmark = pytest.mark.slow
+
 INSTANCES = "/api/v1/instances"
 
 

@@ -28,6 +28,8 @@ from vmcloud.compute import metrics, nodes, pools, reconcile, tasks
 from vmcloud.compute.models import Instance, Node
 from vmcloud.compute.tiny_image import READY_MARKER, TinyImage
 
+pytestmark = pytest.mark.slow
+
 INSTANCES = "/api/v1/instances"
 ADMIN_NODES = "/api/v1/admin/nodes"
 

@@ -13,6 +13,8 @@ import pytest
 
 from vmcloud.db.embedded import EmbeddedPostgres, EmbeddedPostgresError
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture
 def root() -> Iterator[Path]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import psycopg
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
@@ -11,6 +12,8 @@ from sqlalchemy import create_engine, pool
 from vmcloud.db import migrate
 from vmcloud.db.base import Base
 from vmcloud.db.embedded import EmbeddedPostgres
+
+pytestmark = pytest.mark.slow
 
 MIGRATION_FILE = r"^\d{8}_\d{4}_[a-z0-9_]+\.py$"
 

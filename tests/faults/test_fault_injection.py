@@ -32,6 +32,8 @@ from vmcloud.compute import nodes, pools
 from vmcloud.compute.models import TRANSITIONAL, Instance, Node
 from vmcloud.compute.tiny_image import TinyImage
 
+pytestmark = pytest.mark.slow
+
 API = "/api/v1"
 
 

@@ -35,6 +35,8 @@ from vmcloud.db import migrate
 from vmcloud.db.embedded import EmbeddedPostgres
 from vmcloud.db.session import make_engine
 
+pytestmark = pytest.mark.slow
+
 API = "/api/v1"
 
 

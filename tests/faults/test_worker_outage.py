@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from sqlalchemy.orm import Session
 
 from tests.factories.accounts import make_user
@@ -14,6 +15,8 @@ from tests.faults.conftest import PrivatePostgres, Process, scalar, wait_until
 from tests.helpers import Mailbox
 from vmcloud.accounts import tasks
 from vmcloud.core import jobs
+
+pytestmark = pytest.mark.slow
 
 
 def _queue_mail(pg: PrivatePostgres, email: str) -> None:

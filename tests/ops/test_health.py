@@ -16,6 +16,8 @@ from vmcloud.config import Settings
 from vmcloud.db import migrate
 from vmcloud.db.embedded import EmbeddedPostgres
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture
 def own_server() -> Iterator[EmbeddedPostgres]:

@@ -61,11 +61,14 @@ NAVIGATION_TIMEOUT_MS = 15_000
 HERE = Path(__file__).resolve().parent
 
 
-@pytest.hookimpl(tryfirst=True)  # before -m deselects
+@pytest.hookimpl(tryfirst=True)  # before -m deselects, and before the slow-first sort
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # Slow as a whole (a live server, Chromium, a real VM): started early, on one xdist
+    # worker (tests/conftest.py ONE_WORKER_MODULES).
     for item in items:
         if HERE in item.path.parents:
             item.add_marker(pytest.mark.browser)
+            item.add_marker(pytest.mark.slow)
 
 
 # -- the browser -----------------------------------------------------------------------------
