@@ -75,7 +75,7 @@ def test_code_reads_settings_only_through_declarations() -> None:
                 assert REGISTRY[setting.key] is setting, f"{path}:{node.lineno}"
                 read.add(setting.key)
     # Declared but not read by code: shown to customers and staff only.
-    assert set(REGISTRY) - read == {"site.support_email", "compute.default_region"}
+    assert set(REGISTRY) - read == {"site.support_email"}
 
 
 def test_every_declared_key_is_seeded_with_a_value_that_fits(db: Session) -> None:

@@ -128,3 +128,13 @@ def test_a_cookie_header_that_is_not_utf8_is_400(app: FastAPI) -> None:
     }  # fmt: skip
     asyncio.run(app(scope, receive, send))
     assert sent[0]["status"] == 400
+
+
+def test_panel_requests_keep_their_route_label(panel: TestClient) -> None:
+    """The CSRF layer passes a copy of the request scope on: the route the router matched must
+    still reach the access log and the metrics."""
+    panel.get("/login")
+    panel.get("/healthz")
+    metrics = panel.get("/metrics").text
+    assert 'route="/login",status="200"' in metrics
+    assert 'route="/healthz",status="200"' in metrics

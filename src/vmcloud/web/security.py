@@ -104,9 +104,16 @@ class PanelInputGuard:
         self.protected = protected
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"].startswith(CSRF_EXEMPT):
+        if (
+            scope["type"] != "http"
+            or scope["path"].startswith(CSRF_EXEMPT)
+            or not is_panel_path(scope["path"])
+        ):
             await self.app(scope, receive, send)
             return
+        # asgi-csrf passes a copy of the scope on; the route the router matches must still
+        # reach the outer layers (the access log and metrics label requests by it).
+        scope[OUTER_SCOPE] = scope
         headers = dict(scope.get("headers") or [])
         try:
             headers.get(b"cookie", b"").decode("utf-8")
@@ -159,12 +166,34 @@ async def _bad_request(scope: Scope, send: Send, detail: str) -> None:
     await response(scope, _no_receive, send)
 
 
+OUTER_SCOPE = "vmcloud.outer_scope"
+
+
+class _RouteEcho:
+    """Copies what routing found (the route, the endpoint, the path parameters) from the scope
+    asgi-csrf made back into the scope the outer middleware holds."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        outer = scope.pop(OUTER_SCOPE, None)
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            if outer is not None and outer is not scope:
+                for key in ("route", "endpoint", "path_params"):
+                    if key in scope:
+                        outer[key] = scope[key]
+                outer.pop(OUTER_SCOPE, None)
+
+
 class PanelCsrf:
     """The panel's CSRF check as a middleware (see the module's docstring)."""
 
     def __init__(self, app: ASGIApp, *, jwt_key: str) -> None:
         protected: ASGIApp = asgi_csrf(
-            app,
+            _RouteEcho(app),
             signing_secret=signing_secret(jwt_key),
             cookie_name=CSRF_COOKIE,
             always_protect=ALWAYS_PROTECT,
