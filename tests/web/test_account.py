@@ -6,6 +6,7 @@ import re
 import time
 
 import pyotp
+from cryptography.fernet import Fernet
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from httpx import Response
@@ -182,3 +183,17 @@ def test_another_users_session_is_404_and_log_out_all_others(
         assert mine.get("/account").status_code == 303
         assert theirs.get("/account").status_code == 200
         assert panel.get("/account").status_code == 200
+
+
+def test_a_pending_setup_under_another_key_is_offered_afresh(
+    panel: TestClient, db: Session
+) -> None:
+    """An enrolment started under an encryption key the platform no longer has cannot be
+    finished: the security page offers to start again instead of failing."""
+    user = make_user(db)
+    user.two_factor_secret = Fernet(Fernet.generate_key()).encrypt(b"JBSWY3DPEHPK3PXP").decode()
+    db.commit()
+    log_in(panel, user.username, PASSWORD)
+    page = panel.get("/account/security")
+    assert page.status_code == 200
+    assert 'action="/account/2fa/setup"' in page.text

@@ -42,7 +42,12 @@ def pending_setup(*, db: Session, settings: Settings, user: User) -> TwoFactorSe
     QR code again after a reload), or None."""
     if user.two_factor_enabled or not user.two_factor_secret:
         return None
-    secret = totp.decrypt(user.two_factor_secret, settings.fernet_key)
+    try:
+        secret = totp.decrypt(user.two_factor_secret, settings.fernet_key)
+    except RuntimeError:
+        # Started under another encryption key: that enrolment cannot be finished; the page
+        # offers to start again (which replaces the secret).
+        return None
     issuer = site_settings.get(db, SITE_NAME)
     return TwoFactorSetup(
         secret=secret, otpauth_uri=totp.provisioning_uri(secret, account=user.email, issuer=issuer)
