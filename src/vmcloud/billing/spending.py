@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session
 from vmcloud.billing.ledger import CENT
 from vmcloud.billing.models import Subscription, Transaction
 from vmcloud.billing.subscriptions import LIVE
-from vmcloud.compute.models import Instance
+from vmcloud.compute import service as compute
 from vmcloud.core.clock import utcnow
 from vmcloud.site_settings import service as site_settings
 from vmcloud.site_settings.registry import GRACE_DAYS
@@ -101,7 +101,7 @@ def month_to_date(
         .group_by(Subscription.instance_id)
         .order_by(total.desc(), Subscription.instance_id)
     ).all()
-    names = instance_names(db=db, instance_ids=[row.instance_id for row in rows])
+    names = compute.instance_names(db=db, instance_ids=[row.instance_id for row in rows])
     return [
         InstanceSpend(row.instance_id, names.get(row.instance_id), Decimal(row.amount))
         for row in rows
@@ -125,18 +125,6 @@ def recent_top_ups(
             .limit(limit)
         )
     )
-
-
-def instance_names(
-    *, db: Session, instance_ids: Iterable[uuid.UUID | None]
-) -> dict[uuid.UUID, str]:
-    """The names of instances (deleted ones too), for what billing lists per instance.
-    (Compute's service has no such read yet; this is the one place billing reads its table.)"""
-    wanted = {i for i in instance_ids if i is not None}
-    if not wanted:
-        return {}
-    rows = db.execute(select(Instance.id, Instance.name).where(Instance.id.in_(wanted)))
-    return {row.id: row.name for row in rows}
 
 
 def grace_end(*, db: Session, sub: Subscription) -> datetime | None:

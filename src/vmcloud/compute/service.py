@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import re
 import uuid
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
@@ -505,3 +506,14 @@ def list_metrics(
     return paginate(
         db, stmt, order_by=(InstanceMetric.collected_at, InstanceMetric.id), params=params
     )
+
+
+def instance_names(
+    *, db: Session, instance_ids: Iterable[uuid.UUID | None]
+) -> dict[uuid.UUID, str]:
+    """The names of instances (deleted ones too), for what other domains list per instance."""
+    wanted = {i for i in instance_ids if i is not None}
+    if not wanted:
+        return {}
+    rows = db.execute(select(Instance.id, Instance.name).where(Instance.id.in_(wanted)))
+    return {row.id: row.name for row in rows}

@@ -16,6 +16,7 @@ from vmcloud.accounts.models import User
 from vmcloud.billing import flows, spending
 from vmcloud.billing import subscriptions as subs
 from vmcloud.billing.models import Subscription
+from vmcloud.compute import service as compute
 from vmcloud.core.errors import ProblemError
 from vmcloud.core.pagination import PageParams
 from vmcloud.db.session import DbSession
@@ -33,7 +34,7 @@ def listing(db: Session, user: User, cursor: str | None) -> dict[str, Any]:
     items, next_cursor = subs.list_subscriptions(
         db=db, params=PageParams(cursor=cursor), user_id=user.id
     )
-    names = spending.instance_names(db=db, instance_ids=[s.instance_id for s in items])
+    names = compute.instance_names(db=db, instance_ids=[s.instance_id for s in items])
     rows = [
         {
             "sub": s,
@@ -107,7 +108,7 @@ def cancel_renewal(
 ) -> Response:
     try:
         sub = subs.get_changeable(db=db, subscription_id=subscription_id, user=user)
-        name = spending.instance_names(db=db, instance_ids=[sub.instance_id]).get(
+        name = compute.instance_names(db=db, instance_ids=[sub.instance_id]).get(
             sub.instance_id  # type: ignore[arg-type]
         )
         problem = _confirmation_needed(sub, name, confirm)
