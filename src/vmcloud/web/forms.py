@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.orm import Session
 
-from vmcloud.core.errors import ProblemError
+from vmcloud.core.errors import ProblemError, RateLimitedError
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -64,10 +64,15 @@ def parse(schema: type[M], data: Mapping[str, Any]) -> M:
 
 def settle(db: Session, exc: ProblemError, **options: Any) -> FormError:
     """A service refused a form: undo what it flushed (unless the problem keeps it, as a
-    failed login keeps its audit row) and say what was wrong, next to the fields."""
+    failed login keeps its audit row) and say what was wrong, next to the fields (a rate
+    limit says how long to wait)."""
     if not exc.commit:
         db.rollback()
-    return FormError.from_problem(exc, **options)
+    problem = FormError.from_problem(exc, **options)
+    if isinstance(exc, RateLimitedError):
+        wait = (exc.headers or {}).get("Retry-After", "")
+        problem.message = f"Too many attempts; try again in {wait} s."
+    return problem
 
 
 # A form's idempotency key: what the page put there (a hex nonce), never control characters

@@ -17,9 +17,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
-from vmcloud.accounts import sessions
 from vmcloud.web.events import Hub, Stream, respond
-from vmcloud.web.session import LoginRequiredError, PanelLogin, cookie_secret
+from vmcloud.web.session import LoginRequiredError, PanelLogin, cookie_secret, login_of
 
 T = TypeVar("T")
 Event = dict[str, str | None]
@@ -28,11 +27,8 @@ Render = Callable[[Session, Event], str | None]
 
 
 def _login(factory: sessionmaker[Session], raw: str | None) -> PanelLogin | None:
-    if not raw:
-        return None
     with factory() as db:
-        found = sessions.find_live_login(db=db, raw=raw)
-        return PanelLogin(*found) if found else None
+        return login_of(db, raw)
 
 
 async def read_db(request: Request, fn: Callable[..., T], *args: Any) -> T:

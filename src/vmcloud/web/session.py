@@ -16,6 +16,7 @@ from typing import Annotated
 from urllib.parse import quote
 
 from fastapi import Depends, Request
+from sqlalchemy.orm import Session
 from starlette.responses import Response
 
 from vmcloud.accounts import sessions
@@ -54,15 +55,20 @@ def cookie_secret(request: Request) -> str | None:
     return raw
 
 
-def current_login(request: Request, db: DbSession) -> PanelLogin:
-    raw = cookie_secret(request)
+def login_of(db: Session, raw: str | None) -> PanelLogin | None:
+    """The live login a session cookie's secret names, read in ``db`` (None when there is
+    none: no cookie, logged out, suspended). Streams call it in each render's own session."""
     found = sessions.find_live_login(db=db, raw=raw) if raw else None
-    if found is None:
+    return PanelLogin(*found) if found else None
+
+
+def current_login(request: Request, db: DbSession) -> PanelLogin:
+    login = login_of(db, cookie_secret(request))
+    if login is None:
         raise LoginRequiredError()
-    user, token = found
-    audit.context_of(db).actor_id = user.id
-    request.state.panel_login = PanelLogin(user, token)
-    return request.state.panel_login  # type: ignore[no-any-return]
+    audit.context_of(db).actor_id = login.user.id
+    request.state.panel_login = login
+    return login
 
 
 def panel_user(login: Annotated[PanelLogin, Depends(current_login)]) -> User:

@@ -19,8 +19,7 @@ from vmcloud.core.errors import ProblemError
 from vmcloud.core.net import ClientMeta
 from vmcloud.db.session import DbSession
 from vmcloud.web import session
-from vmcloud.web.customer.auth import problem_of
-from vmcloud.web.forms import FormError, parse
+from vmcloud.web.forms import FormError, parse, settle
 from vmcloud.web.render import redirect, render
 from vmcloud.web.session import CurrentLogin, PanelLogin
 
@@ -51,7 +50,7 @@ def save_profile(
         body = parse(MeUpdate, values)
         service.update_profile(db=db, user=login.user, body=body)
     except ProblemError as exc:
-        return _profile(request, login, problem=problem_of(db, exc), form=values)
+        return _profile(request, login, problem=settle(db, exc), form=values)
     except FormError as problem:
         return _profile(request, login, problem=problem, form=values)
     return redirect(request, "/account", flash="Your profile is saved.")
@@ -79,7 +78,7 @@ def change_password(
             keep_session=login.session_id,
         )
     except ProblemError as exc:
-        return _profile(request, login, password_problem=problem_of(db, exc))
+        return _profile(request, login, password_problem=settle(db, exc))
     except FormError as problem:
         return _profile(request, login, password_problem=problem)
     return redirect(
@@ -101,7 +100,7 @@ def two_factor_setup(
     try:
         two_factor.setup(db=db, settings=settings, user=login.user)
     except ProblemError as exc:
-        return _security(request, login, db, settings, setup_problem=problem_of(db, exc))
+        return _security(request, login, db, settings, setup_problem=settle(db, exc))
     return redirect(request, SECURITY + "#two-factor")
 
 
@@ -120,7 +119,7 @@ def two_factor_enable(
             db=db, limiter=limiter, settings=settings, user=login.user, code=body.code
         )
     except ProblemError as exc:
-        return _security(request, login, db, settings, setup_problem=problem_of(db, exc))
+        return _security(request, login, db, settings, setup_problem=settle(db, exc))
     except FormError as problem:
         return _security(request, login, db, settings, setup_problem=problem)
     # Shown once, in the answer to this post: they are stored only as hashes.
@@ -152,7 +151,7 @@ def two_factor_disable(
             code=body.code,
         )
     except ProblemError as exc:
-        return _security(request, login, db, settings, disable_problem=problem_of(db, exc))
+        return _security(request, login, db, settings, disable_problem=settle(db, exc))
     except FormError as problem:
         return _security(request, login, db, settings, disable_problem=problem)
     return redirect(request, SECURITY, flash="Two-factor authentication is off.", level="warning")

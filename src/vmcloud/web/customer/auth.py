@@ -27,7 +27,7 @@ from vmcloud.accounts.schemas import LoginRequest, TwoFactorCode
 from vmcloud.accounts.service import find_by_login
 from vmcloud.config import Settings
 from vmcloud.core.deps import AppSettings
-from vmcloud.core.errors import ProblemError, RateLimitedError
+from vmcloud.core.errors import ProblemError
 from vmcloud.core.net import ClientMeta
 from vmcloud.db.session import DbSession
 from vmcloud.site_settings import service as site_settings
@@ -90,7 +90,7 @@ def login(
         _set_pending(response, settings, user.id, sessions.password_fingerprint(user))
         return response
     except ProblemError as exc:
-        return _login_form(request, db, form, target, problem_of(db, exc))
+        return _login_form(request, db, form, target, settle(db, exc))
     except FormError as problem:
         return _login_form(request, db, form, target, problem)
     response = redirect(request, target)
@@ -134,7 +134,7 @@ def second_factor(
         settle(db, exc)
         return _start_again(request, target)
     except ProblemError as exc:
-        return _second_factor_form(request, target, problem_of(db, exc))
+        return _second_factor_form(request, target, settle(db, exc))
     except FormError as problem:
         problem.message = "Enter the 6-digit code from your app, or a recovery code."
         return _second_factor_form(request, target, problem)
@@ -151,15 +151,6 @@ def logout(request: Request, login: CurrentLogin, db: DbSession, meta: ClientMet
     response = redirect(request, "/login", flash="You are logged out.")
     session.end(response)
     return response
-
-
-def problem_of(db: Session, exc: ProblemError) -> FormError:
-    """The service's refusal for the form; a rate limit says how long to wait."""
-    problem = settle(db, exc)
-    if isinstance(exc, RateLimitedError):
-        wait = (exc.headers or {}).get("Retry-After", "")
-        problem.message = f"Too many attempts; try again in {wait} s."
-    return problem
 
 
 def registration_open(db: Session) -> bool:

@@ -17,7 +17,6 @@ from fastapi import APIRouter, Query, Request
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.responses import Response, StreamingResponse
 
-from vmcloud.accounts import sessions
 from vmcloud.accounts.models import User
 from vmcloud.billing import service, spending
 from vmcloud.billing.schemas import TransactionRead
@@ -29,7 +28,7 @@ from vmcloud.site_settings.registry import LOW_BALANCE_WARNING
 from vmcloud.web import live
 from vmcloud.web.customer import billing_subscriptions, billing_topup
 from vmcloud.web.render import fragment, render
-from vmcloud.web.session import LoginRequiredError, PanelUser, cookie_secret
+from vmcloud.web.session import LoginRequiredError, PanelUser, cookie_secret, login_of
 
 router = APIRouter(include_in_schema=False)
 router.include_router(billing_topup.router)
@@ -86,8 +85,8 @@ def billing_page(
 
 def stream_user(db: Session, raw: str | None) -> User | None:
     """The stream's user, read again in each render's own session."""
-    found = sessions.find_live_login(db=db, raw=raw) if raw else None
-    return found[0] if found else None
+    login = login_of(db, raw)
+    return login.user if login else None
 
 
 def live_parts(db: Session, raw: str | None, cursor: str | None) -> str | None:

@@ -11,7 +11,6 @@ from fastapi import APIRouter, Form, Query, Request
 from sqlalchemy.orm import Session
 from starlette.responses import Response
 
-from vmcloud.accounts import sessions
 from vmcloud.accounts.models import User
 from vmcloud.billing import flows, spending
 from vmcloud.billing import subscriptions as subs
@@ -23,7 +22,7 @@ from vmcloud.db.session import DbSession
 from vmcloud.web import live
 from vmcloud.web.forms import FormError, settle
 from vmcloud.web.render import csrf_token, fragment, redirect, render
-from vmcloud.web.session import PanelUser, cookie_secret
+from vmcloud.web.session import PanelUser, cookie_secret, login_of
 
 router = APIRouter(include_in_schema=False)
 Cursor = Annotated[str | None, Query(max_length=1024)]
@@ -64,11 +63,11 @@ def subscriptions_page(
 def live_subscriptions(
     db: Session, raw: str | None, cursor: str | None, csrf: str = ""
 ) -> str | None:
-    found = sessions.find_live_login(db=db, raw=raw) if raw else None
-    if found is None:
+    login = login_of(db, raw)
+    if login is None:
         return None
     try:
-        context = listing(db, found[0], cursor)
+        context = listing(db, login.user, cursor)
     except ProblemError:
         return None
     # The rows carry forms: the same CSRF token as the page's (the cookie's).

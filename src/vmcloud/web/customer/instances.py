@@ -11,7 +11,6 @@ from fastapi import APIRouter, Form, Query, Request
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.responses import Response
 
-from vmcloud.accounts import sessions
 from vmcloud.accounts.models import User
 from vmcloud.billing import flows
 from vmcloud.compute import service as compute
@@ -23,7 +22,7 @@ from vmcloud.web import live
 from vmcloud.web.customer import instances_views as views
 from vmcloud.web.forms import FormError, parse, settle
 from vmcloud.web.render import csrf_token, redirect, render
-from vmcloud.web.session import LoginRequiredError, PanelUser, cookie_secret, safe_next
+from vmcloud.web.session import LoginRequiredError, PanelUser, cookie_secret, login_of, safe_next
 
 router = APIRouter(include_in_schema=False)
 
@@ -56,9 +55,8 @@ def instance_list(
 
 def _stream_user(db: Session, request: Request) -> User | None:
     """The stream's user, read again in each render's own session (None once logged out)."""
-    raw = cookie_secret(request)
-    found = sessions.find_live_login(db=db, raw=raw) if raw else None
-    return found[0] if found else None
+    login = login_of(db, cookie_secret(request))
+    return login.user if login else None
 
 
 @router.get("/instances/stream")

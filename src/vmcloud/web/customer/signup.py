@@ -27,8 +27,8 @@ from vmcloud.core.errors import ProblemError
 from vmcloud.core.net import ClientMeta
 from vmcloud.db.session import DbSession
 from vmcloud.web import session
-from vmcloud.web.customer.auth import problem_of, registration_open
-from vmcloud.web.forms import FormError, parse
+from vmcloud.web.customer.auth import registration_open
+from vmcloud.web.forms import FormError, parse, settle
 from vmcloud.web.render import redirect, render
 from vmcloud.web.session import LoginRequiredError, PanelLogin
 
@@ -61,10 +61,10 @@ def signup(
         body = parse(RegisterRequest, {"email": email, "username": username, "password": password})
         service.register(db=db, limiter=limiter, body=body, meta=meta)
     except RegistrationClosedError as exc:
-        problem_of(db, exc)
+        settle(db, exc)
         return render(request, "auth/signup_closed.html", {"detail": exc.detail}, status=403)
     except ProblemError as exc:
-        return _form(request, "auth/signup.html", form, problem_of(db, exc))
+        return _form(request, "auth/signup.html", form, settle(db, exc))
     except FormError as problem:
         return _form(request, "auth/signup.html", form, problem)
     return redirect(request, "/signup/check-email", flash="Your account is created.")
@@ -93,7 +93,7 @@ def resend_verification(
         body = parse(EmailRequest, {"email": email})
         service.resend_verification(db=db, limiter=limiter, email=body.email, meta=meta)
     except ProblemError as exc:
-        return _form(request, "auth/check_email.html", {"email": email}, problem_of(db, exc))
+        return _form(request, "auth/check_email.html", {"email": email}, settle(db, exc))
     except FormError as problem:
         return _form(request, "auth/check_email.html", {"email": email}, problem)
     target = "/signup/check-email"
@@ -119,7 +119,7 @@ def verify_email(
         body = parse(VerifyEmailRequest, {"token": token})
         service.verify_email(db=db, limiter=limiter, token=body.token, meta=meta)
     except ProblemError as exc:
-        return _form(request, "auth/verify_email.html", {"token": token}, problem_of(db, exc))
+        return _form(request, "auth/verify_email.html", {"token": token}, settle(db, exc))
     except FormError as problem:
         problem.message = "This verification link is not complete; open the link in the email."
         return _form(request, "auth/verify_email.html", {"token": token}, problem)
@@ -145,7 +145,7 @@ def forgot_password(
         body = parse(EmailRequest, {"email": email})
         service.request_password_reset(db=db, limiter=limiter, email=body.email, meta=meta)
     except ProblemError as exc:
-        return _form(request, "auth/forgot_password.html", form, problem_of(db, exc))
+        return _form(request, "auth/forgot_password.html", form, settle(db, exc))
     except FormError as problem:
         return _form(request, "auth/forgot_password.html", form, problem)
     return redirect(request, "/login", flash=SENT.format(what=email), level="info")
@@ -172,7 +172,7 @@ def reset_password(
             db=db, limiter=limiter, token=body.token, new_password=body.new_password, meta=meta
         )
     except ProblemError as exc:
-        return _form(request, "auth/reset_password.html", context, problem_of(db, exc))
+        return _form(request, "auth/reset_password.html", context, settle(db, exc))
     except FormError as problem:
         return _form(request, "auth/reset_password.html", context, problem)
     response = redirect(
