@@ -1,7 +1,7 @@
 """State changes announced to open panel pages, through PostgreSQL's ``NOTIFY``.
 
 A service that changes what a customer looks at (an instance's status or address, a balance,
-a top-up) calls :func:`announce` in the transaction that makes the change. PostgreSQL holds
+a top-up, a new usage sample, a ticket's thread or status) calls :func:`announce` in the transaction that makes the change. PostgreSQL holds
 the notification until that transaction commits and drops it if it rolls back, so a page is
 never told about a change that did not happen, and every web process listening on
 :data:`CHANNEL` hears every change, whichever process made it.
@@ -20,7 +20,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 CHANNEL = "vmcloud_events"
-KINDS = frozenset({"instance", "balance", "top_up", "subscription"})
+KINDS = frozenset({"instance", "balance", "top_up", "subscription", "metric", "ticket"})
 
 _NOTIFY = text("SELECT pg_notify(:channel, :payload)")
 
