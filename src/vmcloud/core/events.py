@@ -1,10 +1,11 @@
 """State changes announced to open panel pages, through PostgreSQL's ``NOTIFY``.
 
 A service that changes what a customer looks at (an instance's status or address, a balance,
-a top-up, a new usage sample, a ticket's thread or status) calls :func:`announce` in the transaction that makes the change. PostgreSQL holds
-the notification until that transaction commits and drops it if it rolls back, so a page is
-never told about a change that did not happen, and every web process listening on
-:data:`CHANNEL` hears every change, whichever process made it.
+a top-up, a new usage sample, a ticket's thread or status) calls :func:`announce` in the
+transaction that makes the change. PostgreSQL holds the notification until that transaction
+commits and drops it if it rolls back, so a page is never told about a change that did not
+happen, and every web process listening on :data:`CHANNEL` hears every change, whichever
+process made it.
 
 A notification names what changed, not its new state (payloads are limited to 8000 bytes and
 the listener re-reads the rows it renders anyway): ``{"kind": "instance", "id": …, "user": …}``.
