@@ -103,6 +103,9 @@ MATRIX: dict[tuple[str, str], Row] = {
     ("GET", "/instances/{instance_id}/metrics"): Row(
         "vm", OWNER_AND_STAFF, shows=lambda response, ids: len(response.json()["items"]) == 1
     ),
+    ("GET", "/instances/{instance_id}/metrics/series"): Row(
+        "vm", OWNER_AND_STAFF, shows=lambda response, ids: len(response.json()["points"]) == 1
+    ),
     ("GET", "/subscriptions/{subscription_id}"): Row(
         "vm", OWNER_AND_STAFF, shows=_is("subscription_id")
     ),

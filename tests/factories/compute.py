@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import itertools
 import uuid
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from vmcloud.catalog.models import Image, Region
-from vmcloud.compute.models import IpPool, Node
+from vmcloud.compute.models import Instance, InstanceMetric, IpPool, Node
 from vmcloud.compute.tiny_image import TinyImage
 
 _counter = itertools.count(1)
@@ -75,3 +76,24 @@ def boot_tiny_image(db: Session, tiny: TinyImage) -> None:
             }
         )
     )
+
+
+def add_sample(
+    db: Session, instance: Instance, at: datetime, counter: int, *, cpu: float = 10.0
+) -> None:
+    """A usage sample whose byte counters read ``counter`` (disk read), twice, three and four
+    times that (disk write, network in and out), with ``counter`` ns of CPU time."""
+    db.add(
+        InstanceMetric(
+            instance_id=instance.id,
+            collected_at=at,
+            cpu_percent=cpu,
+            memory_used_mb=100,
+            disk_read_bytes=counter,
+            disk_write_bytes=counter * 2,
+            net_rx_bytes=counter * 3,
+            net_tx_bytes=counter * 4,
+            cpu_time_ns=counter,
+        )
+    )
+    db.flush()

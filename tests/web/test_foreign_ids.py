@@ -46,6 +46,9 @@ ROWS: dict[tuple[str, str], tuple[Callable[[Owned], Any], dict[str, str]]] = {
     ),
     ("GET", "/instances/{instance_id}"): (lambda o: o.instance.id, {}),
     ("GET", "/instances/{instance_id}/stream"): (lambda o: o.instance.id, {}),
+    ("GET", "/instances/{instance_id}/graphs"): (lambda o: o.instance.id, {}),
+    ("GET", "/instances/{instance_id}/graphs/stream"): (lambda o: o.instance.id, {}),
+    ("GET", "/instances/{instance_id}/graphs.csv"): (lambda o: o.instance.id, {}),
     ("POST", "/instances/{instance_id}/power"): (lambda o: o.instance.id, {"action": "stop"}),
     ("POST", "/instances/{instance_id}/rename"): (lambda o: o.instance.id, {"name": "mine-now"}),
     ("POST", "/instances/{instance_id}/delete"): (

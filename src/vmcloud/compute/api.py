@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse, Response
 
 from vmcloud.accounts.deps import AdminUser, CurrentUser, StaffUser, VerifiedUser
 from vmcloud.billing import flows
-from vmcloud.compute import nodes, service
+from vmcloud.compute import metric_series, nodes, service
 from vmcloud.compute.deps import ChangeableInstance, VisibleInstance
 from vmcloud.compute.models import INSTANCE_STATUSES
 from vmcloud.compute.schemas import (
@@ -20,6 +20,7 @@ from vmcloud.compute.schemas import (
     InstanceRead,
     InstanceUpdate,
     MetricRead,
+    MetricSeries,
     NodeCreate,
     NodeRead,
     NodeUpdate,
@@ -98,6 +99,18 @@ def instance_metrics(
 ) -> Page[MetricRead]:
     items, cursor = service.list_metrics(db=db, instance=instance, since=since, params=page)
     return page_of(MetricRead, items, cursor)
+
+
+@router.get(
+    "/{instance_id}/metrics/series", response_model=MetricSeries, summary="Usage for graphs"
+)
+def instance_metric_series(
+    instance: VisibleInstance, db: DbSession, range: metric_series.Range = "1h"
+) -> MetricSeries:
+    """CPU, memory, and disk and network rates (bytes/s, from the counters) over the last
+    ``range``, averaged into at most 361 buckets; clipped to the samples' retention."""
+    found = metric_series.series(db=db, instance=instance, range_=range)
+    return MetricSeries.model_validate(found)
 
 
 @admin.get("/instances", response_model=Page[InstanceAdminRead], summary="Every instance")

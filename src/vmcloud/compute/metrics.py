@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 from vmcloud.compute import nodes
 from vmcloud.compute.drivers.base import ComputeDriver, DriverError
 from vmcloud.compute.models import Instance, InstanceMetric, Node
+from vmcloud.core import events
 from vmcloud.core.clock import isoformat_z, utcnow
 from vmcloud.core.logging import get_logger
 from vmcloud.site_settings import service as site_settings
@@ -19,7 +20,8 @@ log = get_logger(__name__)
 
 
 def sample(db: Session, instance: Instance, driver: ComputeDriver) -> bool:
-    """Take one usage sample of ``instance``; ``False`` when the node could not say."""
+    """Take one usage sample of ``instance`` (announced to its graphs page); ``False`` when
+    the node could not say."""
     previous = db.scalar(
         select(InstanceMetric)
         .where(InstanceMetric.instance_id == instance.id)
@@ -60,6 +62,7 @@ def sample(db: Session, instance: Instance, driver: ComputeDriver) -> bool:
         "net_tx_bytes": stats.net_tx_bytes,
         "collected_at": isoformat_z(stats.collected_at),
     }
+    events.announce(db, kind="metric", user_id=instance.user_id, id=instance.id)
     return True
 
 

@@ -127,6 +127,34 @@ class MetricRead(OutputModel):
     net_tx_bytes: int
 
 
+class MetricPoint(OutputModel):
+    """One bucket of a series: averages of the samples in it (rates in bytes per second;
+    null when no sample in it had a previous one to measure against, e.g. after a restart)."""
+
+    at: UTCDateTime
+    samples: int
+    cpu_percent: float
+    cpu_percent_max: float
+    memory_used_mb: float
+    disk_read_bps: float | None
+    disk_write_bps: float | None
+    net_rx_bps: float | None
+    net_tx_bps: float | None
+
+
+class MetricSeries(OutputModel):
+    """Usage over a range ending now, in buckets of ``step_seconds``. ``clipped``: the range
+    reaches past the samples' retention (``retention_days``), so it starts at ``since``."""
+
+    range: str
+    since: UTCDateTime
+    until: UTCDateTime
+    step_seconds: int
+    retention_days: int
+    clipped: bool
+    points: list[MetricPoint]
+
+
 class NodeCreate(InputModel):
     name: Annotated[str, StringConstraints(pattern=r"^[a-z0-9]+(-[a-z0-9]+)*$", max_length=100)]
     region: Ref
