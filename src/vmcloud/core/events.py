@@ -1,7 +1,8 @@
 """State changes announced to open panel pages, through PostgreSQL's ``NOTIFY``.
 
 A service that changes what a customer looks at (an instance's status or address, a balance,
-a top-up, a new usage sample, a ticket's thread or status) calls :func:`announce` in the transaction that makes the change. PostgreSQL holds
+a top-up, a new usage sample, a ticket's thread or status) calls :func:`announce` in the
+transaction that makes the change. PostgreSQL holds
 the notification until that transaction commits and drops it if it rolls back, so a page is
 never told about a change that did not happen, and every web process listening on
 :data:`CHANNEL` hears every change, whichever process made it.
