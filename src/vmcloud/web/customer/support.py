@@ -37,7 +37,7 @@ from vmcloud.support.storage import storage_for
 from vmcloud.web import live
 from vmcloud.web.forms import FormError
 from vmcloud.web.render import csrf_token, fragment, render
-from vmcloud.web.session import PanelUser, cookie_secret, login_of
+from vmcloud.web.session import LoginRequiredError, PanelUser, cookie_secret, login_of
 
 router = APIRouter(include_in_schema=False)
 Cursor = Annotated[str | None, Query(max_length=1024)]
@@ -149,12 +149,19 @@ def live_ticket(db: Session, raw: str | None, ticket_id: uuid.UUID, csrf: str) -
     return fragment("support/_live.html", oob=True, csrf=csrf, **thread(db, ticket))
 
 
+def _check_visible(request: Request, ticket_id: uuid.UUID) -> None:
+    """404 before a stream opens on another user's ticket (the stream checks the login
+    again)."""
+    with request.app.state.session_factory() as db:
+        login = login_of(db, cookie_secret(request))
+        if login is None:
+            raise LoginRequiredError()
+        service.get_visible_ticket(db=db, ticket_id=ticket_id, user=login.user)
+
+
 @router.get("/support/{ticket_id}/stream")
-async def ticket_stream(
-    request: Request, ticket_id: uuid.UUID, db: DbSession, user: PanelUser
-) -> Response:
-    service.get_visible_ticket(db=db, ticket_id=ticket_id, user=user)  # 404 for anyone else
-    db.close()  # the stream holds no connection while it waits
+async def ticket_stream(request: Request, ticket_id: uuid.UUID) -> Response:
+    await live.read_db(request, _check_visible, request, ticket_id)
     raw, csrf, wanted = cookie_secret(request), csrf_token(request), str(ticket_id)
     return await live.stream(
         request,
