@@ -271,3 +271,12 @@ def test_pages_need_a_login_and_bad_ids_are_404(panel: TestClient, customer: Use
     panel.cookies.clear()
     answer = panel.get("/support")
     assert answer.status_code == 303 and answer.headers["location"].startswith("/login")
+
+
+def test_the_rate_limit_shows_its_wait(panel: TestClient, db: Session, customer: User) -> None:
+    for _ in range(10):
+        assert _open(panel).status_code == 303
+    refused = _open(panel)
+    assert refused.status_code == 429 and refused.headers["retry-after"].isdigit()
+    assert "Too many attempts; try again in" in refused.text
+    assert _tickets(db, customer) == 10

@@ -22,7 +22,7 @@ from vmcloud.db.session import DbSession
 from vmcloud.support import service
 from vmcloud.support.schemas import MessageCreate, RatingCreate, TicketCreate, TicketRead
 from vmcloud.support.storage import storage_for
-from vmcloud.web.customer.support import Posted, PostedForm, new_form_choices, ticket_page
+from vmcloud.web.customer.support import PostedForm, new_form_choices, ticket_page
 from vmcloud.web.forms import FormError, check_nonce, parse, settle
 from vmcloud.web.render import redirect, render
 from vmcloud.web.session import PanelUser
@@ -186,6 +186,3 @@ def rate(
     except ProblemError as exc:
         return _refused(request, db, ticket_id, user, settle(db, exc))
     return redirect(request, f"/support/{ticket_id}", flash="Thank you for rating the help.")
-
-
-__all__ = ["Posted", "router"]
