@@ -4,15 +4,19 @@ limits as form messages, internal notes never shown, close and rate once."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
+from asgi_csrf import DEFAULT_SIGNING_NAMESPACE
 from fastapi.testclient import TestClient
+from itsdangerous import URLSafeSerializer
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
+from starlette.types import Message, Receive, Scope, Send
 
 from tests.factories.accounts import PASSWORD, make_user
 from tests.factories.support import make_ticket
@@ -22,6 +26,7 @@ from vmcloud.accounts.models import User
 from vmcloud.config import Settings
 from vmcloud.site_settings import service as site_settings
 from vmcloud.support.models import SupportTicket, TicketMessage
+from vmcloud.web.security import PanelInputGuard
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
 NONCE = re.compile(r'name="nonce" value="([0-9a-f]+)"')
@@ -280,3 +285,45 @@ def test_the_rate_limit_shows_its_wait(panel: TestClient, db: Session, customer:
     assert refused.status_code == 429 and refused.headers["retry-after"].isdigit()
     assert "Too many attempts; try again in" in refused.text
     assert _tickets(db, customer) == 10
+
+
+def test_the_guard_reads_the_token_across_chunks_and_replays_the_body() -> None:
+    signer = URLSafeSerializer("test-secret")
+    token = signer.dumps("abc", DEFAULT_SIGNING_NAMESPACE)
+    body, headers = _multipart([("csrftoken", token), ("message", "hi")])
+    seen: dict[str, Any] = {}
+
+    async def protected(scope: Scope, receive: Receive, send: Send) -> None:
+        chunks = []
+        while True:
+            message = await receive()
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body"):
+                break
+        seen["body"], seen["headers"] = b"".join(chunks), dict(scope["headers"])
+
+    async def refuse_all(scope: Scope, receive: Receive, send: Send) -> None:
+        raise AssertionError("not the inner app")
+
+    guard = PanelInputGuard(
+        refuse_all, protected, signer=signer, upload_paths=re.compile(r"^/support/new$")
+    )
+    pieces = [body[i : i + 7] for i in range(0, len(body), 7)]  # the token split across reads
+
+    async def receive() -> Message:
+        piece = pieces.pop(0)
+        return {"type": "http.request", "body": piece, "more_body": bool(pieces)}
+
+    async def send(message: Message) -> None:
+        seen.setdefault("sent", []).append(message)
+
+    scope = {
+        "type": "http", "method": "POST", "path": "/support/new",
+        "headers": [
+            (b"content-type", headers["content-type"].encode()),
+            (b"cookie", f"__Host-vmc_csrf={token}".encode()),
+        ],
+    }  # fmt: skip
+    asyncio.run(guard(scope, receive, send))
+    assert "sent" not in seen  # nothing refused
+    assert seen["body"] == body and seen["headers"][b"x-csrftoken"] == token.encode()
