@@ -87,6 +87,9 @@ def test_the_whole_conversation(
     to_customer = mailbox.to("alice@example.com")
     assert [m["Subject"] for m in to_customer] == ["[VMCloud] Re: My VM will not boot"]
     assert "rescue image" in to_customer[0].get_content()
+    # The email leads to the ticket's page on the panel.
+    assert f"/support/{tid}\n" in to_customer[0].get_content()
+    assert "/api/v1/" not in to_customer[0].get_content()
 
     # The customer's view: the public reply, never the note.
     seen = client.get(f"{TICKETS}/{tid}", headers=people.customer).json()

@@ -4,6 +4,7 @@ path and no row here fails the inventory test."""
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -25,6 +26,12 @@ from vmcloud.billing import flows
 from vmcloud.billing.models import Subscription
 from vmcloud.compute.models import Instance
 from vmcloud.compute.schemas import InstanceCreate
+from vmcloud.config import Settings
+from vmcloud.support import service as support
+from vmcloud.support.attachments import Upload
+from vmcloud.support.models import SupportTicket, TicketMessage
+from vmcloud.support.schemas import TicketAdminUpdate, TicketCreate
+from vmcloud.support.storage import storage_for
 from vmcloud.web.app import ROUTERS
 
 
@@ -34,9 +41,12 @@ class Owned:
     subscription: Subscription
     top_up: uuid.UUID
     session: uuid.UUID
+    ticket: SupportTicket
+    attachment: str
 
 
-# What each route needs from the owner's objects, and the form it posts.
+# What each route needs from the owner's objects (a tuple for a path with two ids), and the
+# form it posts.
 ROWS: dict[tuple[str, str], tuple[Callable[[Owned], Any], dict[str, str]]] = {
     ("POST", "/account/sessions/{session_id}/logout"): (lambda o: o.session, {}),
     ("GET", "/billing/top-ups/{entry_id}/checkout"): (lambda o: o.top_up, {}),
@@ -55,6 +65,15 @@ ROWS: dict[tuple[str, str], tuple[Callable[[Owned], Any], dict[str, str]]] = {
         lambda o: o.instance.id,
         {"confirm_name": "theirs"},
     ),
+    ("GET", "/support/{ticket_id}"): (lambda o: o.ticket.id, {}),
+    ("GET", "/support/{ticket_id}/stream"): (lambda o: o.ticket.id, {}),
+    ("GET", "/support/{ticket_id}/attachments/{attachment_id}"): (
+        lambda o: (o.ticket.id, o.attachment),
+        {},
+    ),
+    ("POST", "/support/{ticket_id}/messages"): (lambda o: o.ticket.id, {"message": "mine now"}),
+    ("POST", "/support/{ticket_id}/close"): (lambda o: o.ticket.id, {"confirm": "yes"}),
+    ("POST", "/support/{ticket_id}/rating"): (lambda o: o.ticket.id, {"rating": "1"}),
 }
 
 
@@ -77,7 +96,7 @@ def test_every_panel_route_with_an_id_has_a_row() -> None:
 
 
 @pytest.fixture
-def owned(db: Session, panel: TestClient) -> Owned:
+def owned(db: Session, panel: TestClient, app_settings: Settings) -> Owned:
     make_node(db, vcpus=64, memory_mb=65536, disk_gb=1000)
     make_pool(db, "198.18.65.0/24")
     plan = make_product(
@@ -93,11 +112,21 @@ def owned(db: Session, panel: TestClient) -> Owned:
     )  # fmt: skip
     instance = flows.order_instance(db=db, owner=owner, body=body)
     payment = pending_payment(db, owner.id, "sandbox", f"sbx_{uuid.uuid4().hex}")
+    ticket = support.open_ticket(
+        db=db,
+        user=owner,
+        body=TicketCreate(subject="theirs", description="theirs", instance_id=instance.id),
+        uploads=[Upload(name="theirs.txt", content_type="text/plain", data=b"theirs")],
+        storage=storage_for(app_settings),
+    )
+    support.update_ticket(db=db, ticket=ticket, body=TicketAdminUpdate(status="resolved"))
     db.commit()
     login(panel, owner.username, PASSWORD)  # the owner's own login, through the API
     session = db.scalars(select(RefreshToken.family_id).where(RefreshToken.user_id == owner.id))
     subscription = db.scalars(select(Subscription).where(Subscription.user_id == owner.id)).one()
-    return Owned(instance, subscription, payment.id, session.one())
+    message = db.scalars(select(TicketMessage).where(TicketMessage.ticket_id == ticket.id)).one()
+    attachment = str((message.attachments_json or [{}])[0]["id"])
+    return Owned(instance, subscription, payment.id, session.one(), ticket, attachment)
 
 
 def _state(db: Session, owned: Owned) -> tuple[object, ...]:
@@ -107,8 +136,13 @@ def _state(db: Session, owned: Owned) -> tuple[object, ...]:
     revoked = db.scalars(
         select(RefreshToken.revoked_at).where(RefreshToken.family_id == owned.session)
     ).all()
-    assert instance and subscription
-    return (instance.name, instance.status, subscription.auto_renew, subscription.status, revoked)
+    ticket = db.get(SupportTicket, owned.ticket.id)
+    assert instance and subscription and ticket
+    messages = db.scalars(select(TicketMessage.id).where(TicketMessage.ticket_id == ticket.id))
+    return (
+        instance.name, instance.status, subscription.auto_renew, subscription.status, revoked,
+        ticket.status, ticket.satisfaction_rating, len(messages.all()),
+    )  # fmt: skip
 
 
 @pytest.mark.parametrize(("method", "path"), sorted(ROWS))
@@ -119,7 +153,8 @@ def test_another_customer_gets_404_and_changes_nothing(
     db.commit()
     log_in(panel, intruder.username, PASSWORD)
     id_of, form = ROWS[(method, path)]
-    url = path.split("{")[0] + str(id_of(owned)) + path.split("}")[1]
+    ids = iter(found if isinstance(found := id_of(owned), tuple) else (found,))
+    url = re.sub(r"\{\w+\}", lambda _: str(next(ids)), path)
     before = _state(db, owned)
     if method == "GET":
         answer = panel.get(url)

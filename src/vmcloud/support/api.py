@@ -9,16 +9,12 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
-from starlette.datastructures import UploadFile
 
 from vmcloud.accounts.deps import CurrentUser, Limiter, StaffUser
 from vmcloud.core.deps import AppSettings
-from vmcloud.core.errors import InvalidInputError, NotFoundError
 from vmcloud.core.pagination import Page, PageQuery, page_of
 from vmcloud.db.session import DbSession
-from vmcloud.site_settings import service as site_settings
-from vmcloud.site_settings.registry import ATTACHMENT_MAX_BYTES, ATTACHMENT_MAX_COUNT
-from vmcloud.support import attachments, service
+from vmcloud.support import service, transfer
 from vmcloud.support.attachments import Upload
 from vmcloud.support.deps import ChangeableTicket, QueueTicket, VisibleTicket
 from vmcloud.support.models import SupportTicket
@@ -43,7 +39,6 @@ router = APIRouter(prefix="/tickets", tags=["support"])
 admin = APIRouter(prefix="/admin/tickets", tags=["admin: support"])
 
 _FORM_BOOLEANS = {"true": True, "1": True, "on": True, "false": False, "0": False, "off": False}
-_MAX_PARTS, _MAX_FIELD = attachments.MAX_PARTS, attachments.MAX_FIELD
 
 
 async def _message_input(
@@ -59,45 +54,7 @@ async def _message_input(
             raise RequestValidationError(
                 [{**e, "loc": ("body", *e["loc"])} for e in exc.errors()]
             ) from None
-    # Limits are read in a short session of their own: the request's belongs to the route.
-    factory = request.app.state.session_factory
-    with factory() as db:
-        max_bytes = site_settings.get(db, ATTACHMENT_MAX_BYTES)
-        max_count = site_settings.get(db, ATTACHMENT_MAX_COUNT)
-    # A body larger than the files it may carry was refused before any of it was read
-    # (core/size_limits.py, with attachments.upload_route).
-    async with request.form(
-        max_files=max_count + 1, max_fields=_MAX_PARTS, max_part_size=_MAX_FIELD
-    ) as form:
-        fields: dict[str, Any] = {}
-        uploads: list[Upload] = []
-        for name, value in form.multi_items():
-            if isinstance(value, UploadFile):
-                if name != "files":
-                    raise InvalidInputError(
-                        "Files go in the field named files.",
-                        errors=[{"field": name, "message": "unexpected file"}],
-                    )
-                if len(uploads) >= max_count:
-                    raise InvalidInputError(
-                        f"At most {max_count} files per message.",
-                        errors=[{"field": "files", "message": f"at most {max_count} files"}],
-                    )
-                data = await value.read(max_bytes + 1)
-                uploads.append(
-                    Upload(
-                        name=value.filename or "attachment",
-                        content_type=value.content_type or "",
-                        data=data,
-                    )
-                )
-            elif name in fields:
-                raise InvalidInputError(
-                    f"The field {name} is given twice.",
-                    errors=[{"field": name, "message": "given twice"}],
-                )
-            else:
-                fields[name] = value
+    fields, uploads = await transfer.read_form(request)
     if "is_internal" in fields:
         # Form values are text: only these words are booleans; anything else fails validation.
         word = fields["is_internal"].strip().lower()
@@ -222,24 +179,14 @@ def download_attachment(
     user: CurrentUser,
     settings: AppSettings,
 ) -> Response:
-    for message in service.messages_of(db=db, ticket=ticket, staff=service.is_staff(user)):
-        for meta in message.attachments_json or []:
-            if meta.get("id") == attachment_id:
-                try:
-                    data = storage_for(settings).get(meta["key"])
-                except FileNotFoundError:
-                    break
-                name = meta["name"].encode("ascii", "replace").decode().replace('"', "'")
-                return Response(
-                    content=data,
-                    media_type=meta["content_type"],
-                    headers={
-                        "Content-Disposition": f'attachment; filename="{name}"',
-                        "X-Content-Type-Options": "nosniff",
-                        "Content-Security-Policy": "default-src 'none'; sandbox",
-                    },
-                )
-    raise NotFoundError("There is no such attachment.")
+    meta, data = service.attachment_of(
+        db=db,
+        ticket=ticket,
+        attachment_id=attachment_id,
+        staff=service.is_staff(user),
+        storage=storage_for(settings),
+    )
+    return transfer.download(meta, data)
 
 
 # -- staff -------------------------------------------------------------------------------------

@@ -52,8 +52,11 @@ class Upload:
 # Multipart message bodies: at most this many parts, and each text field at most this large.
 MAX_PARTS = 50
 MAX_FIELD = 100 * 1024
-# The route that takes attachments (customers and staff alike): a ticket's new message.
-MESSAGE_PATH = re.compile(r"^/api/v1/tickets/[^/]+/messages$")
+# The routes that take attachments: a ticket's new message (the API's, for customers and staff
+# alike, and the panel's), and the panel's new ticket.
+MESSAGE_PATH = re.compile(
+    r"^(/api/v1/tickets/[^/]+/messages|/support/new|/support/[^/]+/messages)$"
+)
 
 
 def upload_route(session_factory: sessionmaker[Session]) -> UploadRoute:

@@ -14,6 +14,7 @@ not in a ticket, a message list, a count or an email.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -23,7 +24,7 @@ from sqlalchemy.orm import Session
 from vmcloud.accounts.models import User
 from vmcloud.audit import service as audit
 from vmcloud.compute import service as compute
-from vmcloud.core import jobs
+from vmcloud.core import events, jobs
 from vmcloud.core.clock import utcnow
 from vmcloud.core.errors import ConflictError, ForbiddenError, InvalidInputError, NotFoundError
 from vmcloud.core.pagination import PageParams, paginate
@@ -65,6 +66,11 @@ def _notify(db: Session, event: str, ticket: SupportTicket, message_id: uuid.UUI
     )
 
 
+def _announce(db: Session, ticket: SupportTicket) -> None:
+    # Open panel pages re-read the ticket (and only its public thread) once this commits.
+    events.announce(db, kind="ticket", user_id=ticket.user_id, id=ticket.id)
+
+
 # -- customers ---------------------------------------------------------------------------------
 
 
@@ -74,8 +80,16 @@ REPLY_PER_ACCOUNT = Limit("ticket-reply-account", hits=60, period=3600)
 
 
 def open_ticket(
-    *, db: Session, user: User, body: TicketCreate, limiter: RateLimiter | None = None
+    *,
+    db: Session,
+    user: User,
+    body: TicketCreate,
+    limiter: RateLimiter | None = None,
+    uploads: Sequence[Upload] = (),
+    storage: Storage | None = None,
 ) -> SupportTicket:
+    """A new ticket; ``uploads`` (the panel's form can attach files as it opens one) become
+    the thread's first message, in the same unit of work."""
     if limiter is not None and not is_staff(user):
         limiter.hit(OPEN_PER_ACCOUNT, str(user.id))
     categories = site_settings.get(db, TICKET_CATEGORIES)
@@ -100,7 +114,23 @@ def open_ticket(
     audit.label(ticket, "ticket.create")
     db.add(ticket)
     db.flush()
+    if uploads:
+        if storage is None:
+            raise ValueError("uploads need a storage")
+        stored = store_uploads(db=db, uploads=list(uploads), storage=storage)
+        names = ", ".join(a["name"] for a in stored)
+        message = TicketMessage(
+            id=uuid.uuid4(),
+            ticket_id=ticket.id,
+            user_id=user.id,
+            message=f"Attached when the ticket was opened: {names}",
+            attachments_json=stored,
+        )
+        audit.label(message, "ticket.reply")
+        db.add(message)
+        db.flush()
     _notify(db, "new_ticket", ticket, None)
+    _announce(db, ticket)
     return ticket
 
 
@@ -145,6 +175,20 @@ def messages_of(*, db: Session, ticket: SupportTicket, staff: bool) -> list[Tick
     if not staff:
         stmt = stmt.where(TicketMessage.is_internal.is_not(True))
     return list(db.scalars(stmt.order_by(TicketMessage.created_at, TicketMessage.id)))
+
+
+def attachment_of(
+    *, db: Session, ticket: SupportTicket, attachment_id: str, staff: bool, storage: Storage
+) -> tuple[dict[str, Any], bytes]:
+    """An attachment of a message the caller may see (``staff``: notes' too) and its bytes."""
+    for message in messages_of(db=db, ticket=ticket, staff=staff):
+        for meta in message.attachments_json or []:
+            if meta.get("id") == attachment_id:
+                try:
+                    return meta, storage.get(meta["key"])
+                except FileNotFoundError:
+                    break
+    raise NotFoundError("There is no such attachment.")
 
 
 def author_roles(*, db: Session, messages: list[TicketMessage]) -> dict[uuid.UUID, str]:
@@ -193,6 +237,7 @@ def add_message(
             _notify(db, "customer_reply", ticket, message.id)
         ticket.updated_at = utcnow()
     db.flush()
+    _announce(db, ticket)  # a note too: its page re-renders the public thread only
     return message
 
 
@@ -210,6 +255,7 @@ def close(*, db: Session, ticket: SupportTicket) -> SupportTicket:
     audit.label(ticket, "ticket.close")
     _set_status(ticket, "closed")
     db.flush()
+    _announce(db, ticket)
     return ticket
 
 
@@ -225,6 +271,7 @@ def rate(*, db: Session, ticket: SupportTicket, user: User, rating: int) -> Supp
     audit.label(ticket, "ticket.rate")
     ticket.satisfaction_rating = rating
     db.flush()
+    _announce(db, ticket)
     return ticket
 
 
@@ -283,6 +330,7 @@ def update_ticket(*, db: Session, ticket: SupportTicket, body: TicketAdminUpdate
         if body.status == "resolved":
             _notify(db, "resolved", ticket, None)
     db.flush()
+    _announce(db, ticket)
     return ticket
 
 
@@ -302,5 +350,6 @@ def auto_close(*, db: Session, now: datetime | None = None, batch: int = 500) ->
     for ticket in tickets:
         audit.label(ticket, "ticket.auto_close")
         _set_status(ticket, "closed")
+        _announce(db, ticket)
     db.flush()
     return len(tickets)

@@ -75,7 +75,7 @@ def _compose(
     if ticket is None or to is None or (message is not None and message.is_internal):
         return None  # an internal note never becomes an email
     site = site_settings.get(db, SITE_NAME)
-    link = f"{base}/api/v1/tickets/{ticket.id}"
+    link = f"{base.rstrip('/')}/support/{ticket.id}"  # the customer's ticket page
     if event == "staff_reply" and message is not None:
         return emails.staff_reply(
             to=to.email, site=site, subject=ticket.subject, message=message.message, link=link

@@ -11,6 +11,7 @@ from fastapi.staticfiles import StaticFiles
 
 from vmcloud.config import Settings
 from vmcloud.core.jobs import libpq_url
+from vmcloud.support import attachments
 from vmcloud.web import errors
 from vmcloud.web.customer import (
     account,
@@ -20,6 +21,8 @@ from vmcloud.web.customer import (
     instances,
     instances_order,
     signup,
+    support,
+    support_actions,
 )
 from vmcloud.web.events import Hub
 from vmcloud.web.render import Flash
@@ -34,6 +37,8 @@ ROUTERS = (
     instances_order.router,
     instances.router,
     graphs.router,
+    support_actions.router,  # before support's: /support/new is not a ticket id
+    support.router,
 )
 
 
@@ -48,7 +53,7 @@ def install(app: FastAPI, settings: Settings) -> None:
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.add_api_route("/favicon.ico", _favicon, include_in_schema=False)
     errors.install(app)
-    app.add_middleware(PanelCsrf, jwt_key=settings.jwt_key)
+    app.add_middleware(PanelCsrf, jwt_key=settings.jwt_key, upload_paths=attachments.MESSAGE_PATH)
     app.add_middleware(PanelHeaders)
 
 

@@ -7,15 +7,22 @@
   ``csrftoken``, for every state-changing request outside ``/api/`` (which is bearer-only and
   reads no cookie). The login and sign-up forms are protected even without cookies (login
   CSRF). The body checks run behind the request size limit; a malformed form body is a 400.
+- Uploads: ``multipart/form-data`` only to the routes that take files (``upload_paths``),
+  others answer 415. Its first part must be the ``csrftoken`` field: the token is checked
+  (as ``asgi-csrf`` checks a form's) before any file is read, then the body is replayed.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import re
+import secrets
 from typing import Any
 
-from asgi_csrf import asgi_csrf
+from asgi_csrf import DEFAULT_SIGNING_NAMESPACE, asgi_csrf, cookies_from_scope
+from itsdangerous import BadSignature, URLSafeSerializer
+from python_multipart.multipart import parse_options_header
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from vmcloud.core.errors import problem_response
@@ -94,14 +101,61 @@ def signing_secret(jwt_key: str) -> str:
     return hmac.new(jwt_key.encode(), b"vmcloud.csrf", hashlib.sha256).hexdigest()
 
 
+# The leading csrftoken part of an upload: its headers and a token fit in this many bytes.
+FIRST_PART_MAX = 2048
+_NEED_MORE = object()
+
+
+def leading_token(body: bytes, boundary: bytes) -> str | object | None:
+    """The value of ``body``'s first part when it is the ``csrftoken`` text field; None when
+    the body does not start with it (another field, a file, not multipart); ``_NEED_MORE``
+    while the part is not complete yet."""
+    opening = b"--" + boundary + b"\r\n"
+    if len(body) < len(opening):
+        return _NEED_MORE if opening.startswith(body) else None
+    if not body.startswith(opening):
+        return None
+    end = body.find(b"\r\n\r\n", len(opening))
+    if end < 0:
+        return _NEED_MORE
+    disposition = None
+    for line in body[len(opening) : end].split(b"\r\n"):
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-disposition":
+            disposition = parse_options_header(value.strip())
+    if disposition is None or disposition[0] != b"form-data":
+        return None
+    params = disposition[1]
+    if params.get(b"name") != CSRF_FIELD.encode() or b"filename" in params:
+        return None
+    close = body.find(b"\r\n--" + boundary, end + 4)
+    if close < 0:
+        return _NEED_MORE
+    try:
+        return body[end + 4 : close].decode("ascii")
+    except UnicodeDecodeError:
+        return None
+
+
 class PanelInputGuard:
     """``asgi-csrf`` in front of the panel only (the API never sees it), with a 400 for input
     it would choke on: a cookie header that is not UTF-8, a form body that is not UTF-8, a
-    multipart body (415)."""
+    multipart body to a route that takes no files (415). Multipart bodies to ``upload_paths``
+    are checked here (see the module's docstring): asgi-csrf's own multipart parser does not
+    work with the python-multipart this project pins."""
 
-    def __init__(self, app: ASGIApp, protected: ASGIApp) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        protected: ASGIApp,
+        *,
+        signer: URLSafeSerializer,
+        upload_paths: re.Pattern[str] | None = None,
+    ) -> None:
         self.app = app
         self.protected = protected
+        self.signer = signer
+        self.upload_paths = upload_paths
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (
@@ -126,8 +180,9 @@ class PanelInputGuard:
         content_type = headers.get(b"content-type", b"")
         kind = content_type.split(b";", 1)[0].strip().lower()
         if kind == b"multipart/form-data":
-            # No panel form uploads files yet, and asgi-csrf's multipart parser does not work
-            # with the python-multipart this project pins: refuse rather than fail.
+            if self.upload_paths is not None and self.upload_paths.match(scope["path"]):
+                await self._upload(scope, receive, send, content_type)
+                return
             response = problem_response(
                 status=415,
                 type="unsupported-media-type",
@@ -160,6 +215,52 @@ class PanelInputGuard:
 
         await self.protected(scope, replay, send)
 
+    def _cookie_token(self, scope: Scope) -> str | None:
+        token = cookies_from_scope(scope).get(CSRF_COOKIE)
+        if not token:
+            return None
+        try:
+            self.signer.loads(token, DEFAULT_SIGNING_NAMESPACE)
+        except BadSignature:
+            return None
+        return str(token)
+
+    async def _upload(
+        self, scope: Scope, receive: Receive, send: Send, content_type: bytes
+    ) -> None:
+        """Read up to the end of the first part, check it is the cookie's token, then hand the
+        request on (the token as asgi-csrf's header, so it lets the request through and the
+        page still gets its token) with what was read replayed before the rest."""
+        boundary = parse_options_header(content_type)[1].get(b"boundary")
+        if not boundary:
+            await _bad_request(scope, send, "The form data is malformed.")
+            return
+        messages: list[Message] = []
+        body = b""
+        found: str | object | None = _NEED_MORE
+        while found is _NEED_MORE:
+            message = await receive()
+            messages.append(message)
+            if message["type"] != "http.request":
+                break
+            body += message.get("body", b"")
+            found = leading_token(body[:FIRST_PART_MAX], boundary)
+            if found is _NEED_MORE and (
+                len(body) >= FIRST_PART_MAX or not message.get("more_body", False)
+            ):
+                found = None
+        expected = self._cookie_token(scope)
+        if not (isinstance(found, str) and expected and secrets.compare_digest(found, expected)):
+            await _refuse(scope, send)
+            return
+        headers = [(k, v) for k, v in scope.get("headers") or [] if k != b"x-csrftoken"]
+        headers.append((b"x-csrftoken", expected.encode("latin-1")))
+
+        async def replay() -> Message:
+            return messages.pop(0) if messages else await receive()
+
+        await self.protected({**scope, "headers": headers}, replay, send)
+
 
 async def _bad_request(scope: Scope, send: Send, detail: str) -> None:
     response = problem_response(status=400, type="bad-request", title="Bad request", detail=detail)
@@ -191,10 +292,13 @@ class _RouteEcho:
 class PanelCsrf:
     """The panel's CSRF check as a middleware (see the module's docstring)."""
 
-    def __init__(self, app: ASGIApp, *, jwt_key: str) -> None:
+    def __init__(
+        self, app: ASGIApp, *, jwt_key: str, upload_paths: re.Pattern[str] | None = None
+    ) -> None:
+        secret = signing_secret(jwt_key)
         protected: ASGIApp = asgi_csrf(
             _RouteEcho(app),
-            signing_secret=signing_secret(jwt_key),
+            signing_secret=secret,
             cookie_name=CSRF_COOKIE,
             always_protect=ALWAYS_PROTECT,
             skip_if_scope=lambda scope: scope["path"].startswith(CSRF_EXEMPT),
@@ -202,7 +306,9 @@ class PanelCsrf:
             cookie_samesite="Lax",
             send_csrf_failed=_refuse,
         )
-        self.guard = PanelInputGuard(app, protected)
+        self.guard = PanelInputGuard(
+            app, protected, signer=URLSafeSerializer(secret), upload_paths=upload_paths
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self.guard(scope, receive, send)

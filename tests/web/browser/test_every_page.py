@@ -13,6 +13,7 @@ from tests.web.browser.conftest import PanelContexts
 from tests.web.browser.guard import assert_no_horizontal_scroll
 from tests.web.browser.helpers import Offer, make_customer, order_instance, sign_in
 from tests.web.browser.server import LiveServer
+from tests.web.browser.test_support import open_ticket
 
 SIGNED_OUT = [
     "/login",
@@ -32,6 +33,9 @@ SIGNED_IN = [
     "/billing/subscriptions",
     "/account",
     "/account/security",
+    "/support",
+    "/support/new",
+    "/support/{ticket}",
 ]
 
 
@@ -51,9 +55,10 @@ def test_every_customer_page_is_clean_and_fits_a_phone(
         assert_no_horizontal_scroll(page)
     user = make_customer(live_server, balance=Decimal("30"))
     instance_id = order_instance(live_server, user, fake_offer, "every-page")
+    ticket_id = open_ticket(live_server, user, instance_id)
     sign_in(page, live_server, user)
     for path in SIGNED_IN:
-        answer = page.goto(path.format(id=instance_id))
+        answer = page.goto(path.format(id=instance_id, ticket=ticket_id))
         assert answer is not None and answer.status == 200, path
         expect(page.locator("h1")).to_be_visible()
         assert_no_horizontal_scroll(page)
