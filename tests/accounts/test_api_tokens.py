@@ -161,7 +161,7 @@ def test_an_expired_token_and_a_suspended_owner_are_401(
     assert expired.status_code == 401 and "expired" in expired.json()["detail"]
 
     other = make_user(db)
-    live, secret = api_tokens.create_token(
+    _, secret = api_tokens.create_token(
         db=db, user=other, name="x", scopes=["account:read"], expires_at=None
     )
     other.status = "suspended"
