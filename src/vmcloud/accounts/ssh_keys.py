@@ -152,10 +152,10 @@ def key_texts(*, db: Session, user: User, key_ids: Sequence[uuid.UUID]) -> list[
         select(SshKey.id, SshKey.public_key).where(SshKey.user_id == user.id, SshKey.id.in_(wanted))
     ).all()
     found = {row.id: row.public_key for row in rows}
-    missing = [str(i) for i in wanted if i not in found]
+    missing = [i for i in wanted if i not in found]
     if missing:
         raise InvalidInputError(
             "Some of the chosen SSH keys are not among your saved keys.",
-            errors=[{"field": "ssh_key_ids", "message": "unknown key " + ", ".join(missing)}],
+            errors=[{"field": "ssh_key_ids", "message": f"{len(missing)} not among your keys"}],
         )
     return [found[i] for i in wanted]
