@@ -89,6 +89,8 @@ RAISED_BY_SERVICES: dict[str, set[int]] = {
     "POST /api/v1/me/2fa/setup": {409},
     "POST /api/v1/me/2fa/enable": {403, 409},
     "POST /api/v1/me/2fa/disable": {403, 409},
+    "POST /api/v1/me/ssh-keys": {409},
+    "POST /api/v1/me/tokens": {409},
     "PATCH /api/v1/admin/users/{user_id}": {409},
     "POST /api/v1/admin/products": {409},
     "PATCH /api/v1/admin/products/{ref}": {409},
