@@ -14,13 +14,14 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from tests.factories.accounts import PASSWORD, make_user
+from tests.factories.accounts import PASSWORD, make_user, new_public_key
 from tests.factories.billing import pending_payment
 from tests.factories.catalog import make_product
 from tests.factories.compute import make_node, make_pool
 from tests.helpers import login
 from tests.web.conftest import csrf_of, log_in
-from vmcloud.accounts.models import RefreshToken, User
+from vmcloud.accounts import api_tokens, ssh_keys
+from vmcloud.accounts.models import ApiToken, RefreshToken, SshKey, User
 from vmcloud.billing import flows
 from vmcloud.billing.models import Subscription
 from vmcloud.compute.models import Instance
@@ -34,11 +35,21 @@ class Owned:
     subscription: Subscription
     top_up: uuid.UUID
     session: uuid.UUID
+    ssh_key: uuid.UUID
+    api_token: uuid.UUID
 
 
 # What each route needs from the owner's objects, and the form it posts.
 ROWS: dict[tuple[str, str], tuple[Callable[[Owned], Any], dict[str, str]]] = {
     ("POST", "/account/sessions/{session_id}/logout"): (lambda o: o.session, {}),
+    ("POST", "/account/ssh-keys/{key_id}/delete"): (
+        lambda o: o.ssh_key,
+        {"confirm_name": "theirs"},
+    ),
+    ("POST", "/account/tokens/{token_id}/revoke"): (
+        lambda o: o.api_token,
+        {"confirm_name": "theirs"},
+    ),
     ("GET", "/billing/top-ups/{entry_id}/checkout"): (lambda o: o.top_up, {}),
     ("POST", "/billing/subscriptions/{subscription_id}/cancel"): (
         lambda o: o.subscription.id,
@@ -90,11 +101,15 @@ def owned(db: Session, panel: TestClient) -> Owned:
     )  # fmt: skip
     instance = flows.order_instance(db=db, owner=owner, body=body)
     payment = pending_payment(db, owner.id, "sandbox", f"sbx_{uuid.uuid4().hex}")
+    key = ssh_keys.add_key(db=db, user=owner, name="theirs", public_key=new_public_key())
+    token, _ = api_tokens.create_token(
+        db=db, user=owner, name="theirs", scopes=["account:read"], expires_at=None
+    )
     db.commit()
     login(panel, owner.username, PASSWORD)  # the owner's own login, through the API
     session = db.scalars(select(RefreshToken.family_id).where(RefreshToken.user_id == owner.id))
     subscription = db.scalars(select(Subscription).where(Subscription.user_id == owner.id)).one()
-    return Owned(instance, subscription, payment.id, session.one())
+    return Owned(instance, subscription, payment.id, session.one(), key.id, token.id)
 
 
 def _state(db: Session, owned: Owned) -> tuple[object, ...]:
@@ -105,7 +120,17 @@ def _state(db: Session, owned: Owned) -> tuple[object, ...]:
         select(RefreshToken.revoked_at).where(RefreshToken.family_id == owned.session)
     ).all()
     assert instance and subscription
-    return (instance.name, instance.status, subscription.auto_renew, subscription.status, revoked)
+    key = db.get(SshKey, owned.ssh_key)
+    token = db.get(ApiToken, owned.api_token)
+    assert key and token
+    return (
+        instance.name,
+        instance.status,
+        subscription.auto_renew,
+        subscription.status,
+        revoked,
+        token.revoked_at,
+    )
 
 
 @pytest.mark.parametrize(("method", "path"), sorted(ROWS))

@@ -133,8 +133,8 @@ def create_token(
     return token, secret
 
 
-def revoke_token(*, db: Session, user: User, token_id: uuid.UUID) -> ApiToken:
-    """Revoke one of the user's live tokens (anyone else's, or one already revoked: 404)."""
+def get_token(*, db: Session, user: User, token_id: uuid.UUID) -> ApiToken:
+    """One of the user's live tokens; anyone else's, or one revoked, is 404."""
     token = db.scalar(
         select(ApiToken).where(
             ApiToken.id == token_id, ApiToken.user_id == user.id, ApiToken.revoked_at.is_(None)
@@ -142,6 +142,12 @@ def revoke_token(*, db: Session, user: User, token_id: uuid.UUID) -> ApiToken:
     )
     if token is None:
         raise NotFoundError("No such token.")
+    return token
+
+
+def revoke_token(*, db: Session, user: User, token_id: uuid.UUID) -> ApiToken:
+    """Revoke one of the user's live tokens (404 as :func:`get_token`)."""
+    token = get_token(db=db, user=user, token_id=token_id)
     token.revoked_at = utcnow()
     audit.label(token, "api_token.revoke")
     db.flush()

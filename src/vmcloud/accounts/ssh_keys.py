@@ -132,13 +132,18 @@ def add_key(*, db: Session, user: User, name: str, public_key: str) -> SshKey:
     return key
 
 
-def remove_key(*, db: Session, user: User, key_id: uuid.UUID) -> None:
-    """Remove one of the user's keys (anyone else's, or a missing one: 404). Instances made
-    with it keep it: it was copied into their configuration."""
+def get_key(*, db: Session, user: User, key_id: uuid.UUID) -> SshKey:
+    """One of the user's keys; anyone else's, or a missing one, is 404."""
     key = db.scalar(select(SshKey).where(SshKey.id == key_id, SshKey.user_id == user.id))
     if key is None:
         raise NotFoundError("No such SSH key.")
-    db.delete(key)
+    return key
+
+
+def remove_key(*, db: Session, user: User, key_id: uuid.UUID) -> None:
+    """Remove one of the user's keys (404 as :func:`get_key`). Instances made with it keep
+    it: it was copied into their configuration."""
+    db.delete(get_key(db=db, user=user, key_id=key_id))
     db.flush()
 
 

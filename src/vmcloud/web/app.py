@@ -14,6 +14,7 @@ from vmcloud.core.jobs import libpq_url
 from vmcloud.web import errors
 from vmcloud.web.customer import (
     account,
+    account_keys,
     auth,
     billing,
     instances,
@@ -29,6 +30,7 @@ ROUTERS = (
     auth.router,
     signup.router,
     account.router,
+    account_keys.router,
     billing.router,
     instances_order.router,
     instances.router,
