@@ -31,6 +31,8 @@ SIGNED_IN = [
     "/billing/subscriptions",
     "/account",
     "/account/security",
+    "/account/ssh-keys",
+    "/account/tokens",
 ]
 
 
