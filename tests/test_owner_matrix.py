@@ -21,10 +21,10 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from tests.factories.accounts import PASSWORD, make_user
+from tests.factories.accounts import PASSWORD, make_user, new_public_key
 from tests.factories.compute import make_node, make_pool
 from tests.helpers import bearer, login
-from vmcloud.accounts.models import RefreshToken
+from vmcloud.accounts.models import ApiToken, RefreshToken, SshKey
 from vmcloud.accounts.tokens import hash_secret
 from vmcloud.billing.models import Subscription
 from vmcloud.compute.models import Instance, InstanceMetric
@@ -80,6 +80,18 @@ def _auto_renew(db: Session, ids: Ids) -> object:
 def _revoked(db: Session, ids: Ids) -> object:
     token = uuid.UUID(ids["refresh_token_id"])
     return db.scalar(select(RefreshToken.revoked_at).where(RefreshToken.id == token))
+
+
+def _key_count(db: Session, ids: Ids) -> object:
+    return db.scalar(select(func.count()).where(SshKey.id == uuid.UUID(ids["key_id"])))
+
+
+def _token_revoked(db: Session, ids: Ids) -> object:
+    return db.scalar(select(ApiToken.revoked_at).where(ApiToken.id == uuid.UUID(ids["token_id"])))
+
+
+def _instance_count(db: Session, ids: Ids) -> object:
+    return db.scalar(select(func.count(Instance.id)))
 
 
 def _is(key: str) -> Callable[[httpx.Response, Ids], bool]:
@@ -150,6 +162,25 @@ MATRIX: dict[tuple[str, str], Row] = {
     ),
     # A login (refresh-token family) is its user's alone: staff end logins from /admin.
     ("DELETE", "/me/sessions/{session_id}"): Row("login", (204, 404, 404, 404), effect=_revoked),
+    # Saved SSH keys and personal API tokens are their user's alone.
+    ("DELETE", "/me/ssh-keys/{key_id}"): Row("ssh-key", (204, 404, 404, 404), effect=_key_count),
+    ("DELETE", "/me/tokens/{token_id}"): Row(
+        "api-token", (204, 404, 404, 404), effect=_token_revoked
+    ),
+    # Named in the body: an order may use the caller's own saved keys only.
+    ("POST", "/instances"): Row(
+        "ssh-key",
+        (202, 422, 422, 422),
+        lambda ids: {
+            "name": "keyed",
+            "product": "nano",
+            "region": "local",
+            "image": "tiny-linux",
+            "billing_cycle": "monthly",
+            "ssh_key_ids": [ids["key_id"]],
+        },
+        _instance_count,
+    ),
 }
 
 # Endpoints that need a login but name no object: the caller's own account, own lists, orders.
@@ -162,8 +193,11 @@ OWN_ONLY = {
     ("POST", "/me/2fa/disable"),
     ("GET", "/me/sessions"),
     ("POST", "/me/sessions/revoke-others"),
+    ("GET", "/me/ssh-keys"),
+    ("POST", "/me/ssh-keys"),
+    ("GET", "/me/tokens"),
+    ("POST", "/me/tokens"),
     ("GET", "/instances"),
-    ("POST", "/instances"),
     ("GET", "/billing/balance"),
     ("GET", "/billing/transactions"),
     ("POST", "/billing/top-ups"),
@@ -246,6 +280,12 @@ class Objects:
                 )
                 self.db.flush()
             return ids
+        if kind == "ssh-key":
+            key = {"name": "laptop", "public_key": new_public_key()}
+            return {"key_id": self._post("/me/ssh-keys", json=key)["id"]}
+        if kind == "api-token":
+            token = {"name": "ci", "scopes": ["account:read"]}
+            return {"token_id": self._post("/me/tokens", json=token)["id"]}
         assert kind == "login", kind
         tokens = login(self.client, self.users["owner"].username, PASSWORD)
         token = self.db.scalar(

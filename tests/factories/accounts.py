@@ -5,6 +5,8 @@ from __future__ import annotations
 import itertools
 from decimal import Decimal
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from sqlalchemy.orm import Session
 
 from vmcloud.accounts.models import User
@@ -64,3 +66,9 @@ def fund(db: Session, user: User, amount: Decimal | str) -> None:
         metadata={"reason": "test funding"},
     )
     db.refresh(user)
+
+
+def new_public_key() -> str:
+    """A fresh ed25519 public key, as one OpenSSH line."""
+    private = Ed25519PrivateKey.generate()
+    return private.public_key().public_bytes(Encoding.OpenSSH, PublicFormat.OpenSSH).decode()

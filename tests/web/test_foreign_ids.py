@@ -15,13 +15,14 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from tests.factories.accounts import PASSWORD, make_user
+from tests.factories.accounts import PASSWORD, make_user, new_public_key
 from tests.factories.billing import pending_payment
 from tests.factories.catalog import make_product
 from tests.factories.compute import make_node, make_pool
 from tests.helpers import login
 from tests.web.conftest import csrf_of, log_in
-from vmcloud.accounts.models import RefreshToken, User
+from vmcloud.accounts import api_tokens, ssh_keys
+from vmcloud.accounts.models import ApiToken, RefreshToken, SshKey, User
 from vmcloud.billing import flows
 from vmcloud.billing.models import Subscription
 from vmcloud.compute.models import Instance
@@ -43,12 +44,22 @@ class Owned:
     session: uuid.UUID
     ticket: SupportTicket
     attachment: str
+    ssh_key: uuid.UUID
+    api_token: uuid.UUID
 
 
 # What each route needs from the owner's objects (a tuple for a path with two ids), and the
 # form it posts.
 ROWS: dict[tuple[str, str], tuple[Callable[[Owned], Any], dict[str, str]]] = {
     ("POST", "/account/sessions/{session_id}/logout"): (lambda o: o.session, {}),
+    ("POST", "/account/ssh-keys/{key_id}/delete"): (
+        lambda o: o.ssh_key,
+        {"confirm_name": "theirs"},
+    ),
+    ("POST", "/account/tokens/{token_id}/revoke"): (
+        lambda o: o.api_token,
+        {"confirm_name": "theirs"},
+    ),
     ("GET", "/billing/top-ups/{entry_id}/checkout"): (lambda o: o.top_up, {}),
     ("POST", "/billing/subscriptions/{subscription_id}/cancel"): (
         lambda o: o.subscription.id,
@@ -120,13 +131,19 @@ def owned(db: Session, panel: TestClient, app_settings: Settings) -> Owned:
         storage=storage_for(app_settings),
     )
     support.update_ticket(db=db, ticket=ticket, body=TicketAdminUpdate(status="resolved"))
+    key = ssh_keys.add_key(db=db, user=owner, name="theirs", public_key=new_public_key())
+    token, _ = api_tokens.create_token(
+        db=db, user=owner, name="theirs", scopes=["account:read"], expires_at=None
+    )
     db.commit()
     login(panel, owner.username, PASSWORD)  # the owner's own login, through the API
     session = db.scalars(select(RefreshToken.family_id).where(RefreshToken.user_id == owner.id))
     subscription = db.scalars(select(Subscription).where(Subscription.user_id == owner.id)).one()
     message = db.scalars(select(TicketMessage).where(TicketMessage.ticket_id == ticket.id)).one()
     attachment = str((message.attachments_json or [{}])[0]["id"])
-    return Owned(instance, subscription, payment.id, session.one(), ticket, attachment)
+    return Owned(
+        instance, subscription, payment.id, session.one(), ticket, attachment, key.id, token.id
+    )
 
 
 def _state(db: Session, owned: Owned) -> tuple[object, ...]:
@@ -137,11 +154,13 @@ def _state(db: Session, owned: Owned) -> tuple[object, ...]:
         select(RefreshToken.revoked_at).where(RefreshToken.family_id == owned.session)
     ).all()
     ticket = db.get(SupportTicket, owned.ticket.id)
-    assert instance and subscription and ticket
+    key = db.get(SshKey, owned.ssh_key)
+    token = db.get(ApiToken, owned.api_token)
+    assert instance and subscription and ticket and key and token
     messages = db.scalars(select(TicketMessage.id).where(TicketMessage.ticket_id == ticket.id))
     return (
         instance.name, instance.status, subscription.auto_renew, subscription.status, revoked,
-        ticket.status, ticket.satisfaction_rating, len(messages.all()),
+        ticket.status, ticket.satisfaction_rating, len(messages.all()), token.revoked_at,
     )  # fmt: skip
 
 

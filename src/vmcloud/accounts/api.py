@@ -8,16 +8,20 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, Query, Request, status
 
 from vmcloud.accounts import admin as admin_service
-from vmcloud.accounts import logins, service, sessions, two_factor
+from vmcloud.accounts import api_tokens, logins, service, sessions, ssh_keys, two_factor
 from vmcloud.accounts.deps import (
     AdminUser,
     CurrentUser,
     Limiter,
+    LoginUser,
     StaffUser,
     TokenClaims,
     login_address_not_refused,
 )
 from vmcloud.accounts.schemas import (
+    ApiTokenCreate,
+    ApiTokenCreated,
+    ApiTokenRead,
     EmailRequest,
     EmailVerified,
     LoginRequest,
@@ -28,6 +32,8 @@ from vmcloud.accounts.schemas import (
     RefreshRequest,
     RegisterRequest,
     SessionRead,
+    SshKeyCreate,
+    SshKeyRead,
     TokenPair,
     TwoFactorCode,
     TwoFactorDisable,
@@ -95,7 +101,7 @@ def refresh(
 
 
 @auth.post("/logout", status_code=status.HTTP_204_NO_CONTENT)
-def logout(body: RefreshRequest, user: CurrentUser, db: DbSession, meta: ClientMeta) -> None:
+def logout(body: RefreshRequest, user: LoginUser, db: DbSession, meta: ClientMeta) -> None:
     sessions.logout(db=db, user=user, raw=body.refresh_token, meta=meta)
 
 
@@ -145,14 +151,14 @@ def change_password(
 
 
 @me.post("/2fa/setup", response_model=TwoFactorSetup)
-def two_factor_setup(user: CurrentUser, request: Request, db: DbSession) -> TwoFactorSetup:
+def two_factor_setup(user: LoginUser, request: Request, db: DbSession) -> TwoFactorSetup:
     return two_factor.setup(db=db, settings=app_settings(request), user=user)
 
 
 @me.post("/2fa/enable", response_model=RecoveryCodes)
 def two_factor_enable(
     body: TwoFactorCode,
-    user: CurrentUser,
+    user: LoginUser,
     request: Request,
     db: DbSession,
     limiter: Limiter,
@@ -165,7 +171,7 @@ def two_factor_enable(
 @me.post("/2fa/disable", status_code=status.HTTP_204_NO_CONTENT)
 def two_factor_disable(
     body: TwoFactorDisable,
-    user: CurrentUser,
+    user: LoginUser,
     request: Request,
     db: DbSession,
     limiter: Limiter,
@@ -188,7 +194,7 @@ def list_sessions(user: CurrentUser, claims: TokenClaims, db: DbSession) -> list
 @me.delete(
     "/sessions/{session_id}", status_code=status.HTTP_204_NO_CONTENT, summary="End one login"
 )
-def end_session(session_id: uuid.UUID, user: CurrentUser, db: DbSession, meta: ClientMeta) -> None:
+def end_session(session_id: uuid.UUID, user: LoginUser, db: DbSession, meta: ClientMeta) -> None:
     logins.end_login(db=db, user=user, session_id=session_id, meta=meta)
 
 
@@ -201,6 +207,53 @@ def end_other_sessions(
     user: CurrentUser, claims: TokenClaims, db: DbSession, meta: ClientMeta
 ) -> None:
     logins.end_other_logins(db=db, user=user, keep_session=claims.session_id, meta=meta)
+
+
+@me.get("/ssh-keys", response_model=list[SshKeyRead], summary="My saved SSH keys")
+def list_ssh_keys(user: CurrentUser, db: DbSession) -> list[SshKeyRead]:
+    return [SshKeyRead.model_validate(k) for k in ssh_keys.list_keys(db=db, user=user)]
+
+
+@me.post(
+    "/ssh-keys",
+    response_model=SshKeyRead,
+    status_code=status.HTTP_201_CREATED,
+    summary="Save an SSH public key",
+)
+def add_ssh_key(body: SshKeyCreate, user: CurrentUser, db: DbSession) -> SshKeyRead:
+    key = ssh_keys.add_key(db=db, user=user, name=body.name, public_key=body.public_key)
+    return SshKeyRead.model_validate(key)
+
+
+@me.delete(
+    "/ssh-keys/{key_id}", status_code=status.HTTP_204_NO_CONTENT, summary="Remove a saved key"
+)
+def remove_ssh_key(key_id: uuid.UUID, user: CurrentUser, db: DbSession) -> None:
+    ssh_keys.remove_key(db=db, user=user, key_id=key_id)
+
+
+@me.get("/tokens", response_model=list[ApiTokenRead], summary="My personal API tokens")
+def list_api_tokens(user: CurrentUser, db: DbSession) -> list[ApiTokenRead]:
+    return [ApiTokenRead.model_validate(t) for t in api_tokens.list_tokens(db=db, user=user)]
+
+
+@me.post(
+    "/tokens",
+    response_model=ApiTokenCreated,
+    status_code=status.HTTP_201_CREATED,
+    summary="Make a personal API token (shown once; needs a login, not a token)",
+)
+def create_api_token(body: ApiTokenCreate, user: LoginUser, db: DbSession) -> ApiTokenCreated:
+    token, secret = api_tokens.create_token(
+        db=db, user=user, name=body.name, scopes=body.scopes, expires_at=body.expires_at
+    )
+    read = ApiTokenRead.model_validate(token)
+    return ApiTokenCreated(**read.model_dump(), token=secret)
+
+
+@me.delete("/tokens/{token_id}", status_code=status.HTTP_204_NO_CONTENT, summary="Revoke a token")
+def revoke_api_token(token_id: uuid.UUID, user: CurrentUser, db: DbSession) -> None:
+    api_tokens.revoke_token(db=db, user=user, token_id=token_id)
 
 
 @admin.get("", response_model=Page[UserAdminRead], summary="Find users")

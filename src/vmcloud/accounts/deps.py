@@ -11,6 +11,7 @@ import asyncio
 import functools
 import time
 from collections import OrderedDict
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -18,8 +19,8 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import DateTime, Select, bindparam, select
 from sqlalchemy.types import Uuid
 
-from vmcloud.accounts import limits, revocation
-from vmcloud.accounts.errors import EmailUnverifiedError
+from vmcloud.accounts import api_tokens, limits, revocation
+from vmcloud.accounts.errors import EmailUnverifiedError, PersonalTokenRefusedError
 from vmcloud.accounts.models import STAFF_ROLES, User
 from vmcloud.accounts.tokens import AccessClaims, decode_access_token
 from vmcloud.audit import service as audit
@@ -31,7 +32,10 @@ from vmcloud.core.net import client_ip
 from vmcloud.core.ratelimit import RateLimiter, address_subject
 from vmcloud.db.session import DbSession
 
-_bearer = HTTPBearer(auto_error=False, description="An access token from POST /auth/login")
+_bearer = HTTPBearer(
+    auto_error=False,
+    description="An access token from POST /auth/login, or a personal API token (vmc_pat_…)",
+)
 
 
 # Access tokens already verified, by (signing key, token): a client sends the same token with
@@ -56,19 +60,47 @@ def _verified(settings: Settings, token: str) -> AccessClaims:
     return claims
 
 
-async def _claims(
+@dataclass(frozen=True)
+class PersonalToken:
+    """A bearer credential that is a personal API token (``accounts/api_tokens.py``): checked
+    against the database by :func:`require_user`, never a login of its own."""
+
+    secret: str
+
+
+def _unauthorized() -> UnauthorizedError:
+    return UnauthorizedError(
+        "Log in and send the access token as 'Authorization: Bearer <token>'.",
+        headers={"WWW-Authenticate": "Bearer"},
+    )
+
+
+async def _bearer_credential(
     request: Request,
     settings: AppSettings,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> AccessClaims:
+) -> AccessClaims | PersonalToken:
     if credentials is None or credentials.scheme.lower() != "bearer":
-        raise UnauthorizedError(
-            "Log in and send the access token as 'Authorization: Bearer <token>'.",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
+        raise _unauthorized()
+    if credentials.credentials.startswith(api_tokens.PREFIX):
+        return PersonalToken(credentials.credentials)
     claims = _verified(settings, credentials.credentials)
     request.state.claims = claims
     return claims
+
+
+Credential = Annotated[AccessClaims | PersonalToken, Depends(_bearer_credential)]
+
+
+async def _claims(credential: Credential) -> AccessClaims:
+    """The caller's login: routes that act on logins, the password, 2FA or tokens need one, and
+    refuse a personal API token with 403."""
+    if isinstance(credential, PersonalToken):
+        raise PersonalTokenRefusedError(
+            "A personal API token cannot do this; log in (POST /auth/login) and use the"
+            " access token."
+        )
+    return credential
 
 
 TokenClaims = Annotated[AccessClaims, Depends(_claims)]
@@ -83,9 +115,19 @@ def user_and_session_query() -> Select[User, bool]:
     return select(User, live.label("session_live")).where(User.id == bindparam("user_id"))
 
 
-def require_user(db: DbSession, claims: TokenClaims) -> User:
+def require_user(request: Request, db: DbSession, credential: Credential) -> User:
     """The caller, read fresh on every request (FastAPI runs it once per request however many
-    dependencies ask for it), with the login check in the same round trip."""
+    dependencies ask for it), with the login check in the same round trip. A personal API
+    token is looked up by its hash and held to its scopes for this route."""
+    if isinstance(credential, PersonalToken):
+        # The path the router matched this route on: its area is the token's to allow.
+        path = str(request.scope["path"]).removeprefix(request.scope.get("root_path", ""))
+        owner = api_tokens.authenticate(
+            db=db, secret=credential.secret, method=request.method, path=path
+        )
+        audit.context_of(db).actor_id = owner.id
+        return owner
+    claims = credential
     values = {"user_id": claims.user_id, "session_id": claims.session_id, "now": utcnow()}
     row = db.execute(user_and_session_query(), values).one_or_none()
     user: User | None = row[0] if row is not None else None
@@ -99,6 +141,13 @@ def require_user(db: DbSession, claims: TokenClaims) -> User:
             "This login has ended; log in again.", headers={"WWW-Authenticate": "Bearer"}
         )
     audit.context_of(db).actor_id = user.id
+    return user
+
+
+async def require_login(
+    user: Annotated[User, Depends(require_user)], _: Annotated[AccessClaims, Depends(_claims)]
+) -> User:
+    """The caller, signed in with a login (not a personal API token)."""
     return user
 
 
@@ -124,6 +173,7 @@ async def require_verified(user: Annotated[User, Depends(require_user)]) -> User
 
 
 CurrentUser = Annotated[User, Depends(require_user)]
+LoginUser = Annotated[User, Depends(require_login)]
 VerifiedUser = Annotated[User, Depends(require_verified)]
 StaffUser = Annotated[User, Depends(require_staff)]
 AdminUser = Annotated[User, Depends(require_admin)]

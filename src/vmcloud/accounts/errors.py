@@ -55,3 +55,16 @@ class InvalidCodeError(ForbiddenError):
 class EmailUnverifiedError(ForbiddenError):
     type = "email-unverified"
     title = "Email address not verified"
+
+
+class InsufficientScopeError(ForbiddenError):
+    type = "insufficient-scope"
+    title = "Insufficient scope"
+
+
+class PersonalTokenRefusedError(ForbiddenError):
+    """What a personal API token may never do: mint tokens, change the password or 2FA, or
+    manage logins. These need a login (an access token from POST /auth/login)."""
+
+    type = "login-required"
+    title = "A login is required"

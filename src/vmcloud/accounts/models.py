@@ -20,9 +20,11 @@ from sqlalchemy import (
     Numeric,
     String,
     Text,
+    UniqueConstraint,
     func,
     text,
 )
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Mapped, mapped_column
 from sqlalchemy.types import Uuid
 
@@ -138,3 +140,39 @@ class RecoveryCode(Base):
 # requests of one customer that had each inserted such a row deadlocked on each other.
 # (SQLAlchemy spells it key_share=True.)
 USER_ROW_LOCK: dict[str, bool] = {"key_share": True}
+
+
+class SshKey(Base):
+    """A public key a user saved to put into new instances (``accounts/ssh_keys.py``)."""
+
+    __tablename__ = "ssh_keys"
+    __audit__ = "ssh_key"
+    __table_args__ = (UniqueConstraint("user_id", "fingerprint"),)
+
+    id: Mapped[uuid.UUID] = uuid_pk()
+    user_id: Mapped[uuid.UUID] = mapped_column(Uuid(), ForeignKey("users.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(100))
+    public_key: Mapped[str] = mapped_column(Text)
+    fingerprint: Mapped[str] = mapped_column(String(100))  # "SHA256:…", as ssh-keygen -l
+    created_at: Mapped[datetime | None] = created_at()
+
+
+class ApiToken(Base):
+    """A personal API token (``accounts/api_tokens.py``). ``token_hash`` is the SHA-256 of the
+    secret, never the secret; ``prefix`` is its first characters, shown to recognise it."""
+
+    __tablename__ = "api_tokens"
+    __audit__ = "api_token"
+    __audit_ignore__ = ("last_used_at",)
+    __table_args__ = (Index("ix_api_tokens_user_id", "user_id"),)
+
+    id: Mapped[uuid.UUID] = uuid_pk()
+    user_id: Mapped[uuid.UUID] = mapped_column(Uuid(), ForeignKey("users.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(100))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(20))
+    scopes: Mapped[list[str]] = mapped_column(ARRAY(String(40)))
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime())
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime())
+    created_at: Mapped[datetime | None] = created_at()
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime())

@@ -9,7 +9,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, Field
 
 from vmcloud.accounts.passwords import MAX_LENGTH, MIN_LENGTH
-from vmcloud.core.schemas import InputModel, Money, OutputModel, UTCDateTime
+from vmcloud.core.schemas import InputModel, Money, OutputModel, UTCDateTime, UTCInput
 
 _PHONE = re.compile(r"^\+?[0-9][0-9 ()./-]{3,48}$")
 
@@ -142,3 +142,47 @@ class SessionRead(OutputModel):
     ip_address: str | None
     user_agent: str | None
     current: bool
+
+
+KeyName = Annotated[str, Field(min_length=1, max_length=100)]
+
+
+class SshKeyCreate(InputModel):
+    name: KeyName
+    public_key: Annotated[str, Field(min_length=1, max_length=16_384)]
+
+
+class SshKeyRead(OutputModel):
+    id: uuid.UUID
+    name: str
+    public_key: str
+    fingerprint: str
+    created_at: UTCDateTime | None
+
+
+Scope = Annotated[str, Field(pattern=r"^[a-z]{1,20}:(read|write)$")]
+
+
+class ApiTokenCreate(InputModel):
+    """``scopes``: ``<area>:read`` or ``<area>:write`` for areas ``instances``, ``billing``,
+    ``support``, ``account`` (and ``admin`` for staff); ``expires_at`` absent: never."""
+
+    name: KeyName
+    scopes: Annotated[list[Scope], Field(min_length=1, max_length=10)]
+    expires_at: UTCInput | None = None
+
+
+class ApiTokenRead(OutputModel):
+    id: uuid.UUID
+    name: str
+    prefix: str
+    scopes: list[str]
+    expires_at: UTCDateTime | None
+    last_used_at: UTCDateTime | None
+    created_at: UTCDateTime | None
+
+
+class ApiTokenCreated(ApiTokenRead):
+    """The new token; ``token`` is the secret, shown this once and never again."""
+
+    token: str

@@ -41,6 +41,9 @@ class InstanceCreate(InputModel):
         list[Annotated[str, StringConstraints(strip_whitespace=True, pattern=SSH_KEY)]],
         Field(max_length=20),
     ] = Field(default_factory=list)
+    # Saved keys of the caller (GET /me/ssh-keys), added to ``ssh_keys``; an id that is not one
+    # of the caller's keys is a 422.
+    ssh_key_ids: Annotated[list[uuid.UUID], Field(max_length=50)] = Field(default_factory=list)
     user_data: Annotated[str, Field(max_length=65_536)] | None = None
 
 

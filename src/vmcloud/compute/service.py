@@ -27,6 +27,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session, object_session
 
 from vmcloud.accounts import service as accounts
+from vmcloud.accounts import ssh_keys
 from vmcloud.accounts.models import STAFF_ROLES, User
 from vmcloud.audit import service as audit
 from vmcloud.catalog import service as catalog
@@ -107,6 +108,8 @@ def create_instance(*, db: Session, owner: User, body: InstanceCreate) -> Instan
     need = need_of(product.specs_json)
     if image.min_disk_gb > need.disk_gb:
         raise _invalid("image", f"needs a disk of at least {image.min_disk_gb} GB")
+    saved = ssh_keys.key_texts(db=db, user=owner, key_ids=body.ssh_key_ids)
+    keys = list(dict.fromkeys([*body.ssh_keys, *saved]))
 
     limit = site_settings.get(db, MAX_INSTANCES_PER_USER)
     accounts.lock_user(db=db, user_id=owner.id)  # serialise per user: quota and balance
@@ -144,7 +147,7 @@ def create_instance(*, db: Session, owner: User, body: InstanceCreate) -> Instan
     instance.metadata_json = {
         "prefix": lease.prefix,
         "gateway": lease.gateway,
-        "ssh_keys": body.ssh_keys,
+        "ssh_keys": keys,
         "user_data": body.user_data,
     }
     audit.label(

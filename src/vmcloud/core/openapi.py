@@ -66,7 +66,8 @@ DESCRIPTIONS = {
     400: "Bad request: the body is not JSON, or the address carries a NUL character",
     401: "Not authenticated: no valid access token, or the login has ended",
     402: "The balance does not cover this",
-    403: "Forbidden: the account's role or state does not allow this",
+    403: "Forbidden: the account's role or state, or a personal API token's scopes, do not allow"
+    " this",
     404: "No such resource (or not yours)",
     409: "Conflict with the resource's state, or an Idempotency-Key reused with another request",
     413: "The request body is too large",
@@ -88,6 +89,8 @@ RAISED_BY_SERVICES: dict[str, set[int]] = {
     "POST /api/v1/me/2fa/setup": {409},
     "POST /api/v1/me/2fa/enable": {403, 409},
     "POST /api/v1/me/2fa/disable": {403, 409},
+    "POST /api/v1/me/ssh-keys": {409},
+    "POST /api/v1/me/tokens": {409},
     "PATCH /api/v1/admin/users/{user_id}": {409},
     "POST /api/v1/admin/products": {409},
     "PATCH /api/v1/admin/products/{ref}": {409},
@@ -149,7 +152,7 @@ def problem_statuses(route: RouteContext, operation: dict[str, Any], method: str
     if has_input:
         statuses |= {400, 422}  # malformed JSON or a NUL in the address; invalid fields
     if AUTHENTICATED in calls:
-        statuses.add(401)
+        statuses |= {401, 403}  # 403: outside a personal API token's scopes
     if calls & ROLE_CHECKED:
         statuses.add(403)
     if any(d.path_params for d in dependants):  # loaders (compute.deps, …) take the id

@@ -1,10 +1,12 @@
 """Imports every domain's models so that ``Base.metadata`` knows all tables (Alembic, tests)."""
 
 from vmcloud.accounts.models import (
+    ApiToken,
     EmailVerification,
     PasswordReset,
     RecoveryCode,
     RefreshToken,
+    SshKey,
     User,
 )
 from vmcloud.audit.models import AuditLog
@@ -23,6 +25,7 @@ from vmcloud.site_settings.models import Setting
 from vmcloud.support.models import SupportTicket, TicketMessage
 
 __all__ = [
+    "ApiToken",
     "AuditLog",
     "Base",
     "EmailVerification",
@@ -41,6 +44,7 @@ __all__ = [
     "RefreshToken",
     "Region",
     "Setting",
+    "SshKey",
     "Subscription",
     "SupportTicket",
     "TicketMessage",

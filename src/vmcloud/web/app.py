@@ -15,6 +15,7 @@ from vmcloud.support import attachments
 from vmcloud.web import errors
 from vmcloud.web.customer import (
     account,
+    account_keys,
     auth,
     billing,
     graphs,
@@ -33,6 +34,7 @@ ROUTERS = (
     auth.router,
     signup.router,
     account.router,
+    account_keys.router,
     billing.router,
     instances_order.router,
     instances.router,

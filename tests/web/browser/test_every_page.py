@@ -36,6 +36,8 @@ SIGNED_IN = [
     "/support",
     "/support/new",
     "/support/{ticket}",
+    "/account/ssh-keys",
+    "/account/tokens",
 ]
 
 

@@ -15,6 +15,7 @@ from fastapi import APIRouter, Form, Request
 from sqlalchemy.orm import Session
 from starlette.responses import Response
 
+from vmcloud.accounts import ssh_keys as saved_keys
 from vmcloud.accounts.models import User
 from vmcloud.billing import flows
 from vmcloud.billing import service as billing
@@ -97,8 +98,10 @@ def _page(
     user: User,
     form: dict[str, str],
     problem: FormError | None = None,
+    chosen_keys: list[str] | None = None,
 ) -> Response:
     choices = _catalog(db)
+    keys = saved_keys.list_keys(db=db, user=user)
     product = _product(choices["products"], form.get("product", ""))
     form.setdefault("product", product.slug if product else "")
     form.setdefault("billing_cycle", "monthly")
@@ -117,6 +120,9 @@ def _page(
             "preview": preview_of(db, user, product, form["billing_cycle"]),
             "unverified": not user.email_verified,
             "price_text": price_text,
+            "saved_keys": keys,
+            # Every saved key is ticked until the form is posted with its own choice.
+            "chosen_keys": {str(k.id) for k in keys} if chosen_keys is None else set(chosen_keys),
         },
         status=problem.status if problem else 200,
         headers=problem.headers if problem else None,
@@ -143,7 +149,7 @@ def order_preview(
     return Response(fragment("instances/_preview.html", preview=preview), media_type="text/html")
 
 
-def _body(form: dict[str, str]) -> InstanceCreate:
+def _body(form: dict[str, str], key_ids: list[str]) -> InstanceCreate:
     keys = [line.strip() for line in form["ssh_keys"].splitlines() if line.strip()]
     values: dict[str, Any] = {
         "name": form["name"],
@@ -153,6 +159,7 @@ def _body(form: dict[str, str]) -> InstanceCreate:
         "billing_cycle": form["billing_cycle"],
         "hostname": form["hostname"].strip() or None,
         "ssh_keys": keys,
+        "ssh_key_ids": key_ids,
         "user_data": form["user_data"] or None,
     }
     return parse(InstanceCreate, values)
@@ -170,6 +177,8 @@ def order(
     billing_cycle: Text = "",
     hostname: Text = "",
     ssh_keys: Annotated[str, Form(max_length=20_000)] = "",
+    ssh_key_ids: Annotated[list[str] | None, Form()] = None,
+    keys_shown: Text = "",
     user_data: Annotated[str, Form(max_length=70_000)] = "",
     nonce: Text = "",
     intent: Text = "create",
@@ -184,17 +193,19 @@ def order(
         "ssh_keys": ssh_keys,
         "user_data": user_data,
     }
+    # The saved keys ticked; None (all ticked) when the form showed none to tick.
+    chosen = list(ssh_key_ids or []) if keys_shown else None
     if intent == "preview":
-        return _page(request, db, user, form)
+        return _page(request, db, user, form, chosen_keys=chosen)
     if not user.email_verified:
         problem = FormError(message="Confirm your email address before ordering.", status=403)
-        return _page(request, db, user, form, problem)
+        return _page(request, db, user, form, problem, chosen)
     try:
         check_nonce(nonce)
     except FormError as problem:
-        return _page(request, db, user, form, problem)
+        return _page(request, db, user, form, problem, chosen)
     try:
-        body = _body(form)
+        body = _body(form, chosen or [])
         created = idempotency.once(
             db=db,
             user_id=user.id,
@@ -207,9 +218,9 @@ def order(
             ),
         )
     except FormError as problem:
-        return _page(request, db, user, form, problem)
+        return _page(request, db, user, form, problem, chosen)
     except ProblemError as exc:
-        return _page(request, db, user, form, settle(db, exc))
+        return _page(request, db, user, form, settle(db, exc), chosen)
     if isinstance(created, InstanceRead):
         instance_id = created.id
     else:  # a replay of the same submit: the instance it created
