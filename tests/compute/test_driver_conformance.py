@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import Iterator
@@ -12,6 +13,9 @@ import pytest
 from vmcloud.compute.drivers.base import (
     BootSource,
     ComputeDriver,
+    Console,
+    ConsoleBusyError,
+    ConsoleUnavailableError,
     DriverError,
     NetworkConfig,
     VMSpec,
@@ -198,3 +202,67 @@ def test_fake_failure_variants(tiny: TinyImage) -> None:
     losing.lose(spec.instance_id)
     assert losing.state(spec.instance_id) == VMState.MISSING
     assert losing.list() == []
+
+
+async def _read_until(console: Console, wanted: bytes, timeout: float = 20) -> bytes:
+    seen = b""
+    async with asyncio.timeout(timeout):
+        while wanted not in seen:
+            data = await console.read()
+            if not data:
+                raise AssertionError(f"the console ended before {wanted!r}: {seen[-500:]!r}")
+            seen += data
+    return seen
+
+
+def test_console_round_trip_one_client_at_a_time(
+    driver: tuple[ComputeDriver, BootSource],
+) -> None:
+    node, boot = driver
+    spec = _spec(boot)
+    node.create(spec)
+    # The tiny guest's shell computes; the fake echoes what it is sent.
+    answer = b"echo $((6*7))" if isinstance(node, FakeDriver) else b"\n42"
+
+    async def attach() -> None:
+        loop = asyncio.get_running_loop()
+        console = await asyncio.to_thread(node.open_console, spec.instance_id, loop)
+        try:
+            with pytest.raises(ConsoleBusyError):
+                await asyncio.to_thread(node.open_console, spec.instance_id, loop)
+            await console.write(b"echo $((6*7))\r")
+            await _read_until(console, answer)
+        finally:
+            await console.close()
+        assert await console.read() == b""
+        # Closing released the stream: the next client attaches.
+        again = await asyncio.to_thread(node.open_console, spec.instance_id, loop)
+        stopping = asyncio.create_task(asyncio.to_thread(node.stop, spec.instance_id, 20))
+        async with asyncio.timeout(30):  # the VM stopping ends the console
+            while await again.read():
+                pass
+        await stopping
+        await again.close()
+        with pytest.raises(ConsoleUnavailableError):
+            await asyncio.to_thread(node.open_console, spec.instance_id, loop)
+
+    try:
+        _wait_for(node, spec.instance_id, READY_MARKER)
+        asyncio.run(attach())
+        # The boot log is still kept beside the interactive console.
+        assert "echo $((6*7))" in node.console_output(spec.instance_id)
+    finally:
+        node.destroy(spec.instance_id)
+
+
+def test_ctrl_alt_del_reaches_a_running_vm_only(driver: tuple[ComputeDriver, BootSource]) -> None:
+    node, boot = driver
+    spec = _spec(boot)
+    node.create(spec)
+    try:
+        node.send_ctrl_alt_del(spec.instance_id)
+        node.stop(spec.instance_id, timeout=5)
+        with pytest.raises(DriverError):
+            node.send_ctrl_alt_del(spec.instance_id)
+    finally:
+        node.destroy(spec.instance_id)
