@@ -16,6 +16,7 @@ from vmcloud.web.customer import (
     account,
     auth,
     billing,
+    console,
     instances,
     instances_order,
     signup,
@@ -32,6 +33,7 @@ ROUTERS = (
     billing.router,
     instances_order.router,
     instances.router,
+    console.router,
 )
 
 
