@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -81,6 +82,13 @@ def _no_holders() -> Iterator[None]:
     assert not console._holders, "a console was left held"
 
 
+def _refused(client: TestClient, url: str, **options: Any) -> int:
+    """The HTTP status refusing a WebSocket handshake."""
+    with pytest.raises(WebSocketDenialResponse) as refused:
+        client.websocket_connect(url, **options).__enter__()
+    return refused.value.status_code
+
+
 def _closed_with(ws: object, code: int) -> None:
     with pytest.raises(WebSocketDisconnect) as closed:
         ws.receive_bytes()  # type: ignore[attr-defined]
@@ -151,26 +159,17 @@ def test_the_hypervisor_refusing_a_second_client_is_busy_too(
 def test_a_socket_from_another_origin_is_refused_before_the_handshake(
     owner_panel: TestClient, running: Running, headers: dict[str, str]
 ) -> None:
-    with pytest.raises(WebSocketDenialResponse) as refused:
-        with owner_panel.websocket_connect(running.ws, headers=headers):
-            pass
-    assert refused.value.status_code == 403
+    assert _refused(owner_panel, running.ws, headers=headers) == 403
     assert running.driver.vms[running.instance.id].attached is None
 
 
 def test_no_session_and_another_users_console_are_refused(
     panel: TestClient, db: Session, running: Running
 ) -> None:
-    with pytest.raises(WebSocketDenialResponse) as refused:
-        with panel.websocket_connect(running.ws, headers=ORIGIN):
-            pass
-    assert refused.value.status_code == 401
+    assert _refused(panel, running.ws, headers=ORIGIN) == 401
     intruder = make_user(db)
     log_in(panel, intruder.username, PASSWORD)
-    with pytest.raises(WebSocketDenialResponse) as refused:
-        with panel.websocket_connect(running.ws, headers=ORIGIN):
-            pass
-    assert refused.value.status_code == 404
+    assert _refused(panel, running.ws, headers=ORIGIN) == 404
     assert panel.get(running.page).status_code == 404
     assert running.driver.vms[running.instance.id].attached is None
 
@@ -235,20 +234,11 @@ def test_the_api_socket_takes_a_bearer_token(
     client: TestClient, db: Session, running: Running
 ) -> None:
     url = f"/api/v1/instances/{running.instance.id}/console"
-    with pytest.raises(WebSocketDenialResponse) as refused:
-        with client.websocket_connect(url):
-            pass
-    assert refused.value.status_code == 401
-    with pytest.raises(WebSocketDenialResponse) as refused:
-        with client.websocket_connect(url, headers={"authorization": "Bearer not-a-token"}):
-            pass
-    assert refused.value.status_code == 401
+    assert _refused(client, url) == 401
+    assert _refused(client, url, headers={"authorization": "Bearer not-a-token"}) == 401
     intruder = make_user(db)
     headers = bearer(login(client, intruder.username, PASSWORD))
-    with pytest.raises(WebSocketDenialResponse) as refused:
-        with client.websocket_connect(url, headers=headers):
-            pass
-    assert refused.value.status_code == 404
+    assert _refused(client, url, headers=headers) == 404
     headers = bearer(login(client, running.owner.username, PASSWORD))
     with client.websocket_connect(url, headers=headers) as ws:
         ws.send_bytes(b"uname\r")
@@ -267,7 +257,4 @@ def test_support_staff_cannot_type_into_a_customers_vm(
                 ws.send_bytes(b"y")
                 assert ws.receive_bytes() == b"y"
             continue
-        with pytest.raises(WebSocketDenialResponse) as refused:
-            with client.websocket_connect(url, headers=headers):
-                pass
-        assert refused.value.status_code == status
+        assert _refused(client, url, headers=headers) == status

@@ -13,6 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session
+from starlette.testclient import WebSocketDenialResponse
 
 from tests.factories.accounts import PASSWORD, make_user
 from tests.factories.billing import pending_payment
@@ -26,6 +27,8 @@ from vmcloud.billing.models import Subscription
 from vmcloud.compute.models import Instance
 from vmcloud.compute.schemas import InstanceCreate
 from vmcloud.web.app import ROUTERS
+
+SAME_ORIGIN = {"origin": "https://testserver"}
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,9 @@ ROWS: dict[tuple[str, str], tuple[Callable[[Owned], Any], dict[str, str]]] = {
     ),
     ("GET", "/instances/{instance_id}"): (lambda o: o.instance.id, {}),
     ("GET", "/instances/{instance_id}/stream"): (lambda o: o.instance.id, {}),
+    ("GET", "/instances/{instance_id}/console"): (lambda o: o.instance.id, {}),
+    ("POST", "/instances/{instance_id}/console/ctrl-alt-del"): (lambda o: o.instance.id, {}),
+    ("WEBSOCKET", "/instances/{instance_id}/console/ws"): (lambda o: o.instance.id, {}),
     ("POST", "/instances/{instance_id}/power"): (lambda o: o.instance.id, {"action": "stop"}),
     ("POST", "/instances/{instance_id}/rename"): (lambda o: o.instance.id, {"name": "mine-now"}),
     ("POST", "/instances/{instance_id}/delete"): (
@@ -61,7 +67,7 @@ def _walk(router: Any, prefix: str = "") -> Iterator[tuple[str, str]]:
             context_prefix = getattr(route.include_context, "prefix", "") or ""
             yield from _walk(route.original_router, prefix + context_prefix)
         else:
-            for method in route.methods:
+            for method in getattr(route, "methods", None) or {"WEBSOCKET"}:
                 yield method, prefix + route.path
 
 
@@ -118,7 +124,11 @@ def test_another_customer_gets_404_and_changes_nothing(
     id_of, form = ROWS[(method, path)]
     url = path.split("{")[0] + str(id_of(owned)) + path.split("}")[1]
     before = _state(db, owned)
-    if method == "GET":
+    if method == "WEBSOCKET":
+        with pytest.raises(WebSocketDenialResponse) as refused:
+            panel.websocket_connect(f"wss://testserver{url}", headers=SAME_ORIGIN).__enter__()
+        answer = refused.value
+    elif method == "GET":
         answer = panel.get(url)
     else:
         token = csrf_of(panel.get("/account").text)

@@ -26,8 +26,8 @@ from vmcloud.compute.schemas import (
     NodeRead,
     NodeUpdate,
 )
-from vmcloud.core import idempotency
 from vmcloud.config import Settings
+from vmcloud.core import idempotency
 from vmcloud.core.deps import AppSettings
 from vmcloud.core.errors import ProblemError, UnauthorizedError, problem_response
 from vmcloud.core.pagination import Page, PageQuery, page_of, page_response
