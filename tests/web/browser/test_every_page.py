@@ -26,6 +26,7 @@ SIGNED_IN = [
     "/instances",
     "/instances/new",
     "/instances/{id}",
+    "/instances/{id}/console",
     "/billing",
     "/billing/top-up",
     "/billing/subscriptions",
