@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.compute.conftest import SecondLibvirt, drop_pool
 from vmcloud.compute.drivers.base import (
     BootSource,
     ComputeDriver,
@@ -266,3 +267,38 @@ def test_ctrl_alt_del_reaches_a_running_vm_only(driver: tuple[ComputeDriver, Boo
             node.send_ctrl_alt_del(spec.instance_id)
     finally:
         node.destroy(spec.instance_id)
+
+
+def test_the_console_of_another_daemons_vm(second_libvirt: SecondLibvirt, tiny: TinyImage) -> None:
+    """A node reached through its own connection (another daemon, as a remote node is): the
+    console's stream comes from that node's libvirt."""
+    pool = f"vmcloud-test-{uuid.uuid4().hex[:8]}"
+    node = LibvirtDriverT(
+        second_libvirt.uri,
+        storage_dir=str(second_libvirt.storage_dir()),
+        pool_name=pool,
+        namespace=uuid.uuid4().hex[:8],
+    )
+    boot = BootSource(
+        kind="kernel", kernel=str(tiny.kernel), initrd=str(tiny.initrd), cmdline=tiny.cmdline
+    )
+    spec = _spec(boot)
+
+    async def attach() -> None:
+        console = await asyncio.to_thread(
+            node.open_console, spec.instance_id, asyncio.get_running_loop()
+        )
+        try:
+            await console.write(b"echo $((6*7))\r")
+            await _read_until(console, b"\n42")
+        finally:
+            await console.close()
+
+    node.create(spec)
+    try:
+        _wait_for(node, spec.instance_id, READY_MARKER)
+        asyncio.run(attach())
+    finally:
+        node.destroy(spec.instance_id)
+        drop_pool(pool, second_libvirt.uri)
+        node.close()
