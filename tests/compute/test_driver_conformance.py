@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.compute.conftest import SecondLibvirt, drop_pool
+from vmcloud.compute.drivers import libvirt_console
 from vmcloud.compute.drivers.base import (
     BootSource,
     ComputeDriver,
@@ -29,6 +30,7 @@ from vmcloud.compute.drivers.fake import (
     LosesVMsDriver,
 )
 from vmcloud.compute.drivers.libvirt import LibvirtDriver as LibvirtDriverT
+from vmcloud.compute.drivers.libvirt_console import CHUNK, LibvirtConsole
 from vmcloud.compute.tiny_image import BOOT_MARKER, READY_MARKER, TinyImage
 
 pytestmark = pytest.mark.slow
@@ -302,3 +304,36 @@ def test_the_console_of_another_daemons_vm(second_libvirt: SecondLibvirt, tiny: 
         node.destroy(spec.instance_id)
         drop_pool(pool, second_libvirt.uri)
         node.close()
+
+
+def test_libvirt_console_output_is_bounded_while_nobody_reads(
+    libvirt_node: LibvirtDriverT, tiny: TinyImage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    high = 32 * 1024  # lower marks, so the slow emulated serial port reaches them quickly
+    monkeypatch.setattr(libvirt_console, "OUTPUT_HIGH", high)
+    monkeypatch.setattr(libvirt_console, "OUTPUT_LOW", 8 * 1024)
+    boot = BootSource(
+        kind="kernel", kernel=str(tiny.kernel), initrd=str(tiny.initrd), cmdline=tiny.cmdline
+    )
+    spec = _spec(boot)
+
+    async def flood() -> None:
+        loop = asyncio.get_running_loop()
+        console = await asyncio.to_thread(libvirt_node.open_console, spec.instance_id, loop)
+        assert isinstance(console, LibvirtConsole)
+        try:
+            await console.write(b"yes vmcloud-flood | head -n 20000; echo FLOOD-$((1+1))\r")
+            await asyncio.sleep(3)  # the guest writes ~340 KB; nobody reads meanwhile
+            assert console._paused  # reading the stream stopped…
+            assert high < console._buffered <= high + CHUNK  # …at the high mark
+            await _read_until(console, b"FLOOD-2", timeout=120)  # reading resumes it
+        finally:
+            await console.close()
+        assert console.released
+
+    libvirt_node.create(spec)
+    try:
+        _wait_for(libvirt_node, spec.instance_id, READY_MARKER)
+        asyncio.run(flood())
+    finally:
+        libvirt_node.destroy(spec.instance_id)
