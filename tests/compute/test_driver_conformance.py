@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import Iterator
@@ -9,9 +10,14 @@ from pathlib import Path
 
 import pytest
 
+from tests.compute.conftest import SecondLibvirt, drop_pool
+from vmcloud.compute.drivers import libvirt_console
 from vmcloud.compute.drivers.base import (
     BootSource,
     ComputeDriver,
+    Console,
+    ConsoleBusyError,
+    ConsoleUnavailableError,
     DriverError,
     NetworkConfig,
     VMSpec,
@@ -24,6 +30,7 @@ from vmcloud.compute.drivers.fake import (
     LosesVMsDriver,
 )
 from vmcloud.compute.drivers.libvirt import LibvirtDriver as LibvirtDriverT
+from vmcloud.compute.drivers.libvirt_console import CHUNK, LibvirtConsole
 from vmcloud.compute.tiny_image import BOOT_MARKER, READY_MARKER, TinyImage
 
 pytestmark = pytest.mark.slow
@@ -198,3 +205,135 @@ def test_fake_failure_variants(tiny: TinyImage) -> None:
     losing.lose(spec.instance_id)
     assert losing.state(spec.instance_id) == VMState.MISSING
     assert losing.list() == []
+
+
+async def _read_until(console: Console, wanted: bytes, timeout: float = 20) -> bytes:
+    seen = b""
+    async with asyncio.timeout(timeout):
+        while wanted not in seen:
+            data = await console.read()
+            if not data:
+                raise AssertionError(f"the console ended before {wanted!r}: {seen[-500:]!r}")
+            seen += data
+    return seen
+
+
+def test_console_round_trip_one_client_at_a_time(
+    driver: tuple[ComputeDriver, BootSource],
+) -> None:
+    node, boot = driver
+    spec = _spec(boot)
+    node.create(spec)
+    # The tiny guest's shell computes; the fake echoes what it is sent.
+    answer = b"echo $((6*7))" if isinstance(node, FakeDriver) else b"\n42"
+
+    async def attach() -> None:
+        loop = asyncio.get_running_loop()
+        console = await asyncio.to_thread(node.open_console, spec.instance_id, loop)
+        try:
+            with pytest.raises(ConsoleBusyError):
+                await asyncio.to_thread(node.open_console, spec.instance_id, loop)
+            await console.write(b"echo $((6*7))\r")
+            await _read_until(console, answer)
+        finally:
+            await console.close()
+        assert await console.read() == b""
+        # Closing released the stream: the next client attaches.
+        again = await asyncio.to_thread(node.open_console, spec.instance_id, loop)
+        stopping = asyncio.create_task(asyncio.to_thread(node.stop, spec.instance_id, 20))
+        async with asyncio.timeout(30):  # the VM stopping ends the console
+            while await again.read():
+                pass
+        await stopping
+        await again.close()
+        with pytest.raises(ConsoleUnavailableError):
+            await asyncio.to_thread(node.open_console, spec.instance_id, loop)
+
+    try:
+        _wait_for(node, spec.instance_id, READY_MARKER)
+        asyncio.run(attach())
+        # The boot log is still kept beside the interactive console.
+        assert "echo $((6*7))" in node.console_output(spec.instance_id)
+    finally:
+        node.destroy(spec.instance_id)
+
+
+def test_ctrl_alt_del_reaches_a_running_vm_only(driver: tuple[ComputeDriver, BootSource]) -> None:
+    node, boot = driver
+    spec = _spec(boot)
+    node.create(spec)
+    try:
+        node.send_ctrl_alt_del(spec.instance_id)
+        node.stop(spec.instance_id, timeout=5)
+        with pytest.raises(DriverError):
+            node.send_ctrl_alt_del(spec.instance_id)
+    finally:
+        node.destroy(spec.instance_id)
+
+
+def test_the_console_of_another_daemons_vm(second_libvirt: SecondLibvirt, tiny: TinyImage) -> None:
+    """A node reached through its own connection (another daemon, as a remote node is): the
+    console's stream comes from that node's libvirt."""
+    pool = f"vmcloud-test-{uuid.uuid4().hex[:8]}"
+    node = LibvirtDriverT(
+        second_libvirt.uri,
+        storage_dir=str(second_libvirt.storage_dir()),
+        pool_name=pool,
+        namespace=uuid.uuid4().hex[:8],
+    )
+    boot = BootSource(
+        kind="kernel", kernel=str(tiny.kernel), initrd=str(tiny.initrd), cmdline=tiny.cmdline
+    )
+    spec = _spec(boot)
+
+    async def attach() -> None:
+        console = await asyncio.to_thread(
+            node.open_console, spec.instance_id, asyncio.get_running_loop()
+        )
+        try:
+            await console.write(b"echo $((6*7))\r")
+            await _read_until(console, b"\n42")
+        finally:
+            await console.close()
+
+    node.create(spec)
+    try:
+        _wait_for(node, spec.instance_id, READY_MARKER)
+        asyncio.run(attach())
+    finally:
+        node.destroy(spec.instance_id)
+        drop_pool(pool, second_libvirt.uri)
+        node.close()
+
+
+def test_libvirt_console_output_is_bounded_while_nobody_reads(
+    libvirt_node: LibvirtDriverT, tiny: TinyImage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    high = 32 * 1024  # lower marks, so the slow emulated serial port reaches them quickly
+    monkeypatch.setattr(libvirt_console, "OUTPUT_HIGH", high)
+    monkeypatch.setattr(libvirt_console, "OUTPUT_LOW", 8 * 1024)
+    boot = BootSource(
+        kind="kernel", kernel=str(tiny.kernel), initrd=str(tiny.initrd), cmdline=tiny.cmdline
+    )
+    spec = _spec(boot)
+
+    async def flood() -> None:
+        loop = asyncio.get_running_loop()
+        console = await asyncio.to_thread(libvirt_node.open_console, spec.instance_id, loop)
+        assert isinstance(console, LibvirtConsole)
+        try:
+            await console.write(b"yes vmcloud-flood | head -n 20000; echo FLOOD-$((1+1))\r")
+            await asyncio.sleep(3)  # the guest writes ~340 KB; nobody reads meanwhile
+            assert console._paused  # reading the stream stopped…
+            assert high < console._buffered <= high + CHUNK  # …at the high mark
+            await _read_until(console, b"FLOOD-2", timeout=120)  # reading resumes it
+        finally:
+            await console.close()
+        assert console.released
+
+    libvirt_node.create(spec)
+    try:
+        _wait_for(libvirt_node, spec.instance_id, READY_MARKER)
+        asyncio.run(flood())
+    finally:
+        libvirt_node.destroy(spec.instance_id)

@@ -14,6 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session
+from starlette.testclient import WebSocketDenialResponse
 
 from tests.factories.accounts import PASSWORD, make_user, new_public_key
 from tests.factories.billing import pending_payment
@@ -34,6 +35,8 @@ from vmcloud.support.models import SupportTicket, TicketMessage
 from vmcloud.support.schemas import TicketAdminUpdate, TicketCreate
 from vmcloud.support.storage import storage_for
 from vmcloud.web.app import ROUTERS
+
+SAME_ORIGIN = {"origin": "https://testserver"}
 
 
 @dataclass(frozen=True)
@@ -70,6 +73,9 @@ ROWS: dict[tuple[str, str], tuple[Callable[[Owned], Any], dict[str, str]]] = {
     ("GET", "/instances/{instance_id}/graphs"): (lambda o: o.instance.id, {}),
     ("GET", "/instances/{instance_id}/graphs/stream"): (lambda o: o.instance.id, {}),
     ("GET", "/instances/{instance_id}/graphs.csv"): (lambda o: o.instance.id, {}),
+    ("GET", "/instances/{instance_id}/console"): (lambda o: o.instance.id, {}),
+    ("POST", "/instances/{instance_id}/console/ctrl-alt-del"): (lambda o: o.instance.id, {}),
+    ("WEBSOCKET", "/instances/{instance_id}/console/ws"): (lambda o: o.instance.id, {}),
     ("POST", "/instances/{instance_id}/power"): (lambda o: o.instance.id, {"action": "stop"}),
     ("POST", "/instances/{instance_id}/rename"): (lambda o: o.instance.id, {"name": "mine-now"}),
     ("POST", "/instances/{instance_id}/delete"): (
@@ -94,7 +100,7 @@ def _walk(router: Any, prefix: str = "") -> Iterator[tuple[str, str]]:
             context_prefix = getattr(route.include_context, "prefix", "") or ""
             yield from _walk(route.original_router, prefix + context_prefix)
         else:
-            for method in route.methods:
+            for method in getattr(route, "methods", None) or {"WEBSOCKET"}:
                 yield method, prefix + route.path
 
 
@@ -175,7 +181,11 @@ def test_another_customer_gets_404_and_changes_nothing(
     ids = iter(found if isinstance(found := id_of(owned), tuple) else (found,))
     url = re.sub(r"\{\w+\}", lambda _: str(next(ids)), path)
     before = _state(db, owned)
-    if method == "GET":
+    if method == "WEBSOCKET":
+        with pytest.raises(WebSocketDenialResponse) as refused:
+            panel.websocket_connect(f"wss://testserver{url}", headers=SAME_ORIGIN).__enter__()
+        answer = refused.value
+    elif method == "GET":
         answer = panel.get(url)
     else:
         token = csrf_of(panel.get("/account").text)

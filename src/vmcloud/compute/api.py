@@ -5,12 +5,21 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query, status
+from fastapi import APIRouter, Query, WebSocket, status
 from fastapi.responses import JSONResponse, Response
+from sqlalchemy.orm import Session, sessionmaker
 
-from vmcloud.accounts.deps import AdminUser, CurrentUser, StaffUser, VerifiedUser
+from vmcloud.accounts import api_tokens
+from vmcloud.accounts.deps import (
+    AdminUser,
+    CurrentUser,
+    StaffUser,
+    VerifiedUser,
+    user_for_claims,
+)
+from vmcloud.accounts.tokens import decode_access_token
 from vmcloud.billing import flows
-from vmcloud.compute import metric_series, nodes, service
+from vmcloud.compute import console, metric_series, nodes, service
 from vmcloud.compute.deps import ChangeableInstance, VisibleInstance
 from vmcloud.compute.models import INSTANCE_STATUSES
 from vmcloud.compute.schemas import (
@@ -25,8 +34,10 @@ from vmcloud.compute.schemas import (
     NodeRead,
     NodeUpdate,
 )
+from vmcloud.config import Settings
 from vmcloud.core import idempotency
 from vmcloud.core.deps import AppSettings
+from vmcloud.core.errors import ProblemError, UnauthorizedError, problem_response
 from vmcloud.core.pagination import Page, PageQuery, page_of, page_response
 from vmcloud.core.schemas import UTCInput
 from vmcloud.db.session import DbSession, read_only
@@ -111,6 +122,62 @@ def instance_metric_series(
     ``range``, averaged into at most 361 buckets; clipped to the samples' retention."""
     found = metric_series.series(db=db, instance=instance, range_=range)
     return MetricSeries.model_validate(found)
+
+
+def _console_target(
+    factory: sessionmaker[Session], settings: Settings, authorization: str, instance_id: uuid.UUID
+) -> console.Target | Response:
+    """The caller's console, or the problem refusing it: the bearer checks of every API route,
+    then the owner's instance (admins reach any; support staff do not type into customers' VMs)."""
+    with factory() as db:
+        try:
+            scheme, _, token = authorization.partition(" ")
+            if scheme.lower() != "bearer" or not token.strip():
+                raise UnauthorizedError(
+                    "Log in and send the access token as 'Authorization: Bearer <token>'.",
+                    headers={"WWW-Authenticate": "Bearer"},
+                )
+            token = token.strip()
+            if token.startswith(api_tokens.PREFIX):
+                # A personal token types into its owner's own VMs only, within its scopes.
+                path = f"{api_tokens.API_PREFIX}/instances/{instance_id}/console"
+                user = api_tokens.authenticate(db=db, secret=token, method="POST", path=path)
+                instance = service.get_owned_instance(db=db, instance_id=instance_id, user=user)
+            else:
+                claims = decode_access_token(settings=settings, token=token)
+                user = user_for_claims(db, claims)
+                instance = service.get_console_instance(db=db, instance_id=instance_id, user=user)
+            return console.target(db=db, instance=instance)
+        except ProblemError as exc:
+            return problem_response(
+                status=exc.status,
+                type=exc.type,
+                title=exc.title,
+                detail=exc.detail,
+                headers=exc.headers,
+            )
+
+
+@router.websocket("/{instance_id}/console")
+async def instance_console(websocket: WebSocket, instance_id: uuid.UUID) -> None:
+    """The serial console as a WebSocket (not in the OpenAPI document; see docs/api.md)."""
+    factory: sessionmaker[Session] = websocket.app.state.session_factory
+    settings: Settings = websocket.app.state.settings
+    authorization = websocket.headers.get("authorization", "")[:4096]
+    found = await console.read_db(
+        websocket, _console_target, factory, settings, authorization, instance_id
+    )
+    if not isinstance(found, console.Target):
+        await console.deny(websocket, found)
+        return
+
+    async def still_allowed() -> bool:
+        again = await console.read_db(
+            websocket, _console_target, factory, settings, authorization, instance_id
+        )
+        return isinstance(again, console.Target)
+
+    await console.serve(websocket, found, still_allowed)
 
 
 @admin.get("/instances", response_model=Page[InstanceAdminRead], summary="Every instance")

@@ -18,6 +18,7 @@ from vmcloud.web.customer import (
     account_keys,
     auth,
     billing,
+    console,
     graphs,
     instances,
     instances_order,
@@ -41,6 +42,7 @@ ROUTERS = (
     graphs.router,
     support_actions.router,  # before support's: /support/new is not a ticket id
     support.router,
+    console.router,
 )
 
 

@@ -28,6 +28,7 @@ SIGNED_IN = [
     "/instances/new",
     "/instances/{id}",
     "/instances/{id}/graphs",
+    "/instances/{id}/console",
     "/billing",
     "/billing/top-up",
     "/billing/subscriptions",

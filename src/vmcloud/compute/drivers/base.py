@@ -12,10 +12,13 @@ Rules that hold for every implementation, checked by one conformance suite
 - ``stop`` asks the guest to shut down and, after ``timeout`` seconds, pulls the plug.
 - ``state`` of an unknown VM is :attr:`VMState.MISSING`, never an error.
 - ``list`` returns the ids of the platform's VMs on the node and nothing else.
+- ``open_console`` attaches to a running VM's serial console; while one client holds it, the
+  next is refused with :class:`ConsoleBusyError` (by the hypervisor, so across processes).
 """
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import uuid
 from abc import ABC, abstractmethod
@@ -25,6 +28,34 @@ from datetime import datetime
 
 class DriverError(RuntimeError):
     """The hypervisor refused or failed; the message is safe to record on the instance."""
+
+
+class ConsoleBusyError(DriverError):
+    """Another client holds the VM's serial console."""
+
+
+class ConsoleUnavailableError(DriverError):
+    """The VM is not running (or gone): there is no console to attach to."""
+
+
+class Console(ABC):
+    """An attached serial console: bytes from the guest's serial port, bytes to it. Its methods
+    run in the event loop it was opened for; ``close`` is idempotent and always releases the
+    hypervisor's stream, so the next client can attach."""
+
+    @abstractmethod
+    async def read(self) -> bytes:
+        """The next bytes the guest wrote; ``b""`` once the console has ended (the VM stopped,
+        the connection dropped, or ``close`` was called)."""
+
+    @abstractmethod
+    async def write(self, data: bytes) -> None:
+        """Queue ``data`` for the guest. Raises :class:`DriverError` when the console has
+        ended or its input buffer is full."""
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Detach and release the stream."""
 
 
 class VMState(enum.StrEnum):
@@ -121,6 +152,16 @@ class ComputeDriver(ABC):
     @abstractmethod
     def console_output(self, instance_id: uuid.UUID) -> str:
         """What the VM has written to its serial console so far ("" when nothing)."""
+
+    @abstractmethod
+    def open_console(self, instance_id: uuid.UUID, loop: asyncio.AbstractEventLoop) -> Console:
+        """Attach to the running VM's serial console, delivering into ``loop``. Blocking: call
+        it in a worker thread. :class:`ConsoleBusyError` while another client holds it,
+        :class:`ConsoleUnavailableError` when the VM is not running."""
+
+    @abstractmethod
+    def send_ctrl_alt_del(self, instance_id: uuid.UUID) -> None:
+        """Press Ctrl-Alt-Del on the running VM's keyboard (the guest decides what it does)."""
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""

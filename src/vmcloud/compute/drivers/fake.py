@@ -4,12 +4,23 @@ refuses them). The node's URI picks the variant: ``fake://name?variant=fails-on-
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import parse_qs, urlsplit
 
-from vmcloud.compute.drivers.base import ComputeDriver, DriverError, VMSpec, VMState, VMStats
+from vmcloud.compute.drivers.base import (
+    ComputeDriver,
+    Console,
+    ConsoleBusyError,
+    ConsoleUnavailableError,
+    DriverError,
+    VMSpec,
+    VMState,
+    VMStats,
+)
 from vmcloud.compute.tiny_image import BOOT_MARKER, READY_MARKER
 from vmcloud.core.clock import utcnow
 
@@ -20,6 +31,50 @@ class _FakeVM:
     state: VMState
     boots: int = 1
     console: str = ""
+    attached: FakeConsole | None = None
+    ctrl_alt_del: int = 0
+
+
+class FakeConsole(Console):
+    """A serial console that echoes what is typed (a terminal in cooked mode would), Enter as a
+    new line. Ends when closed or when its VM stops."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        release: Callable[[], None],
+        log: Callable[[str], None],
+    ) -> None:
+        self._loop = loop
+        self._log = log
+        self._output: asyncio.Queue[bytes] = asyncio.Queue()
+        self._release = release
+        self.ended = False
+
+    async def read(self) -> bytes:
+        if self.ended and self._output.empty():
+            return b""
+        return await self._output.get()
+
+    async def write(self, data: bytes) -> None:
+        if self.ended:
+            raise DriverError("the console has ended")
+        echo = data.replace(b"\r", b"\r\n")
+        self._log(echo.decode(errors="replace"))
+        self._output.put_nowait(echo)
+
+    def hang_up(self) -> None:
+        """From any thread: the VM went away."""
+        self._loop.call_soon_threadsafe(self._end)
+
+    def _end(self) -> None:
+        if not self.ended:
+            self.ended = True
+            self._release()
+            self._output.put_nowait(b"")
+
+    async def close(self) -> None:
+        self._end()
 
 
 class FakeDriver(ComputeDriver):
@@ -53,7 +108,10 @@ class FakeDriver(ComputeDriver):
             vm.console += self._boot_console(vm.spec)
 
     def stop(self, instance_id: uuid.UUID, timeout: float = 60) -> None:
-        self._get(instance_id).state = VMState.STOPPED
+        vm = self._get(instance_id)
+        vm.state = VMState.STOPPED
+        if vm.attached is not None:
+            vm.attached.hang_up()
 
     def reboot(self, instance_id: uuid.UUID) -> None:
         vm = self._get(instance_id)
@@ -64,7 +122,9 @@ class FakeDriver(ComputeDriver):
 
     def destroy(self, instance_id: uuid.UUID) -> None:
         with self._lock:
-            self.vms.pop(instance_id, None)
+            vm = self.vms.pop(instance_id, None)
+        if vm is not None and vm.attached is not None:
+            vm.attached.hang_up()
 
     def state(self, instance_id: uuid.UUID) -> VMState:
         vm = self.vms.get(instance_id)
@@ -89,6 +149,34 @@ class FakeDriver(ComputeDriver):
     def console_output(self, instance_id: uuid.UUID) -> str:
         vm = self.vms.get(instance_id)
         return "" if vm is None else vm.console
+
+    def open_console(self, instance_id: uuid.UUID, loop: asyncio.AbstractEventLoop) -> Console:
+        with self._lock:
+            vm = self.vms.get(instance_id)
+            if vm is None or vm.state != VMState.RUNNING:
+                raise ConsoleUnavailableError("the VM is not running")
+            if vm.attached is not None:
+                raise ConsoleBusyError("another client holds the console")
+
+            console = FakeConsole(
+                loop, lambda: self._detach(vm, console), lambda text: self._log(vm, text)
+            )
+            vm.attached = console
+            return console
+
+    def _log(self, vm: _FakeVM, text: str) -> None:
+        vm.console += text
+
+    def _detach(self, vm: _FakeVM, console: FakeConsole) -> None:
+        with self._lock:
+            if vm.attached is console:
+                vm.attached = None
+
+    def send_ctrl_alt_del(self, instance_id: uuid.UUID) -> None:
+        vm = self._get(instance_id)
+        if vm.state != VMState.RUNNING:
+            raise DriverError("the VM is not running")
+        vm.ctrl_alt_del += 1
 
 
 class FailsOnCreateDriver(FakeDriver):

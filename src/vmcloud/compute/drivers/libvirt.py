@@ -4,11 +4,13 @@
 Disks live in a libvirt storage pool of type ``dir`` on the node, so volumes are created and
 deleted through libvirt and work the same over remote connections. Each instance gets a qcow2
 volume: a copy-on-write overlay on the image's base disk, or a blank disk of the plan's size for
-kernel-booted images. The serial console goes to a log file beside the disks.
+kernel-booted images. The serial console is a pty (what ``openConsole`` attaches to, see
+``libvirt_console``) whose output is also logged to a file beside the disks (the boot log).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import threading
 import time
@@ -22,7 +24,17 @@ from urllib.parse import urlsplit
 import libvirt
 
 from vmcloud.compute import cloud_init
-from vmcloud.compute.drivers.base import ComputeDriver, DriverError, VMSpec, VMState, VMStats
+from vmcloud.compute.drivers.base import (
+    ComputeDriver,
+    Console,
+    ConsoleBusyError,
+    ConsoleUnavailableError,
+    DriverError,
+    VMSpec,
+    VMState,
+    VMStats,
+)
+from vmcloud.compute.drivers.libvirt_console import LibvirtConsole, open_connection
 from vmcloud.core.clock import utcnow
 from vmcloud.core.logging import get_logger
 
@@ -271,11 +283,10 @@ class LibvirtDriver(ComputeDriver):
             interface = ET.SubElement(devices, "interface", type="user")
         ET.SubElement(interface, "model", type="virtio")
         console_log = self._console_path(spec.instance_id)
-        serial = ET.SubElement(devices, "serial", type="file")
-        ET.SubElement(serial, "source", path=console_log, append="on")
+        serial = ET.SubElement(devices, "serial", type="pty")
+        ET.SubElement(serial, "log", file=console_log, append="on")
         ET.SubElement(serial, "target", port="0")
-        console = ET.SubElement(devices, "console", type="file")
-        ET.SubElement(console, "source", path=console_log, append="on")
+        console = ET.SubElement(devices, "console", type="pty")
         ET.SubElement(console, "target", type="serial", port="0")
         ET.SubElement(devices, "memballoon", model="virtio")
         return ET.tostring(domain, encoding="unicode")
@@ -444,6 +455,42 @@ class LibvirtDriver(ComputeDriver):
             return path.read_text(errors="replace")
         except (FileNotFoundError, PermissionError):
             return ""
+
+    def open_console(self, instance_id: uuid.UUID, loop: asyncio.AbstractEventLoop) -> Console:
+        conn = open_connection(self.uri)
+        try:
+            try:
+                domain = conn.lookupByName(self._name(instance_id))
+                running = bool(domain.isActive())
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
+                    raise DriverError(exc.get_error_message()) from exc
+                running = False
+            if not running:
+                raise ConsoleUnavailableError("the VM is not running")
+            stream = conn.newStream(libvirt.VIR_STREAM_NONBLOCK)
+            try:
+                # No VIR_DOMAIN_CONSOLE_FORCE: a second client is refused, whichever process
+                # holds the first.
+                domain.openConsole(None, stream, 0)
+            except libvirt.libvirtError as exc:
+                with contextlib.suppress(libvirt.libvirtError):
+                    stream.abort()
+                if exc.get_error_code() == libvirt.VIR_ERR_OPERATION_FAILED:
+                    raise ConsoleBusyError("another client holds the console") from exc
+                raise DriverError(f"no console: {exc.get_error_message()}") from exc
+            return LibvirtConsole(conn, stream, loop)
+        except BaseException:
+            with contextlib.suppress(libvirt.libvirtError):
+                conn.close()
+            raise
+
+    def send_ctrl_alt_del(self, instance_id: uuid.UUID) -> None:
+        domain = self._require(instance_id)
+        if not domain.isActive():
+            raise DriverError("the VM is not running")
+        # Linux key codes: KEY_LEFTCTRL, KEY_LEFTALT, KEY_DELETE, held together.
+        self._wrap(lambda: domain.sendKey(libvirt.VIR_KEYCODE_SET_LINUX, 0, [29, 56, 111], 3, 0))
 
     @staticmethod
     def _wrap(action: Callable[[], object]) -> None:

@@ -1,0 +1,122 @@
+"""The serial console page (``/instances/{id}/console``): xterm.js over a same-origin WebSocket
+bridged to the VM's console (``compute.console``), or the boot log, read-only, when the VM is
+not running. Ctrl-Alt-Del is a form."""
+
+from __future__ import annotations
+
+import uuid
+from urllib.parse import urlsplit
+
+from fastapi import APIRouter, Request, WebSocket
+from sqlalchemy.orm import Session, sessionmaker
+from starlette.responses import Response
+
+from vmcloud.accounts.models import User
+from vmcloud.compute import console
+from vmcloud.compute import service as compute
+from vmcloud.compute.models import Instance
+from vmcloud.core.errors import NotFoundError, ProblemError, problem_response
+from vmcloud.db.session import DbSession
+from vmcloud.web.forms import FormError, settle
+from vmcloud.web.render import redirect, render
+from vmcloud.web.security import CSP
+from vmcloud.web.session import MAX_COOKIE, SESSION_COOKIE, PanelUser, login_of
+
+router = APIRouter(include_in_schema=False)
+
+# xterm.js adds <style> elements: this page alone allows inline styles (never inline scripts).
+CONSOLE_CSP = CSP.replace("style-src 'self'", "style-src 'self' 'unsafe-inline'")
+
+
+def _instance(db: Session, user: User, instance_id: uuid.UUID) -> Instance:
+    return compute.get_console_instance(db=db, instance_id=instance_id, user=user)
+
+
+def _page(
+    request: Request, db: Session, user: User, instance_id: uuid.UUID, problem: FormError | None
+) -> Response:
+    instance = _instance(db, user, instance_id)
+    running = instance.status == "running"
+    return render(
+        request,
+        "instances/console.html",
+        {
+            "section": "instances",
+            "instance": instance,
+            "running": running,
+            "boot_log": "" if running else console.boot_log(db=db, instance=instance),
+            "problem": problem,
+        },
+        status=problem.status if problem else 200,
+        headers={"Content-Security-Policy": CONSOLE_CSP},
+    )
+
+
+@router.get("/instances/{instance_id}/console")
+def console_page(
+    request: Request, db: DbSession, user: PanelUser, instance_id: uuid.UUID
+) -> Response:
+    return _page(request, db, user, instance_id, None)
+
+
+@router.post("/instances/{instance_id}/console/ctrl-alt-del")
+def console_ctrl_alt_del(
+    request: Request, db: DbSession, user: PanelUser, instance_id: uuid.UUID
+) -> Response:
+    instance = _instance(db, user, instance_id)
+    try:
+        console.send_ctrl_alt_del(db=db, instance=instance)
+    except ProblemError as exc:
+        return _page(request, db, user, instance_id, settle(db, exc))
+    return redirect(request, f"/instances/{instance_id}/console", flash="Ctrl-Alt-Del sent.")
+
+
+def same_origin(websocket: WebSocket) -> bool:
+    """The page that opens the socket is this site's: its ``Origin`` names the host the
+    request was sent to (http or https: TLS may end at a proxy in front)."""
+    origin, host = websocket.headers.get("origin"), websocket.headers.get("host")
+    if not origin or not host:
+        return False
+    parts = urlsplit(origin)
+    return parts.scheme in ("http", "https") and parts.netloc.lower() == host.lower()
+
+
+def _check(
+    factory: sessionmaker[Session], raw: str | None, instance_id: uuid.UUID
+) -> console.Target | Response:
+    """The console's target, or the problem refusing it (no live login, not the caller's)."""
+    with factory() as db:
+        login = login_of(db, raw)
+        if login is None:
+            return problem_response(status=401, type="login-required", title="Log in to continue")
+        try:
+            instance = _instance(db, login.user, instance_id)
+        except NotFoundError as exc:
+            return problem_response(status=404, type=exc.type, title=exc.title, detail=exc.detail)
+        return console.target(db=db, instance=instance)
+
+
+@router.websocket("/instances/{instance_id}/console/ws")
+async def console_socket(websocket: WebSocket, instance_id: uuid.UUID) -> None:
+    if not same_origin(websocket):
+        forbidden = problem_response(
+            status=403,
+            type="forbidden",
+            title="Forbidden",
+            detail="The console opens only from this site's own pages.",
+        )
+        await console.deny(websocket, forbidden)
+        return
+    raw = websocket.cookies.get(SESSION_COOKIE)
+    raw = raw if raw and len(raw) <= MAX_COOKIE else None
+    factory: sessionmaker[Session] = websocket.app.state.session_factory
+    found = await console.read_db(websocket, _check, factory, raw, instance_id)
+    if not isinstance(found, console.Target):
+        await console.deny(websocket, found)
+        return
+
+    async def still_allowed() -> bool:
+        again = await console.read_db(websocket, _check, factory, raw, instance_id)
+        return isinstance(again, console.Target)
+
+    await console.serve(websocket, found, still_allowed)

@@ -1,0 +1,260 @@
+"""The serial console through the real app, on the fake driver (its console echoes): the page,
+the panel's WebSocket (origin, session, owner, one client at a time, bytes both ways, the
+stream always released), the boot log of a stopped VM, Ctrl-Alt-Del, and the API's socket."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy.orm import Session
+from starlette.testclient import WebSocketDenialResponse
+from starlette.websockets import WebSocketDisconnect
+
+from tests.factories.accounts import PASSWORD, make_user
+from tests.factories.catalog import make_product
+from tests.factories.compute import make_node, make_pool
+from tests.helpers import JobRunner, bearer, login
+from tests.web.conftest import csrf_of, log_in
+from vmcloud.accounts.models import User
+from vmcloud.billing import flows
+from vmcloud.compute import console, nodes
+from vmcloud.compute.drivers.fake import FakeDriver
+from vmcloud.compute.models import Instance
+from vmcloud.compute.schemas import InstanceCreate
+from vmcloud.compute.tiny_image import READY_MARKER
+
+ORIGIN = {"origin": "https://testserver"}
+
+
+@dataclass
+class Running:
+    owner: User
+    instance: Instance
+    driver: FakeDriver
+
+    @property
+    def ws(self) -> str:
+        # wss: the panel's cookies are Secure, and the test client's default is ws://.
+        return f"wss://testserver/instances/{self.instance.id}/console/ws"
+
+    @property
+    def page(self) -> str:
+        return f"/instances/{self.instance.id}/console"
+
+
+@pytest.fixture
+def running(db: Session, job_runner: JobRunner) -> Running:
+    node = make_node(db)
+    make_pool(db, "198.18.77.0/28")
+    plan = make_product(
+        db,
+        slug="console-plan",
+        specs_json={"vcpus": 1, "memory_mb": 512, "disk_gb": 10},
+        pricing_json={"hourly": "0.0074", "monthly": "4.00", "yearly": "40.00"},
+    )
+    owner = make_user(db, balance="50.00")
+    body = InstanceCreate(
+        name="console-vm", product=plan.slug, region="local", image="tiny-linux",
+        billing_cycle="monthly",
+    )  # fmt: skip
+    instance = flows.order_instance(db=db, owner=owner, body=body)
+    job_runner.run("compute.")
+    db.refresh(instance)
+    assert instance.status == "running"
+    driver = nodes.driver_for(node)
+    assert isinstance(driver, FakeDriver)
+    return Running(owner, instance, driver)
+
+
+@pytest.fixture
+def owner_panel(panel: TestClient, running: Running) -> TestClient:
+    log_in(panel, running.owner.username, PASSWORD)
+    return panel
+
+
+@pytest.fixture(autouse=True)
+def _no_holders() -> Iterator[None]:
+    yield
+    assert not console._holders, "a console was left held"
+
+
+def _refused(client: TestClient, url: str, **options: Any) -> int:
+    """The HTTP status refusing a WebSocket handshake."""
+    with pytest.raises(WebSocketDenialResponse) as refused:
+        client.websocket_connect(url, **options).__enter__()
+    return refused.value.status_code
+
+
+def _closed_with(ws: object, code: int) -> None:
+    with pytest.raises(WebSocketDisconnect) as closed:
+        ws.receive_bytes()  # type: ignore[attr-defined]
+    assert closed.value.code == code
+
+
+def test_the_page_has_the_terminal_and_its_own_csp(
+    owner_panel: TestClient, running: Running
+) -> None:
+    page = owner_panel.get(running.page)
+    assert page.status_code == 200
+    assert f'data-socket="/instances/{running.instance.id}/console/ws"' in page.text
+    assert "/static/console.js" in page.text and "Ctrl-Alt-Del" in page.text
+    csp = page.headers["content-security-policy"]
+    assert "style-src 'self' 'unsafe-inline'" in csp and "script-src 'self';" in csp
+    # The instance page links to it without htmx's boost (the page needs its own CSP).
+    detail = owner_panel.get(f"/instances/{running.instance.id}").text
+    assert f'href="{running.page}" hx-boost="false"' in detail
+
+
+def test_bytes_go_both_ways_and_the_console_is_released(
+    owner_panel: TestClient, running: Running
+) -> None:
+    with owner_panel.websocket_connect(running.ws, headers=ORIGIN) as ws:
+        ws.send_bytes(b"echo $((6*7))\r")
+        assert ws.receive_bytes() == b"echo $((6*7))\r\n"
+        ws.send_text("ls\r")  # text frames are keystrokes too
+        assert ws.receive_bytes() == b"ls\r\n"
+        assert running.driver.vms[running.instance.id].attached is not None
+    # The client left: the driver's console is closed and the next client gets it.
+    with owner_panel.websocket_connect(running.ws, headers=ORIGIN) as ws:
+        ws.send_bytes(b"x")
+        assert ws.receive_bytes() == b"x"
+    assert running.driver.vms[running.instance.id].attached is None
+
+
+def test_a_second_client_is_told_another_tab_holds_it(
+    owner_panel: TestClient, running: Running
+) -> None:
+    with owner_panel.websocket_connect(running.ws, headers=ORIGIN) as first:
+        with owner_panel.websocket_connect(running.ws, headers=ORIGIN) as second:
+            _closed_with(second, console.CLOSE_BUSY)
+        first.send_bytes(b"still mine\r")
+        assert first.receive_bytes() == b"still mine\r\n"
+
+
+def test_the_hypervisor_refusing_a_second_client_is_busy_too(
+    owner_panel: TestClient, running: Running
+) -> None:
+    import asyncio
+
+    # Another process holds it: this process's registry does not know, the driver refuses.
+    running.driver.open_console(running.instance.id, asyncio.new_event_loop())
+    with owner_panel.websocket_connect(running.ws, headers=ORIGIN) as ws:
+        _closed_with(ws, console.CLOSE_BUSY)
+    running.driver.vms[running.instance.id].attached = None
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"origin": "https://evil.example"},
+        {"origin": "https://testserver.evil.example"},
+        {"origin": "null"},
+        {},
+    ],
+)
+def test_a_socket_from_another_origin_is_refused_before_the_handshake(
+    owner_panel: TestClient, running: Running, headers: dict[str, str]
+) -> None:
+    assert _refused(owner_panel, running.ws, headers=headers) == 403
+    assert running.driver.vms[running.instance.id].attached is None
+
+
+def test_no_session_and_another_users_console_are_refused(
+    panel: TestClient, db: Session, running: Running
+) -> None:
+    assert _refused(panel, running.ws, headers=ORIGIN) == 401
+    intruder = make_user(db)
+    log_in(panel, intruder.username, PASSWORD)
+    assert _refused(panel, running.ws, headers=ORIGIN) == 404
+    assert panel.get(running.page).status_code == 404
+    assert running.driver.vms[running.instance.id].attached is None
+
+
+def test_the_socket_ends_when_the_vm_stops(owner_panel: TestClient, running: Running) -> None:
+    with owner_panel.websocket_connect(running.ws, headers=ORIGIN) as ws:
+        ws.send_bytes(b"a")
+        assert ws.receive_bytes() == b"a"
+        running.driver.stop(running.instance.id)
+        _closed_with(ws, console.CLOSE_ENDED)
+    assert running.driver.vms[running.instance.id].attached is None
+
+
+def test_the_socket_ends_with_the_login(
+    owner_panel: TestClient, running: Running, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(console, "RECHECK_SECONDS", 0.05)
+    with owner_panel.websocket_connect(running.ws, headers=ORIGIN) as ws:
+        ws.send_bytes(b"a")
+        assert ws.receive_bytes() == b"a"
+        token = csrf_of(owner_panel.get("/account").text)
+        assert owner_panel.post("/logout", data={"csrftoken": token}).status_code == 303
+        _closed_with(ws, console.CLOSE_LOGGED_OUT)
+
+
+def test_an_oversized_frame_closes_the_socket(owner_panel: TestClient, running: Running) -> None:
+    with owner_panel.websocket_connect(running.ws, headers=ORIGIN) as ws:
+        ws.send_bytes(b"x" * (console.MAX_INPUT_FRAME + 1))
+        _closed_with(ws, console.CLOSE_TOO_BIG)
+
+
+def test_a_stopped_vm_shows_its_boot_log_read_only(
+    owner_panel: TestClient, db: Session, running: Running
+) -> None:
+    running.driver.stop(running.instance.id)
+    running.instance.status = "stopped"
+    db.flush()
+    page = owner_panel.get(running.page)
+    assert page.status_code == 200
+    assert READY_MARKER in page.text and 'id="boot-log"' in page.text
+    assert "data-socket" not in page.text
+    with owner_panel.websocket_connect(running.ws, headers=ORIGIN) as ws:
+        _closed_with(ws, console.CLOSE_UNAVAILABLE)
+
+
+def test_ctrl_alt_del_reaches_a_running_vm(
+    owner_panel: TestClient, db: Session, running: Running
+) -> None:
+    url = f"{running.page}/ctrl-alt-del"
+    token = csrf_of(owner_panel.get(running.page).text)
+    answer = owner_panel.post(url, data={"csrftoken": token})
+    assert answer.status_code == 303 and answer.headers["location"] == running.page
+    assert running.driver.vms[running.instance.id].ctrl_alt_del == 1
+    running.instance.status = "stopped"
+    db.flush()
+    refused = owner_panel.post(url, data={"csrftoken": token})
+    assert refused.status_code == 409 and "not running" in refused.text
+    assert running.driver.vms[running.instance.id].ctrl_alt_del == 1
+
+
+def test_the_api_socket_takes_a_bearer_token(
+    client: TestClient, db: Session, running: Running
+) -> None:
+    url = f"/api/v1/instances/{running.instance.id}/console"
+    assert _refused(client, url) == 401
+    assert _refused(client, url, headers={"authorization": "Bearer not-a-token"}) == 401
+    intruder = make_user(db)
+    headers = bearer(login(client, intruder.username, PASSWORD))
+    assert _refused(client, url, headers=headers) == 404
+    headers = bearer(login(client, running.owner.username, PASSWORD))
+    with client.websocket_connect(url, headers=headers) as ws:
+        ws.send_bytes(b"uname\r")
+        assert ws.receive_bytes() == b"uname\r\n"
+
+
+def test_support_staff_cannot_type_into_a_customers_vm(
+    client: TestClient, db: Session, running: Running
+) -> None:
+    url = f"/api/v1/instances/{running.instance.id}/console"
+    for role, status in (("support", 404), ("admin", None)):
+        staff = make_user(db, role=role)
+        headers = bearer(login(client, staff.username, PASSWORD))
+        if status is None:
+            with client.websocket_connect(url, headers=headers) as ws:
+                ws.send_bytes(b"y")
+                assert ws.receive_bytes() == b"y"
+            continue
+        assert _refused(client, url, headers=headers) == status
