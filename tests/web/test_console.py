@@ -19,6 +19,7 @@ from tests.factories.catalog import make_product
 from tests.factories.compute import make_node, make_pool
 from tests.helpers import JobRunner, bearer, login
 from tests.web.conftest import csrf_of, log_in
+from vmcloud.accounts import api_tokens
 from vmcloud.accounts.models import User
 from vmcloud.billing import flows
 from vmcloud.compute import console, nodes
@@ -258,3 +259,26 @@ def test_support_staff_cannot_type_into_a_customers_vm(
                 assert ws.receive_bytes() == b"y"
             continue
         assert _refused(client, url, headers=headers) == status
+
+
+def test_a_personal_token_opens_its_owners_console_within_its_scope(
+    client: TestClient, db: Session, running: Running
+) -> None:
+    url = f"/api/v1/instances/{running.instance.id}/console"
+    _, full = api_tokens.create_token(
+        db=db, user=running.owner, name="ci", scopes=["instances:write"], expires_at=None
+    )
+    _, read_only = api_tokens.create_token(
+        db=db, user=running.owner, name="ro", scopes=["instances:read"], expires_at=None
+    )
+    admin = make_user(db, role="admin")
+    _, admins = api_tokens.create_token(
+        db=db, user=admin, name="adm", scopes=["instances:write"], expires_at=None
+    )
+    db.commit()
+    with client.websocket_connect(url, headers={"authorization": f"Bearer {full}"}) as ws:
+        ws.send_bytes(b"id\r")
+        assert ws.receive_bytes() == b"id\r\n"
+    # Typing is a write; and a token acts as its owner only, whatever the owner's role.
+    assert _refused(client, url, headers={"authorization": f"Bearer {read_only}"}) == 403
+    assert _refused(client, url, headers={"authorization": f"Bearer {admins}"}) == 404
