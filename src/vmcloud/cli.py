@@ -58,6 +58,9 @@ def _settings(host: str | None, port: int | None) -> Settings:
     return get_settings().model_copy(update=overrides)
 
 
+STARTUP_HEALTHCHECK_SECONDS = 60
+
+
 def _serve(settings: Settings, url: str, *, worker: bool, processes: int | None) -> None:
     """Serve the API in ``processes`` processes (default: one per core) sharing one listening
     socket, with a supervised ``vmcloud worker`` child when ``worker``. SIGINT/SIGTERM stop
@@ -91,6 +94,10 @@ def _serve(settings: Settings, url: str, *, worker: bool, processes: int | None)
             # core/size_limits.py and docs/performance.md, "Processes".
             http="h11",
             h11_max_incomplete_event_size=settings.max_request_header_bytes,
+            # A new API process imports the whole app before it can answer the supervisor's
+            # first health check; uvicorn's 5 s default killed and restarted processes that
+            # were merely starting on a busy machine (or one that compiles without .pyc files).
+            timeout_worker_healthcheck=STARTUP_HEALTHCHECK_SECONDS,
         )
         typer.echo(
             f"VMCloud is listening on {settings.public_url}"
