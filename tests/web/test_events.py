@@ -5,13 +5,20 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from pathlib import Path
 
 from sqlalchemy import create_engine, text
 from sqlalchemy.orm import Session
 
+from tests.factories.accounts import make_user
+from tests.factories.support import make_ticket
+from vmcloud.accounts.models import User
 from vmcloud.core import events
 from vmcloud.core.jobs import libpq_url
 from vmcloud.db.session import RequestSlots
+from vmcloud.support import service
+from vmcloud.support.schemas import MessageCreate
+from vmcloud.support.storage import LocalStorage
 from vmcloud.web.events import Hub, Stream, _events
 
 
@@ -112,6 +119,86 @@ def test_every_web_process_hears_every_change(fresh_database_url: str) -> None:
             assert (await _next(two.queue))["id"] == "t-1"
         await first.stop()
         await second.stop()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        engine.dispose()
+
+
+def test_a_stream_that_follows_an_object_hears_its_public_changes_whoever_owns_it(
+    fresh_database_url: str,
+) -> None:
+    """A staff member on a customer's ticket page: the stream runs under the staff member's
+    id but follows that ticket, so the customer's public changes reach it; another ticket's
+    and staff-only announcements (no user) do not."""
+    engine = create_engine(fresh_database_url)
+    customer, agent, ticket, other = uuid.uuid4(), uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+
+    async def scenario() -> None:
+        hub = Hub(libpq_url(fresh_database_url))
+        async with hub.subscribe(agent, follows=("ticket", str(ticket))) as page:
+            await asyncio.wait_for(hub.listening.wait(), 5)
+            with Session(engine) as db:
+                events.announce(db, kind="ticket", user_id=customer, id=other)
+                events.announce(db, kind="metric", user_id=customer, id=ticket)
+                events.announce(db, kind="ticket", user_id=None, id=ticket)  # a note
+                events.announce(db, kind="ticket", user_id=customer, id=ticket)
+                db.commit()
+            got = await _next(page.queue)
+            assert got == {"kind": "ticket", "user": str(customer), "id": str(ticket)}
+            await asyncio.sleep(0.2)
+            assert page.queue.empty()
+        await hub.stop()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        engine.dispose()
+
+
+def test_an_internal_note_reaches_staff_streams_only(
+    fresh_database_url: str, tmp_path: Path
+) -> None:
+    """A note is announced without the customer's id: staff pages hear it, no page of the
+    customer's does (not even the ticket's own, which would learn that a note was written)."""
+    engine = create_engine(fresh_database_url)
+    with Session(engine) as db:
+        customer = make_user(db)
+        agent = make_user(db, role="support")
+        ticket = make_ticket(db, customer)
+        db.commit()
+        customer_id, agent_id, ticket_id = customer.id, agent.id, ticket.id
+
+    def write(is_internal: bool) -> None:
+        with Session(engine) as db:
+            author = db.get_one(User, agent_id)
+            found = service.get_changeable_ticket(db=db, ticket_id=ticket_id, user=author)
+            body = MessageCreate(message="a word", is_internal=is_internal)
+            storage = LocalStorage(tmp_path)
+            service.add_message(
+                db=db, ticket=found, author=author, body=body, uploads=[], storage=storage
+            )
+            db.commit()
+
+    async def scenario() -> None:
+        hub = Hub(libpq_url(fresh_database_url))
+        async with (
+            hub.subscribe(customer_id) as mine,
+            hub.subscribe(customer_id, follows=("ticket", str(ticket_id))) as page,
+            hub.subscribe(None) as staff,
+        ):
+            await asyncio.wait_for(hub.listening.wait(), 5)
+            await asyncio.to_thread(write, True)
+            got = await _next(staff.queue)
+            assert got == {"kind": "ticket", "user": None, "id": str(ticket_id)}
+            await asyncio.sleep(0.2)
+            assert mine.queue.empty() and page.queue.empty()
+            await asyncio.to_thread(write, False)  # a public reply reaches them all
+            assert (await _next(mine.queue))["user"] == str(customer_id)
+            assert (await _next(page.queue))["id"] == str(ticket_id)
+            assert (await _next(staff.queue))["user"] == str(customer_id)
+        await hub.stop()
 
     try:
         asyncio.run(scenario())
