@@ -46,16 +46,16 @@ def series(db: Session, instance: Instance, range_: str = "1h") -> metric_series
 
 def test_rates_come_from_counter_differences(db: Session, instance: Instance) -> None:
     # Before the range: the first sample in it is measured against this one.
-    add_sample(db, instance, NOW - timedelta(minutes=70), 0)
-    add_sample(db, instance, NOW - timedelta(minutes=50), 120_000)  # 100 B/s over 20 min
-    add_sample(db, instance, NOW - timedelta(minutes=49), 132_000)  # 200 B/s over 60 s
+    add_sample(db, instance, NOW - timedelta(minutes=61), 0)
+    add_sample(db, instance, NOW - timedelta(minutes=59), 12_000)  # 100 B/s over 2 min
+    add_sample(db, instance, NOW - timedelta(minutes=58), 24_000)  # 200 B/s over 60 s
     points = series(db, instance).points
     assert len(points) == 2
     assert [p.disk_read_bps for p in points] == [100.0, 200.0]
     assert [p.disk_write_bps for p in points] == [200.0, 400.0]
     assert [p.net_rx_bps for p in points] == [300.0, 600.0]
     assert [p.net_tx_bps for p in points] == [400.0, 800.0]
-    assert points[0].at == NOW - timedelta(minutes=50)  # 10 s buckets: a sample's own time
+    assert points[0].at == NOW - timedelta(minutes=59)  # 10 s buckets: a sample's own time
 
 
 def test_a_restart_leaves_a_gap_never_a_negative_rate(db: Session, instance: Instance) -> None:
@@ -65,6 +65,28 @@ def test_a_restart_leaves_a_gap_never_a_negative_rate(db: Session, instance: Ins
     points = series(db, instance).points
     assert [p.net_rx_bps for p in points] == [None, None, 300.0]
     assert all(p.cpu_percent == 10.0 for p in points)
+
+
+def test_a_long_gap_or_a_start_between_two_samples_leaves_a_gap(
+    db: Session, instance: Instance
+) -> None:
+    """Counters that restarted can climb past their old values before the next sample: a
+    sample more than three sampling intervals after the one before it, or the first after
+    the instance's last start, has no rates either."""
+    add_sample(db, instance, NOW - timedelta(minutes=30), 600_000)
+    add_sample(db, instance, NOW - timedelta(minutes=20), 700_000)  # 10 min: stopped meanwhile
+    add_sample(db, instance, NOW - timedelta(minutes=19), 706_000)
+    instance.started_at = NOW - timedelta(minutes=18, seconds=30)
+    add_sample(db, instance, NOW - timedelta(minutes=18), 712_000)  # started in between
+    add_sample(db, instance, NOW - timedelta(minutes=17), 718_000)
+    assert [p.disk_read_bps for p in series(db, instance).points] == [
+        None, None, 100.0, None, 100.0
+    ]  # fmt: skip
+    # Sampled every 5 minutes, 10 minutes is two intervals: a rate.
+    site_settings.update_setting(db=db, key="compute.metrics_interval_seconds", value=300)
+    db.commit()
+    rates = [p.disk_read_bps for p in series(db, instance).points]
+    assert rates[1] is not None and round(rates[1], 2) == 166.67
 
 
 def test_long_ranges_average_into_buckets(db: Session, instance: Instance) -> None:

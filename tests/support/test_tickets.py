@@ -3,6 +3,7 @@ do what, and the status machine."""
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import pytest
@@ -460,3 +461,31 @@ def test_the_resolved_email_is_not_sent_for_a_ticket_reopened_meanwhile(
     client.post(f"{TICKETS}/{tid}/messages", json={"message": "not yet"}, headers=people.customer)
     job_runner.run("support.")
     assert not [m for m in mailbox.to("alice@example.com") if "Resolved" in m["Subject"]]
+
+
+def test_refused_tickets_and_replies_do_not_count_against_the_limits(
+    client: TestClient, people: People
+) -> None:
+    unknown = {"subject": "x", "description": "x", "instance_id": str(uuid.uuid4())}
+    bad_category = {"subject": "x", "description": "x", "category": "nonsense"}
+    for body in [unknown, bad_category] * 6:
+        assert client.post(TICKETS, json=body, headers=people.customer).status_code == 422
+    tid = _open(client, people.customer)["id"]
+    bad_file = [("files", ("run.sh", b"#!/bin/sh\n", "application/x-sh"))]
+    for _ in range(60):
+        refused = client.post(
+            f"{TICKETS}/{tid}/messages",
+            data={"message": "see attached"},
+            files=bad_file,
+            headers=people.customer,
+        )
+        assert refused.status_code == 422
+    reply = {"message": "still there?"}
+    answer = client.post(f"{TICKETS}/{tid}/messages", json=reply, headers=people.customer)
+    assert answer.status_code == 201
+    for _ in range(9):
+        _open(client, people.customer)
+    answer = client.post(
+        TICKETS, json={"subject": "x", "description": "x"}, headers=people.customer
+    )
+    assert answer.status_code == 429

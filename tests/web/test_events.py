@@ -4,14 +4,32 @@ never do, and a lost LISTEN connection comes back and tells every stream to resy
 from __future__ import annotations
 
 import asyncio
+import re
 import uuid
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
 
+import httpx
 from sqlalchemy import create_engine, text
 from sqlalchemy.orm import Session
 
+from tests.factories.accounts import PASSWORD, make_user
+from tests.factories.compute import add_sample, make_node, make_pool
+from tests.factories.support import make_ticket
+from tests.web.browser.server import free_socket, live_settings, serve_in_thread
+from vmcloud.accounts.models import User
+from vmcloud.app import create_app
+from vmcloud.billing import flows
+from vmcloud.compute.models import Instance
+from vmcloud.compute.schemas import InstanceCreate
 from vmcloud.core import events
+from vmcloud.core.clock import utcnow
 from vmcloud.core.jobs import libpq_url
-from vmcloud.db.session import RequestSlots
+from vmcloud.db.session import RequestSlots, make_engine, make_session_factory
+from vmcloud.support import service
+from vmcloud.support.schemas import MessageCreate
+from vmcloud.support.storage import LocalStorage
 from vmcloud.web.events import Hub, Stream, _events
 
 
@@ -116,4 +134,193 @@ def test_every_web_process_hears_every_change(fresh_database_url: str) -> None:
     try:
         asyncio.run(scenario())
     finally:
+        engine.dispose()
+
+
+def test_a_stream_that_follows_an_object_hears_its_public_changes_whoever_owns_it(
+    fresh_database_url: str,
+) -> None:
+    """A staff member on a customer's ticket page: the stream runs under the staff member's
+    id but follows that ticket, so the customer's public changes reach it; another ticket's
+    and staff-only announcements (no user) do not."""
+    engine = create_engine(fresh_database_url)
+    customer, agent, ticket, other = uuid.uuid4(), uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+
+    async def scenario() -> None:
+        hub = Hub(libpq_url(fresh_database_url))
+        async with hub.subscribe(agent, follows=("ticket", str(ticket))) as page:
+            await asyncio.wait_for(hub.listening.wait(), 5)
+            with Session(engine) as db:
+                events.announce(db, kind="ticket", user_id=customer, id=other)
+                events.announce(db, kind="metric", user_id=customer, id=ticket)
+                events.announce(db, kind="ticket", user_id=None, id=ticket)  # a note
+                events.announce(db, kind="ticket", user_id=customer, id=ticket)
+                db.commit()
+            got = await _next(page.queue)
+            assert got == {"kind": "ticket", "user": str(customer), "id": str(ticket)}
+            await asyncio.sleep(0.2)
+            assert page.queue.empty()
+        await hub.stop()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        engine.dispose()
+
+
+def test_an_internal_note_reaches_staff_streams_only(
+    fresh_database_url: str, tmp_path: Path
+) -> None:
+    """A note is announced without the customer's id: staff pages hear it, no page of the
+    customer's does (not even the ticket's own, which would learn that a note was written)."""
+    engine = create_engine(fresh_database_url)
+    with Session(engine) as db:
+        customer = make_user(db)
+        agent = make_user(db, role="support")
+        ticket = make_ticket(db, customer)
+        db.commit()
+        customer_id, agent_id, ticket_id = customer.id, agent.id, ticket.id
+
+    def write(is_internal: bool) -> None:
+        with Session(engine) as db:
+            author = db.get_one(User, agent_id)
+            found = service.get_changeable_ticket(db=db, ticket_id=ticket_id, user=author)
+            body = MessageCreate(message="a word", is_internal=is_internal)
+            storage = LocalStorage(tmp_path)
+            service.add_message(
+                db=db, ticket=found, author=author, body=body, uploads=[], storage=storage
+            )
+            db.commit()
+
+    async def scenario() -> None:
+        hub = Hub(libpq_url(fresh_database_url))
+        async with (
+            hub.subscribe(customer_id) as mine,
+            hub.subscribe(customer_id, follows=("ticket", str(ticket_id))) as page,
+            hub.subscribe(None) as staff,
+        ):
+            await asyncio.wait_for(hub.listening.wait(), 5)
+            await asyncio.to_thread(write, True)
+            got = await _next(staff.queue)
+            assert got == {"kind": "ticket", "user": None, "id": str(ticket_id)}
+            await asyncio.sleep(0.2)
+            assert mine.queue.empty() and page.queue.empty()
+            await asyncio.to_thread(write, False)  # a public reply reaches them all
+            assert (await _next(mine.queue))["user"] == str(customer_id)
+            assert (await _next(page.queue))["id"] == str(ticket_id)
+            assert (await _next(staff.queue))["user"] == str(customer_id)
+        await hub.stop()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        engine.dispose()
+
+
+class _PanelOverHttp:
+    """A panel login on a live server over plain http: its ``__Host-`` cookies are ``Secure``,
+    so they are sent back by hand."""
+
+    def __init__(self, url: str, login: str) -> None:
+        self.http = httpx.Client(base_url=url, timeout=10)
+        self.cookies: dict[str, str] = {}
+        form = self._get("/login")
+        token = re.search(r'name="csrftoken" value="([^"]+)"', form.text)
+        assert token
+        answer = self.http.post(
+            "/login",
+            data={"login": login, "password": PASSWORD, "csrftoken": token.group(1)},
+            headers=self._header(),
+        )
+        assert answer.status_code == 303, answer.text
+        self._keep(answer)
+
+    def _header(self) -> dict[str, str]:
+        return {"cookie": "; ".join(f"{k}={v}" for k, v in self.cookies.items())}
+
+    def _keep(self, response: httpx.Response) -> None:
+        for raw in response.headers.get_list("set-cookie"):
+            name, _, rest = raw.partition("=")
+            self.cookies[name] = rest.split(";", 1)[0]
+
+    def _get(self, path: str) -> httpx.Response:
+        response = self.http.get(path, headers=self._header())
+        self._keep(response)
+        return response
+
+    def messages(self, path: str) -> Iterator[str]:
+        """The stream's messages (their data), as they come."""
+        with self.http.stream("GET", path, headers=self._header()) as response:
+            assert response.status_code == 200
+            data: list[str] = []
+            for line in response.iter_lines():
+                if line.startswith("data:"):
+                    data.append(line.removeprefix("data:").strip())
+                elif not line and data:
+                    yield "\n".join(data)
+                    data = []
+
+
+def test_staff_on_a_customers_pages_get_their_live_updates(
+    fresh_database_url: str, tmp_path: Path
+) -> None:
+    """Through the real app under uvicorn: a support agent's streams of a customer's ticket
+    and graphs pages hear the customer's changes to them."""
+    engine = create_engine(fresh_database_url)
+    with Session(engine) as db:
+        make_node(db)
+        make_pool(db, "198.18.79.0/28")
+        customer = make_user(db, balance="100.00")
+        agent = make_user(db, role="support")
+        ticket = make_ticket(db, customer)
+        body = InstanceCreate(
+            name="watched", product="nano", region="local", image="tiny-linux",
+            billing_cycle="monthly",
+        )  # fmt: skip
+        instance = flows.order_instance(db=db, owner=customer, body=body)
+        db.commit()
+        ids = customer.id, ticket.id, instance.id
+        agent_login = agent.username
+    sock = free_socket()
+    settings = live_settings(
+        database_url=fresh_database_url, data_dir=tmp_path, port=sock.getsockname()[1]
+    ).model_copy(update={"run_worker": False})
+    app_engine = make_engine(settings)
+    app = create_app(settings, engine=app_engine, session_factory=make_session_factory(app_engine))
+
+    def customer_replies() -> None:
+        with Session(engine) as db:
+            author = db.get_one(User, ids[0])
+            found = service.get_changeable_ticket(db=db, ticket_id=ids[1], user=author)
+            body = MessageCreate(message="It works again, thanks")
+            storage = LocalStorage(tmp_path)
+            service.add_message(
+                db=db, ticket=found, author=author, body=body, uploads=[], storage=storage
+            )
+            db.commit()
+
+    def a_sample_arrives() -> None:
+        with Session(engine) as db:
+            watched = db.get_one(Instance, ids[2])
+            add_sample(db, watched, utcnow() - timedelta(seconds=5), 1000)
+            events.announce(db, kind="metric", user_id=ids[0], id=ids[2])
+            db.commit()
+
+    try:
+        with serve_in_thread(app, sock) as url:
+            staff = _PanelOverHttp(url, agent_login)
+            ticket_page = staff.messages(f"/support/{ids[1]}/stream")
+            assert "It works again" not in next(ticket_page)  # the resync on open
+            customer_replies()
+            assert "It works again, thanks" in next(ticket_page)
+            ticket_page.close()
+
+            graphs_page = staff.messages(f"/instances/{ids[2]}/graphs/stream")
+            assert "<tr data-t=" not in next(graphs_page)
+            a_sample_arrives()
+            assert "<tr data-t=" in next(graphs_page)
+            graphs_page.close()
+            staff.http.close()
+    finally:
+        app_engine.dispose()
         engine.dispose()

@@ -257,7 +257,7 @@ def test_close_needs_a_confirmation_and_a_rating_is_given_once(
     page = panel.get(url).text
     assert "closed" in page and 'name="rating"' in page and 'name="message"' not in page
 
-    for bad in ("0", "6", "five", ""):
+    for bad in ("0", "6", "five", "", "²", "٤", "4.5", "1e0", "99999999999999999999"):
         refused = panel.post(f"{url}/rating", data={"csrftoken": token, "rating": bad})
         assert refused.status_code == 422, bad
     assert panel.post(f"{url}/rating", data={"csrftoken": token, "rating": "4"}).status_code == 303
@@ -327,3 +327,33 @@ def test_the_guard_reads_the_token_across_chunks_and_replays_the_body() -> None:
     asyncio.run(guard(scope, receive, send))
     assert "sent" not in seen  # nothing refused
     assert seen["body"] == body and seen["headers"][b"x-csrftoken"] == token.encode()
+
+
+def test_refused_new_tickets_do_not_use_up_the_hourly_limit(
+    panel: TestClient, db: Session, customer: User
+) -> None:
+    bad_file = [("files", ("run.sh", b"#!/bin/sh\n", "application/x-sh"))]
+    for _ in range(6):
+        assert _open(panel, files=bad_file).status_code == 422
+        assert _open(panel, instance_id=str(uuid.uuid4())).status_code == 422
+    assert _tickets(db, customer) == 0
+    for _ in range(10):
+        assert _open(panel).status_code == 303
+    assert _open(panel).status_code == 429
+
+
+def test_a_logged_out_upload_without_the_csrf_cookie_goes_to_the_login(
+    panel: TestClient, db: Session, customer: User, app_settings: Settings
+) -> None:
+    ticket = make_ticket(db, customer)
+    db.commit()
+    body, headers = _multipart([("message", "hi"), ("files", ("a.png", PNG, "image/png"))])
+    panel.cookies.delete("__Host-vmc_csrf")  # signed in, no CSRF cookie: still refused
+    refused = panel.post(f"/support/{ticket.id}/messages", content=body, headers=headers)
+    assert refused.status_code == 403 and "Form expired" in refused.text
+    panel.cookies.clear()
+    for url in (f"/support/{ticket.id}/messages", "/support/new"):
+        answer = panel.post(url, content=body, headers=headers)
+        assert answer.status_code == 303, (url, answer.text)
+        assert answer.headers["location"].startswith("/login")
+    assert _messages(db, ticket.id) == [] and _stored(app_settings) == []

@@ -3,9 +3,13 @@ counters turned into rates, averaged into at most :data:`MAX_POINTS` buckets, in
 
 Disk and network figures are cumulative byte counters that restart from 0 with the VM (and
 so does ``cpu_time_ns``). A sample's rate is the difference from the sample before it over
-the seconds between them; a sample where any counter went down follows a restart, and has no
-rates (a gap in the graph, never a negative rate). The first sample of a range is measured
-against the last one before it, so a range starts with rates too.
+the seconds between them. A sample may follow a restart, and then has no rates (a gap in the
+graph, never a wrong rate), when: any counter went down; the instance's last start
+(``started_at``) lies between the two samples; or more than :data:`MAX_GAP_INTERVALS` sampling
+intervals (``compute.metrics_interval_seconds``) passed since the sample before it, since
+counters that restarted during a long gap can have climbed past their old values. The first
+sample of a range is measured against the last one before it, so a range starts with rates
+too.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from sqlalchemy.orm import Session
 from vmcloud.compute.models import Instance
 from vmcloud.core.clock import utcnow
 from vmcloud.site_settings import service as site_settings
-from vmcloud.site_settings.registry import METRICS_RETENTION_DAYS
+from vmcloud.site_settings.registry import METRICS_INTERVAL_SECONDS, METRICS_RETENTION_DAYS
 
 Range = Literal["1h", "24h", "7d", "30d"]
 RANGES: dict[str, timedelta] = {
@@ -31,6 +35,9 @@ RANGES: dict[str, timedelta] = {
 }
 MAX_POINTS = 360  # buckets per range (361 at most: the first one starts before the range)
 COUNTERS = ("disk_read", "disk_write", "net_rx", "net_tx")
+# Samples come once an interval (a missed job run makes one gap twice as long): a longer gap
+# between two samples may hide a restart.
+MAX_GAP_INTERVALS = 3
 
 
 @dataclass(frozen=True)
@@ -63,7 +70,9 @@ def _each(template: str, joiner: str = ", ") -> str:
 
 _DELTAS = _each("(m.{c}_bytes - lag(m.{c}_bytes) OVER w)::float8 AS {c}_delta")
 _WENT_DOWN = _each("OR m.{c}_bytes < lag(m.{c}_bytes) OVER w", " ")
-_RATES = _each("CASE WHEN NOT restarted AND dt > 0 THEN {c}_delta / dt END AS {c}_bps")
+_RATES = _each(
+    "CASE WHEN NOT restarted AND dt > 0 AND dt <= :max_gap THEN {c}_delta / dt END AS {c}_bps"
+)
 _AVERAGES = _each("avg({c}_bps) AS {c}_bps")
 
 
@@ -76,7 +85,9 @@ WITH start AS (
     SELECT m.collected_at, m.cpu_percent, m.memory_used_mb,
         extract(epoch FROM m.collected_at - lag(m.collected_at) OVER w)::float8 AS dt,
         {_DELTAS},
-        coalesce(m.cpu_time_ns < lag(m.cpu_time_ns) OVER w {_WENT_DOWN}, false) AS restarted
+        coalesce(m.cpu_time_ns < lag(m.cpu_time_ns) OVER w {_WENT_DOWN}, false)
+            OR coalesce(lag(m.collected_at) OVER w < CAST(:started_at AS timestamp)
+                AND m.collected_at >= CAST(:started_at AS timestamp), false) AS restarted
     FROM instance_metrics m, start
     WHERE m.instance_id = :instance_id AND m.collected_at >= start.at
         AND m.collected_at <= :until
@@ -109,9 +120,16 @@ def series(*, db: Session, instance: Instance, range_: str, now: datetime | None
     a 360th of the range (10 s for an hour: one sample each at the shortest interval)."""
     since, until, clipped = window(db, range_, now)
     step = int(RANGES[range_].total_seconds()) // MAX_POINTS
-    rows = db.execute(
-        _SERIES, {"instance_id": instance.id, "since": since, "until": until, "step": step}
-    )
+    interval = site_settings.get(db, METRICS_INTERVAL_SECONDS)
+    params = {
+        "instance_id": instance.id,
+        "since": since,
+        "until": until,
+        "step": step,
+        "max_gap": interval * MAX_GAP_INTERVALS,
+        "started_at": instance.started_at,
+    }
+    rows = db.execute(_SERIES, params)
     return Series(
         range=range_,
         since=since,

@@ -12,6 +12,7 @@ import hashlib
 import re
 import unicodedata
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -111,17 +112,31 @@ def check(upload: Upload, *, max_bytes: int, types: list[str]) -> None:
             raise _bad("file", "text files cannot contain NUL bytes")
 
 
-def store_uploads(*, db: Session, uploads: list[Upload], storage: Storage) -> list[dict[str, Any]]:
-    """Check every upload, then store each; returns the ``attachments_json`` entries."""
+def limits(db: Session) -> dict[str, Any]:
+    """The attachment settings: ``max_bytes``, ``max_count`` and the allowed ``types``."""
+    return {
+        "max_bytes": site_settings.get(db, ATTACHMENT_MAX_BYTES),
+        "max_count": site_settings.get(db, ATTACHMENT_MAX_COUNT),
+        "types": site_settings.get(db, ATTACHMENT_TYPES),
+    }
+
+
+def check_uploads(*, db: Session, uploads: Sequence[Upload]) -> None:
+    """Refuse the files unless every one of them is within the settings."""
     if not uploads:
-        return []
-    max_bytes = site_settings.get(db, ATTACHMENT_MAX_BYTES)
-    max_count = site_settings.get(db, ATTACHMENT_MAX_COUNT)
-    types = site_settings.get(db, ATTACHMENT_TYPES)
-    if len(uploads) > max_count:
-        raise _bad("count", f"at most {max_count} files per message")
+        return
+    found = limits(db)
+    if len(uploads) > found["max_count"]:
+        raise _bad("count", f"at most {found['max_count']} files per message")
     for upload in uploads:
-        check(upload, max_bytes=max_bytes, types=types)
+        check(upload, max_bytes=found["max_bytes"], types=found["types"])
+
+
+def store_uploads(
+    *, db: Session, uploads: Sequence[Upload], storage: Storage
+) -> list[dict[str, Any]]:
+    """Check every upload, then store each; returns the ``attachments_json`` entries."""
+    check_uploads(db=db, uploads=uploads)
     stored = []
     for upload in uploads:
         attachment_id = uuid.uuid4().hex

@@ -31,7 +31,7 @@ from vmcloud.core.pagination import PageParams, paginate
 from vmcloud.core.ratelimit import Limit, RateLimiter
 from vmcloud.site_settings import service as site_settings
 from vmcloud.site_settings.registry import AUTO_CLOSE_DAYS, TICKET_CATEGORIES
-from vmcloud.support.attachments import Upload, store_uploads
+from vmcloud.support.attachments import Upload, check_uploads, store_uploads
 from vmcloud.support.models import SupportTicket, TicketMessage
 from vmcloud.support.schemas import MessageCreate, TicketAdminUpdate, TicketCreate
 from vmcloud.support.storage import Storage
@@ -66,9 +66,12 @@ def _notify(db: Session, event: str, ticket: SupportTicket, message_id: uuid.UUI
     )
 
 
-def _announce(db: Session, ticket: SupportTicket) -> None:
+def _announce(db: Session, ticket: SupportTicket, *, staff_only: bool = False) -> None:
     # Open panel pages re-read the ticket (and only its public thread) once this commits.
-    events.announce(db, kind="ticket", user_id=ticket.user_id, id=ticket.id)
+    # ``staff_only`` (an internal note): announced to no customer, so none of the customer's
+    # pages hears, even as a bare signal, that a note was written.
+    user_id = None if staff_only else ticket.user_id
+    events.announce(db, kind="ticket", user_id=user_id, id=ticket.id)
 
 
 # -- customers ---------------------------------------------------------------------------------
@@ -77,6 +80,14 @@ def _announce(db: Session, ticket: SupportTicket) -> None:
 # Customers: generous for people, tight for a script flooding the staff's inboxes.
 OPEN_PER_ACCOUNT = Limit("ticket-open-account", hits=10, period=3600)
 REPLY_PER_ACCOUNT = Limit("ticket-reply-account", hits=60, period=3600)
+
+
+def _count(limiter: RateLimiter | None, limit: Limit, user: User) -> None:
+    """One attempt against a customer's ``limit`` (429 past it), once the attempt is known to
+    be acceptable. Each hit is one atomic statement, so concurrent requests still let through
+    at most the limit; a hit that passes counts even when the request then fails."""
+    if limiter is not None and not is_staff(user):
+        limiter.hit(limit, str(user.id))
 
 
 def open_ticket(
@@ -89,9 +100,8 @@ def open_ticket(
     storage: Storage | None = None,
 ) -> SupportTicket:
     """A new ticket; ``uploads`` (the panel's form can attach files as it opens one) become
-    the thread's first message, in the same unit of work."""
-    if limiter is not None and not is_staff(user):
-        limiter.hit(OPEN_PER_ACCOUNT, str(user.id))
+    the thread's first message, in the same unit of work. Counted against the hourly limit
+    only once everything else is accepted: a refused ticket uses up none of it."""
     categories = site_settings.get(db, TICKET_CATEGORIES)
     category = body.category or (categories[0] if categories else None)
     if category not in categories:
@@ -101,6 +111,8 @@ def open_ticket(
             compute.get_owned_instance(db=db, instance_id=body.instance_id, user=user)
         except NotFoundError:
             raise _invalid("instance_id", "no such instance of yours") from None
+    check_uploads(db=db, uploads=uploads)
+    _count(limiter, OPEN_PER_ACCOUNT, user)
     ticket = SupportTicket(
         id=uuid.uuid4(),
         user_id=user.id,
@@ -208,14 +220,14 @@ def add_message(
     limiter: RateLimiter | None = None,
 ) -> TicketMessage:
     staff = is_staff(author)
-    if limiter is not None and not staff:
-        limiter.hit(REPLY_PER_ACCOUNT, str(author.id))
     if body.is_internal and not staff:
         raise ForbiddenError("Only staff can write internal notes.")
     if ticket.status == "closed":
         raise ConflictError(
             "The ticket is closed; open a new one.", type="invalid-state", title="Ticket closed"
         )
+    check_uploads(db=db, uploads=uploads)
+    _count(limiter, REPLY_PER_ACCOUNT, author)  # last: a refused reply is not counted
     message = TicketMessage(
         id=uuid.uuid4(),
         ticket_id=ticket.id,
@@ -237,7 +249,7 @@ def add_message(
             _notify(db, "customer_reply", ticket, message.id)
         ticket.updated_at = utcnow()
     db.flush()
-    _announce(db, ticket)  # a note too: its page re-renders the public thread only
+    _announce(db, ticket, staff_only=bool(body.is_internal))
     return message
 
 

@@ -10,18 +10,16 @@ from fastapi import Request, Response
 from starlette.datastructures import UploadFile
 
 from vmcloud.core.errors import InvalidInputError
-from vmcloud.site_settings import service as site_settings
-from vmcloud.site_settings.registry import ATTACHMENT_MAX_BYTES, ATTACHMENT_MAX_COUNT
+from vmcloud.support import attachments
 from vmcloud.support.attachments import MAX_FIELD, MAX_PARTS, Upload
 
 
-def limits(request: Request) -> tuple[int, int]:
-    """``(max_bytes, max_count)``, read in a short session of their own (the request's belongs
-    to the route)."""
+def _limits(request: Request) -> tuple[int, int]:
+    """``(max_bytes, max_count)`` of ``attachments.limits``, read in a short session of their
+    own (the request's belongs to the route)."""
     with request.app.state.session_factory() as db:
-        return site_settings.get(db, ATTACHMENT_MAX_BYTES), site_settings.get(
-            db, ATTACHMENT_MAX_COUNT
-        )
+        found = attachments.limits(db)
+    return found["max_bytes"], found["max_count"]
 
 
 async def read_form(
@@ -34,7 +32,7 @@ async def read_form(
     refused (a form can show what was typed). A body larger than its files and fields could
     be was refused before any of it was read (``core/size_limits.py``, with
     ``attachments.upload_route``)."""
-    max_bytes, max_count = limits(request)
+    max_bytes, max_count = _limits(request)
     fields = {} if fields is None else fields
     uploads: list[Upload] = []
     async with request.form(

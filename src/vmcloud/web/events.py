@@ -2,10 +2,13 @@
 open Server-Sent Events streams of that process.
 
 :class:`Hub` holds the connection (psycopg, autocommit, ``conn.notifies()``) and a queue per
-open stream. A notification goes to the streams of the user it names (and to the streams that
-follow every user, for staff pages). When the connection breaks, the hub reconnects with a
-growing pause and then tells every stream to *resync*: notifications sent while it was away
-are lost, so each stream re-renders its whole live region, as it does when it (re)connects.
+open stream. A notification goes to the streams of the user it names, to the streams that
+follow the object it names (a staff member on a customer's ticket or instance page), and to
+the streams that follow every user (staff pages). One that names no user is staff-only (an
+internal note): only the streams that follow every user hear it. When the connection breaks,
+the hub reconnects with a growing pause and then tells every stream to *resync*:
+notifications sent while it was away are lost, so each stream re-renders its whole live
+region, as it does when it (re)connects.
 """
 
 from __future__ import annotations
@@ -35,14 +38,30 @@ QUEUE_SIZE = 256
 MAX_PAUSE = 10.0
 
 
+Follows = tuple[str, str]  # (kind, id) of one object
+
+
 @dataclass(eq=False)
 class Subscription:
-    """One open stream's mailbox. ``user_id`` None follows every user (staff pages)."""
+    """One open stream's mailbox. ``user_id`` None follows every user (staff pages);
+    ``follows`` also takes the changes of that one object announced to any user (its page's
+    stream, whoever views it)."""
 
     user_id: uuid.UUID | None
+    follows: Follows | None = None
     queue: asyncio.Queue[dict[str, str | None]] = field(
         default_factory=lambda: asyncio.Queue(QUEUE_SIZE)
     )
+
+    def wants(self, event: dict[str, str | None]) -> bool:
+        if self.user_id is None:
+            return True
+        user = event.get("user")
+        if user is None:  # staff-only
+            return False
+        if str(self.user_id) == user:
+            return True
+        return self.follows is not None and (event.get("kind"), event.get("id")) == self.follows
 
     def offer(self, event: dict[str, str | None]) -> None:
         try:
@@ -72,10 +91,12 @@ class Hub:
             self._task = None
 
     @contextlib.asynccontextmanager
-    async def subscribe(self, user_id: uuid.UUID | None) -> AsyncIterator[Subscription]:
+    async def subscribe(
+        self, user_id: uuid.UUID | None, follows: Follows | None = None
+    ) -> AsyncIterator[Subscription]:
         if self._task is None:  # listen from the first open stream on, not before
             await self.start()
-        subscription = Subscription(user_id)
+        subscription = Subscription(user_id, follows)
         self._subscriptions.add(subscription)
         OPEN_STREAMS.inc()
         try:
@@ -85,9 +106,8 @@ class Hub:
             OPEN_STREAMS.dec()
 
     def dispatch(self, event: dict[str, str | None]) -> None:
-        user = event.get("user")
         for subscription in list(self._subscriptions):
-            if subscription.user_id is None or str(subscription.user_id) == user:
+            if subscription.wants(event):
                 subscription.offer(event)
 
     def _resync_all(self) -> None:
@@ -138,7 +158,11 @@ CHECK_EVERY = 30.0
 
 
 async def _events(
-    hub: Hub, user_id: uuid.UUID | None, stream: Stream, gate: AbstractAsyncContextManager[Any]
+    hub: Hub,
+    user_id: uuid.UUID | None,
+    stream: Stream,
+    gate: AbstractAsyncContextManager[Any],
+    follows: Follows | None = None,
 ) -> AsyncIterator[dict[str, str]]:
     async def run(fn: Callable[..., T], *args: Any) -> T:
         # Each read waits for a connection slot like a request does (db.session.RequestSlots):
@@ -146,7 +170,7 @@ async def _events(
         async with gate:
             return await run_in_threadpool(fn, *args)
 
-    async with hub.subscribe(user_id) as subscription:
+    async with hub.subscribe(user_id, follows) as subscription:
         html = await run(stream.resync)
         if html:
             # No ``event:`` line: htmx's hx-sse swaps unnamed messages only (a named one, even
@@ -173,11 +197,12 @@ def respond(
     user_id: uuid.UUID | None,
     stream: Stream,
     gate: AbstractAsyncContextManager[Any],
+    follows: Follows | None = None,
 ) -> EventSourceResponse:
     """The SSE response of one page's stream: a full resync first, then one message per
     change that touches the page. Its reads pass ``gate`` (the app's connection slots)."""
     return EventSourceResponse(
-        _events(hub, user_id, stream, gate),
+        _events(hub, user_id, stream, gate, follows),
         ping=15,
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
     )

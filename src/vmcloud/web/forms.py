@@ -49,11 +49,13 @@ def _message(error: Mapping[str, Any]) -> str:
     return message.removeprefix("Value error, ")
 
 
-def parse(schema: type[M], data: Mapping[str, Any]) -> M:
+def parse(schema: type[M], data: Mapping[str, Any], *, lax: bool = False) -> M:
     """``data`` validated by ``schema`` (the API's own input schema), or :class:`FormError`
-    naming each bad field."""
+    naming each bad field. ``lax``: also for the schema's strict fields (a form's values are
+    text, so a number the API takes only as a JSON number is a string here: "4" is 4, while
+    anything Pydantic cannot read as that type, such as "²", stays a field error)."""
     try:
-        return schema.model_validate(dict(data))
+        return schema.model_validate(dict(data), strict=False if lax else None)
     except ValidationError as exc:
         fields: dict[str, str] = {}
         for error in exc.errors():

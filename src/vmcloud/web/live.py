@@ -45,10 +45,14 @@ async def stream(
     render: Render,
     everyone: bool = False,
     allowed: Callable[[PanelLogin], bool] = lambda _: True,
+    follows: tuple[str, uuid.UUID] | None = None,
 ) -> Response:
     """The stream of the signed-in user's changes (``everyone``: every user's, for staff
-    pages, when ``allowed``). ``resync`` renders the page's whole live region; ``render`` the
-    fragments of one change (None when the change is not on this page)."""
+    pages, when ``allowed``). ``follows``: also the changes of that one object (kind, id)
+    announced to its owner, whoever that is: the page of one ticket or instance, which staff
+    may view too. The caller has checked that the viewer may see it, and ``render`` reads it
+    again with the viewer's rights. ``resync`` renders the page's whole live region;
+    ``render`` the fragments of one change (None when the change is not on this page)."""
     factory: sessionmaker[Session] = request.app.state.session_factory
     raw = cookie_secret(request)
     login = await read_db(request, _login, factory, raw)
@@ -74,4 +78,5 @@ async def stream(
             still_allowed=still_allowed,
         ),
         request.app.state.db_slots,
+        follows=(follows[0], str(follows[1])) if follows else None,
     )

@@ -9,7 +9,10 @@
   CSRF). The body checks run behind the request size limit; a malformed form body is a 400.
 - Uploads: ``multipart/form-data`` only to the routes that take files (``upload_paths``),
   others answer 415. Its first part must be the ``csrftoken`` field: the token is checked
-  (as ``asgi-csrf`` checks a form's) before any file is read, then the body is replayed.
+  (as ``asgi-csrf`` checks a form's) before any file is read, then the body is replayed. An
+  upload that fails the check and carries no session cookie has no session to act with: it
+  goes on to its route, which sends the caller to the login page before reading the body (as
+  a logged-out form post does; asgi-csrf lets a post without cookies through likewise).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from python_multipart.multipart import parse_options_header
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from vmcloud.core.errors import problem_response
+from vmcloud.web.session import SESSION_COOKIE
 
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -250,15 +254,21 @@ class PanelInputGuard:
             ):
                 found = None
         expected = self._cookie_token(scope)
-        if not (isinstance(found, str) and expected and secrets.compare_digest(found, expected)):
-            await _refuse(scope, send)
-            return
         headers = [(k, v) for k, v in scope.get("headers") or [] if k != b"x-csrftoken"]
-        headers.append((b"x-csrftoken", expected.encode("latin-1")))
 
         async def replay() -> Message:
             return messages.pop(0) if messages else await receive()
 
+        if not (isinstance(found, str) and expected and secrets.compare_digest(found, expected)):
+            if SESSION_COOKIE in cookies_from_scope(scope):
+                await _refuse(scope, send)
+                return
+            # Logged out: the route's login check answers (a redirect to the login page).
+            scope.pop(OUTER_SCOPE, None)
+            scope["headers"] = headers
+            await self.app(scope, replay, send)
+            return
+        headers.append((b"x-csrftoken", expected.encode("latin-1")))
         await self.protected({**scope, "headers": headers}, replay, send)
 
 

@@ -23,7 +23,7 @@ from vmcloud.db.session import DbSession
 from vmcloud.web import live
 from vmcloud.web.customer import instances_views as views
 from vmcloud.web.customer.billing import safe_cell
-from vmcloud.web.customer.instances import _check_visible, _stream_user
+from vmcloud.web.customer.instances import check_visible, stream_user
 from vmcloud.web.render import fragment, render
 from vmcloud.web.session import PanelUser
 
@@ -70,17 +70,19 @@ async def graphs_stream(
 ) -> Response:
     """On (re)connect and on each new sample of this instance: the whole data region (the
     table and the empty state), from which the page's script redraws the charts."""
-    await live.read_db(request, _check_visible, request, instance_id)
+    await live.read_db(request, check_visible, request, instance_id)
 
     def resync(db: Session) -> str | None:
-        return _rows(db, _stream_user(db, request), instance_id, range)
+        return _rows(db, stream_user(db, request), instance_id, range)
 
     def render_event(db: Session, event: live.Event) -> str | None:
         if event.get("kind") != "metric" or event.get("id") != str(instance_id):
             return None
         return resync(db)
 
-    return await live.stream(request, resync=resync, render=render_event)
+    return await live.stream(
+        request, resync=resync, render=render_event, follows=("metric", instance_id)
+    )
 
 
 @router.get("/instances/{instance_id}/graphs.csv")

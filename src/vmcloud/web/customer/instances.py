@@ -53,7 +53,7 @@ def instance_list(
     )
 
 
-def _stream_user(db: Session, request: Request) -> User | None:
+def stream_user(db: Session, request: Request) -> User | None:
     """The stream's user, read again in each render's own session (None once logged out)."""
     login = login_of(db, cookie_secret(request))
     return login.user if login else None
@@ -66,13 +66,13 @@ async def instance_list_stream(
     search, csrf = q.strip(), csrf_token(request)
 
     def resync(db: Session) -> str | None:
-        user = _stream_user(db, request)
+        user = stream_user(db, request)
         if user is None:
             return None
         return views.list_fragment(db, user, status, search, csrf) + views.banner_fragment(db, user)
 
     def render_event(db: Session, event: live.Event) -> str | None:
-        user = _stream_user(db, request)
+        user = stream_user(db, request)
         if user is None:
             return None
         if event.get("kind") == "instance":
@@ -117,12 +117,12 @@ def instance_detail(
     return _detail(request, db, user, instance_id)
 
 
-def _check_visible(request: Request, instance_id: uuid.UUID) -> None:
+def check_visible(request: Request, instance_id: uuid.UUID) -> None:
     """404 before a stream opens on another user's instance (the login is checked again by
     the stream itself)."""
     factory: sessionmaker[Session] = request.app.state.session_factory
     with factory() as db:
-        user = _stream_user(db, request)
+        user = stream_user(db, request)
         if user is None:
             raise LoginRequiredError()
         views.owned(db, user, instance_id)
@@ -131,10 +131,10 @@ def _check_visible(request: Request, instance_id: uuid.UUID) -> None:
 @router.get("/instances/{instance_id}/stream")
 async def instance_detail_stream(request: Request, instance_id: uuid.UUID) -> Response:
     csrf = csrf_token(request)
-    await live.read_db(request, _check_visible, request, instance_id)
+    await live.read_db(request, check_visible, request, instance_id)
 
     def resync(db: Session) -> str | None:
-        user = _stream_user(db, request)
+        user = stream_user(db, request)
         return views.detail_fragment(db, user, instance_id, csrf) if user else None
 
     def render_event(db: Session, event: live.Event) -> str | None:
@@ -142,7 +142,9 @@ async def instance_detail_stream(request: Request, instance_id: uuid.UUID) -> Re
             return None
         return resync(db)
 
-    return await live.stream(request, resync=resync, render=render_event)
+    return await live.stream(
+        request, resync=resync, render=render_event, follows=("instance", instance_id)
+    )
 
 
 @router.post("/instances/{instance_id}/power")

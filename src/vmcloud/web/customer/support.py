@@ -24,13 +24,8 @@ from vmcloud.core.errors import ProblemError
 from vmcloud.core.pagination import PageParams
 from vmcloud.db.session import DbSession
 from vmcloud.site_settings import service as site_settings
-from vmcloud.site_settings.registry import (
-    ATTACHMENT_MAX_BYTES,
-    ATTACHMENT_MAX_COUNT,
-    ATTACHMENT_TYPES,
-    TICKET_CATEGORIES,
-)
-from vmcloud.support import service, transfer
+from vmcloud.site_settings.registry import TICKET_CATEGORIES
+from vmcloud.support import attachments, service, transfer
 from vmcloud.support.attachments import Upload
 from vmcloud.support.models import SupportTicket
 from vmcloud.support.storage import storage_for
@@ -44,14 +39,6 @@ Cursor = Annotated[str | None, Query(max_length=1024)]
 
 
 # -- reading ------------------------------------------------------------------------------------
-
-
-def limits(db: Session) -> dict[str, Any]:
-    return {
-        "max_bytes": site_settings.get(db, ATTACHMENT_MAX_BYTES),
-        "max_count": site_settings.get(db, ATTACHMENT_MAX_COUNT),
-        "types": site_settings.get(db, ATTACHMENT_TYPES),
-    }
 
 
 def listing(db: Session, user: User, cursor: str | None) -> dict[str, Any]:
@@ -75,7 +62,7 @@ def new_form_choices(db: Session, user: User) -> dict[str, Any]:
     return {
         "categories": site_settings.get(db, TICKET_CATEGORIES),
         "instances": compute.list_user_instances(db=db, user_id=user.id),
-        "limits": limits(db),
+        "limits": attachments.limits(db),
     }
 
 
@@ -119,7 +106,7 @@ def ticket_page(
 ) -> Response:
     context = {
         **thread(db, ticket),
-        "limits": limits(db),
+        "limits": attachments.limits(db),
         "section": "support",
         "problem": problem,
         "form": form or {},
@@ -171,6 +158,7 @@ async def ticket_stream(request: Request, ticket_id: uuid.UUID) -> Response:
             if event["kind"] == "ticket" and event.get("id") == wanted
             else None
         ),
+        follows=("ticket", ticket_id),
     )
 
 

@@ -177,8 +177,7 @@ def rate(
 ) -> Response:
     ticket = service.get_changeable_ticket(db=db, ticket_id=ticket_id, user=user)
     try:
-        raw = posted.text("rating")
-        body = parse(RatingCreate, {"rating": int(raw) if raw.isdigit() and len(raw) < 3 else raw})
+        body = parse(RatingCreate, {"rating": posted.text("rating")}, lax=True)
         service.rate(db=db, ticket=ticket, user=user, rating=body.rating)
     except FormError as problem:
         db.rollback()
