@@ -113,6 +113,27 @@ def test_stream_messages_are_unnamed_so_htmx_swaps_them(fresh_database_url: str)
     asyncio.run(scenario())
 
 
+def test_a_streams_first_render_waits_for_the_hub_to_listen(fresh_database_url: str) -> None:
+    """The first stream of a process starts the hub's LISTEN; a page rendered before it
+    listens would miss a change committed in between, and never hear of it."""
+    seen: list[bool] = []
+
+    async def scenario() -> None:
+        hub = Hub(libpq_url(fresh_database_url))
+
+        def resync() -> str:
+            seen.append(hub.listening.is_set())
+            return "<p>page</p>"
+
+        messages = _events(hub, None, Stream(resync=resync, render=lambda _: None), RequestSlots(1))
+        await asyncio.wait_for(anext(messages), 5)
+        await messages.aclose()
+        await hub.stop()
+
+    asyncio.run(scenario())
+    assert seen == [True]
+
+
 def test_every_web_process_hears_every_change(fresh_database_url: str) -> None:
     """Two processes' hubs on one database: a change made anywhere reaches both."""
     engine = create_engine(fresh_database_url)

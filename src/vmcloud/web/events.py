@@ -155,6 +155,7 @@ class Stream:
 
 
 CHECK_EVERY = 30.0
+LISTEN_WAIT = 5.0  # seconds a new stream waits for the hub to listen before it renders
 
 
 async def _events(
@@ -171,6 +172,11 @@ async def _events(
             return await run_in_threadpool(fn, *args)
 
     async with hub.subscribe(user_id, follows) as subscription:
+        # Render only once the hub listens: a change committed between a render and the
+        # LISTEN would never be heard. (While the database is away, render anyway after a
+        # while: the hub resyncs every stream when it listens again.)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(hub.listening.wait(), LISTEN_WAIT)
         html = await run(stream.resync)
         if html:
             # No ``event:`` line: htmx's hx-sse swaps unnamed messages only (a named one, even
