@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from vmcloud.accounts.errors import InsufficientScopeError
 from vmcloud.accounts.models import STAFF_ROLES, ApiToken, User
@@ -161,8 +162,14 @@ def _refused(detail: str) -> UnauthorizedError:
 def authenticate(*, db: Session, secret: str, method: str, path: str | None) -> User:
     """The owner of the personal token ``secret``, if it may call ``method`` on ``path``: 401
     for a token unknown, revoked or expired or an owner not active; 403 for a route outside
-    its scopes. One statement, plus a "last used" write at most once a
-    minute per token."""
+    its scopes. One statement, plus a "last used" write at most once a minute per token.
+
+    A staff owner keeps staff powers only when the token holds the ``admin`` scope for this
+    method (:func:`has_staff_powers`); otherwise the user comes back acting as a customer for
+    this request: its loaded ``role`` reads ``customer`` (never written, see
+    :func:`_act_as_customer`), so every role check (the loaders' "staff may see any ticket or
+    instance", internal notes, the role dependencies) treats the token as its owner's
+    customer self."""
     now = utcnow()
     row = db.execute(
         select(ApiToken, User)
@@ -177,9 +184,24 @@ def authenticate(*, db: Session, secret: str, method: str, path: str | None) -> 
     if user.status != "active":
         raise _refused("This account cannot be used.")
     check_scope(scopes=token.scopes, method=method, path=path)
+    if user.role in STAFF_ROLES and not has_staff_powers(scopes=token.scopes, method=method):
+        _act_as_customer(user)
     if token.last_used_at is None or token.last_used_at <= now - LAST_USED_EVERY:
         _touch(db, token.id, now)
     return user
+
+
+def has_staff_powers(*, scopes: Iterable[str], method: str) -> bool:
+    """Whether a staff member's token acts with staff powers for ``method``: with ``admin:read``
+    for reads, ``admin:write`` for anything."""
+    held = set(scopes)
+    return "admin:write" in held or (method.upper() in READ_METHODS and "admin:read" in held)
+
+
+def _act_as_customer(user: User) -> None:
+    # The loaded value, not a change: the session never writes it (nothing marks it modified)
+    # and, as sessions do not expire on commit, it holds for the rest of the request.
+    set_committed_value(user, "role", "customer")
 
 
 def _touch(db: Session, token_id: uuid.UUID, now: datetime) -> None:
