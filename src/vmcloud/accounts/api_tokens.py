@@ -205,17 +205,29 @@ def _act_as_customer(user: User) -> None:
 
 
 def _touch(db: Session, token_id: uuid.UUID, now: datetime) -> None:
-    # A guarded statement, not an ORM change: it skips the audit capture, and two requests
-    # racing each other write once.
-    db.execute(
-        update(ApiToken)
+    # A guarded statement, not an ORM change: it skips the audit capture. It never waits: a
+    # row another transaction holds (a request writing it, a revocation) is skipped, the next
+    # use writes it. And it commits at once, so no request holds the row while it runs, and a
+    # request that fails still counts as a use. Committing here is safe: this runs while the
+    # caller is authenticated, before the request has written anything. (A connection of its
+    # own would be cleaner, but a request waiting for a second connection from a full pool
+    # could wait for ever.)
+    due = (
+        select(ApiToken.id)
         .where(
             ApiToken.id == token_id,
             or_(ApiToken.last_used_at.is_(None), ApiToken.last_used_at <= now - LAST_USED_EVERY),
         )
+        .with_for_update(skip_locked=True)
+        .scalar_subquery()
+    )
+    db.execute(
+        update(ApiToken)
+        .where(ApiToken.id == due)
         .values(last_used_at=now)
         .execution_options(synchronize_session=False)
     )
+    db.commit()
 
 
 def check_scope(*, scopes: Iterable[str], method: str, path: str | None) -> None:
