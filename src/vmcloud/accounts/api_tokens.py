@@ -115,7 +115,9 @@ def create_token(
     lock_user(db=db, user_id=user.id)
     live = db.scalar(
         select(func.count(ApiToken.id)).where(
-            ApiToken.user_id == user.id, ApiToken.revoked_at.is_(None)
+            ApiToken.user_id == user.id,
+            ApiToken.revoked_at.is_(None),
+            or_(ApiToken.expires_at.is_(None), ApiToken.expires_at > now),
         )
     )
     if (live or 0) >= MAX_TOKENS_PER_USER:
