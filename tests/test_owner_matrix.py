@@ -377,3 +377,40 @@ def test_who_may_do_what_to_whose_object(
         if row.shows is not None and ok and not row.shows(response, ids):
             wrong.append(f"{role}: the answer is not the object: {response.text[:200]}")
     assert not wrong, "\n".join(wrong)
+
+
+# Rows where staff powers make a difference: a staff member's personal token without the
+# ``admin`` scope must get what another customer gets there.
+STAFF_POWERS = [route for route, row in MATRIX.items() if len(set(row.want[1:])) > 1]
+CUSTOMER_SCOPES = ["instances:write", "billing:write", "support:write", "account:write"]
+
+
+@pytest.mark.parametrize(
+    ("method", "path"), STAFF_POWERS, ids=[f"{m} {p}" for m, p in STAFF_POWERS]
+)
+def test_a_staff_token_without_the_admin_scope_is_another_customer(
+    objects: Objects, db: Session, method: str, path: str
+) -> None:
+    row = MATRIX[(method, path)]
+    wrong: list[str] = []
+    for role in ("support", "admin"):
+        made = objects.client.post(
+            f"{API}/me/tokens",
+            json={"name": "ci", "scopes": CUSTOMER_SCOPES},
+            headers=objects.headers[role],
+        )
+        token = {"Authorization": f"Bearer {made.json()['token']}"}
+        ids = objects.make(row.kind)
+        before = row.effect(db, ids) if row.effect else None
+        response = objects.client.request(
+            method,
+            API + path.format(**ids),
+            json=row.body(ids) if row.body else None,
+            headers=token,
+        )
+        db.expire_all()
+        if response.status_code != row.want[1]:
+            wrong.append(f"{role}: {response.status_code}, not {row.want[1]}")
+        if row.effect is not None and row.effect(db, ids) != before:
+            wrong.append(f"{role}: changed it")
+    assert not wrong, "\n".join(wrong)

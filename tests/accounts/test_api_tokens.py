@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from tests.factories.accounts import PASSWORD, make_user
 from tests.helpers import bearer, login
 from vmcloud.accounts import api_tokens
+from vmcloud.accounts.deps import PersonalToken
 from vmcloud.accounts.models import ApiToken
 from vmcloud.audit.models import AuditLog
 from vmcloud.core.clock import utcnow
@@ -230,3 +231,48 @@ def test_every_authenticated_api_route_has_a_scope_area(app: FastAPI) -> None:
     assert missing == []
     assert api_tokens.area_of("/api/v1/instancesx") is None
     assert api_tokens.area_of("/api/v1/nowhere") is None
+
+
+def test_the_secret_never_appears_in_a_credentials_repr() -> None:
+    secret = "vmc_pat_" + "s" * 43
+    assert "sss" not in repr(PersonalToken(secret))
+
+
+def test_the_cap_counts_live_tokens_only(
+    client: TestClient, db: Session, session: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(api_tokens, "MAX_TOKENS_PER_USER", 2)
+    revoked, expired = (
+        _make(client, session, "account:read"),
+        _make(client, session, "account:read"),
+    )
+    assert (
+        client.post(
+            TOKENS, json={"name": "x", "scopes": ["account:read"]}, headers=session
+        ).status_code
+        == 409
+    )
+    assert client.delete(f"{TOKENS}/{revoked['id']}", headers=session).status_code == 204
+    db.execute(
+        update(ApiToken)
+        .where(ApiToken.id == uuid.UUID(expired["id"]))
+        .values(expires_at=utcnow() - timedelta(seconds=1))
+    )
+    _make(client, session, "account:read")
+    _make(client, session, "account:read")  # the expired one no longer counts
+
+
+def test_a_replayed_creation_makes_no_second_token_and_shows_no_secret(
+    client: TestClient, session: dict[str, str]
+) -> None:
+    headers = {**session, "Idempotency-Key": "make-ci-token-1"}
+    body = {"name": "ci", "scopes": ["account:read"]}
+    first = client.post(TOKENS, json=body, headers=headers)
+    assert first.status_code == 201 and first.json()["token"].startswith("vmc_pat_")
+    again = client.post(TOKENS, json=body, headers=headers)
+    assert again.status_code == 201 and again.headers["Idempotent-Replayed"] == "true"
+    assert "token" not in again.json() and first.json()["token"] not in again.text
+    assert again.json()["id"] == first.json()["id"]
+    assert [t["id"] for t in client.get(TOKENS, headers=session).json()] == [first.json()["id"]]
+    other = client.post(TOKENS, json={**body, "name": "other"}, headers=headers)
+    assert other.status_code == 409

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from tests.factories.accounts import PASSWORD, make_user
@@ -22,6 +22,7 @@ from vmcloud.accounts.models import SshKey
 from vmcloud.audit.models import AuditLog
 from vmcloud.compute import nodes
 from vmcloud.compute.drivers.fake import FakeDriver
+from vmcloud.compute.models import Instance
 
 KEYS = "/api/v1/me/ssh-keys"
 # Made with ssh-keygen; the fingerprints are what `ssh-keygen -l -E sha256 -f key.pub` prints.
@@ -200,3 +201,49 @@ def test_another_users_key_id_refuses_the_order(
     problem = refused.json()
     assert problem["errors"][0]["field"] == "ssh_key_ids"
     assert _order(client, owner, ssh_key_ids=[str(uuid.uuid4())]).status_code == 422
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        RSA1024,  # too short for a saved key: too short for an order too
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIIvu",  # truncated
+        "ssh-rsa " + ED25519.split()[1],  # a blob of another type
+        "ssh-dss AAAAB3NzaC1kc3M=",
+    ],
+)
+def test_one_off_keys_are_checked_as_saved_keys_are(
+    client: TestClient, db: Session, owner: dict[str, str], text: str
+) -> None:
+    make_node(db)
+    make_pool(db, "198.18.9.0/29")
+    refused = _order(client, owner, ssh_keys=[text])
+    assert refused.status_code == 422, refused.text
+    assert "ssh_keys" in refused.text
+    assert db.scalar(select(func.count(Instance.id))) == 0
+
+
+def test_one_off_keys_are_stored_normalised(
+    client: TestClient, db: Session, owner: dict[str, str]
+) -> None:
+    make_node(db)
+    make_pool(db, "198.18.9.0/29")
+    created = _order(client, owner, ssh_keys=["  " + ED25519.replace(" ", "   ") + " "])
+    assert created.status_code == 202, created.text
+
+
+@pytest.mark.parametrize("method", ["POST", "DELETE"])
+def test_a_personal_token_cannot_add_or_remove_keys(
+    client: TestClient, owner: dict[str, str], method: str
+) -> None:
+    body = {"name": "ci", "scopes": ["account:write"]}
+    secret = client.post("/api/v1/me/tokens", json=body, headers=owner).json()["token"]
+    saved = client.post(KEYS, json={"name": "a", "public_key": ED25519}, headers=owner).json()
+    token = {"Authorization": f"Bearer {secret}"}
+    if method == "POST":
+        refused = client.post(KEYS, json={"name": "b", "public_key": RSA2048}, headers=token)
+    else:
+        refused = client.delete(f"{KEYS}/{saved['id']}", headers=token)
+    assert refused.status_code == 403, refused.text
+    assert refused.json()["type"].endswith("/login-required")
+    assert [k["id"] for k in client.get(KEYS, headers=token).json()] == [saved["id"]]

@@ -55,7 +55,8 @@ def get_user(*, db: Session, user_id: uuid.UUID, lock: bool = False) -> User:
 
 def update_user(*, db: Session, user_id: uuid.UUID, body: UserAdminUpdate) -> User:
     """Change a user's role, status or verification. Locking a user out (suspend, ban, close)
-    ends all their logins at once; the last active admin cannot be demoted or locked out."""
+    ends all their logins and personal API tokens at once; the last active admin cannot be
+    demoted or locked out."""
     changes = body.model_dump(include=body.model_fields_set)
     nulls = [field for field, value in changes.items() if value is None]
     if nulls:
@@ -89,7 +90,9 @@ def update_user(*, db: Session, user_id: uuid.UUID, body: UserAdminUpdate) -> Us
         setattr(user, field, value)
     db.flush()
     if new_status in LOCKED_OUT:
+        # Logins and personal tokens alike: reactivating the user brings neither back.
         revocation.revoke_all(db=db, user_id=user.id)
+        revocation.revoke_api_tokens(db=db, user_id=user.id)
     return user
 
 

@@ -6,6 +6,7 @@ import uuid
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, status
+from fastapi.responses import JSONResponse
 
 from vmcloud.accounts import admin as admin_service
 from vmcloud.accounts import api_tokens, logins, service, sessions, ssh_keys, two_factor
@@ -43,6 +44,7 @@ from vmcloud.accounts.schemas import (
     UserRead,
     VerifyEmailRequest,
 )
+from vmcloud.core import idempotency
 from vmcloud.core.deps import app_settings
 from vmcloud.core.net import ClientMeta
 from vmcloud.core.pagination import Page, PageQuery, page_of
@@ -218,17 +220,19 @@ def list_ssh_keys(user: CurrentUser, db: DbSession) -> list[SshKeyRead]:
     "/ssh-keys",
     response_model=SshKeyRead,
     status_code=status.HTTP_201_CREATED,
-    summary="Save an SSH public key",
+    summary="Save an SSH public key (needs a login, not a token)",
 )
-def add_ssh_key(body: SshKeyCreate, user: CurrentUser, db: DbSession) -> SshKeyRead:
+def add_ssh_key(body: SshKeyCreate, user: LoginUser, db: DbSession) -> SshKeyRead:
     key = ssh_keys.add_key(db=db, user=user, name=body.name, public_key=body.public_key)
     return SshKeyRead.model_validate(key)
 
 
 @me.delete(
-    "/ssh-keys/{key_id}", status_code=status.HTTP_204_NO_CONTENT, summary="Remove a saved key"
+    "/ssh-keys/{key_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Remove a saved key (needs a login)",
 )
-def remove_ssh_key(key_id: uuid.UUID, user: CurrentUser, db: DbSession) -> None:
+def remove_ssh_key(key_id: uuid.UUID, user: LoginUser, db: DbSession) -> None:
     ssh_keys.remove_key(db=db, user=user, key_id=key_id)
 
 
@@ -243,12 +247,31 @@ def list_api_tokens(user: CurrentUser, db: DbSession) -> list[ApiTokenRead]:
     status_code=status.HTTP_201_CREATED,
     summary="Make a personal API token (shown once; needs a login, not a token)",
 )
-def create_api_token(body: ApiTokenCreate, user: LoginUser, db: DbSession) -> ApiTokenCreated:
-    token, secret = api_tokens.create_token(
-        db=db, user=user, name=body.name, scopes=body.scopes, expires_at=body.expires_at
+def create_api_token(
+    body: ApiTokenCreate, user: LoginUser, db: DbSession, key: idempotency.KeyHeader
+) -> ApiTokenCreated | JSONResponse:
+    made: dict[str, str] = {}
+
+    def produce() -> ApiTokenRead:
+        token, made["secret"] = api_tokens.create_token(
+            db=db, user=user, name=body.name, scopes=body.scopes, expires_at=body.expires_at
+        )
+        return ApiTokenRead.model_validate(token)
+
+    # The key's record keeps the token without its secret: a replay answers the token made,
+    # never the secret again (it was shown once).
+    created = idempotency.once(
+        db=db,
+        user_id=user.id,
+        key=key,
+        endpoint="POST /me/tokens",
+        body=body,
+        status=status.HTTP_201_CREATED,
+        produce=produce,
     )
-    read = ApiTokenRead.model_validate(token)
-    return ApiTokenCreated(**read.model_dump(), token=secret)
+    if not isinstance(created, ApiTokenRead):
+        return created
+    return ApiTokenCreated(**created.model_dump(), token=made["secret"])
 
 
 @me.delete("/tokens/{token_id}", status_code=status.HTTP_204_NO_CONTENT, summary="Revoke a token")

@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from vmcloud.accounts.errors import InsufficientScopeError
 from vmcloud.accounts.models import STAFF_ROLES, ApiToken, User
@@ -114,7 +115,9 @@ def create_token(
     lock_user(db=db, user_id=user.id)
     live = db.scalar(
         select(func.count(ApiToken.id)).where(
-            ApiToken.user_id == user.id, ApiToken.revoked_at.is_(None)
+            ApiToken.user_id == user.id,
+            ApiToken.revoked_at.is_(None),
+            or_(ApiToken.expires_at.is_(None), ApiToken.expires_at > now),
         )
     )
     if (live or 0) >= MAX_TOKENS_PER_USER:
@@ -161,8 +164,14 @@ def _refused(detail: str) -> UnauthorizedError:
 def authenticate(*, db: Session, secret: str, method: str, path: str | None) -> User:
     """The owner of the personal token ``secret``, if it may call ``method`` on ``path``: 401
     for a token unknown, revoked or expired or an owner not active; 403 for a route outside
-    its scopes. One statement, plus a "last used" write at most once a
-    minute per token."""
+    its scopes. One statement, plus a "last used" write at most once a minute per token.
+
+    A staff owner keeps staff powers only when the token holds the ``admin`` scope for this
+    method (:func:`has_staff_powers`); otherwise the user comes back acting as a customer for
+    this request: its loaded ``role`` reads ``customer`` (never written, see
+    :func:`_act_as_customer`), so every role check (the loaders' "staff may see any ticket or
+    instance", internal notes, the role dependencies) treats the token as its owner's
+    customer self."""
     now = utcnow()
     row = db.execute(
         select(ApiToken, User)
@@ -177,23 +186,50 @@ def authenticate(*, db: Session, secret: str, method: str, path: str | None) -> 
     if user.status != "active":
         raise _refused("This account cannot be used.")
     check_scope(scopes=token.scopes, method=method, path=path)
+    if user.role in STAFF_ROLES and not has_staff_powers(scopes=token.scopes, method=method):
+        _act_as_customer(user)
     if token.last_used_at is None or token.last_used_at <= now - LAST_USED_EVERY:
         _touch(db, token.id, now)
     return user
 
 
+def has_staff_powers(*, scopes: Iterable[str], method: str) -> bool:
+    """Whether a staff member's token acts with staff powers for ``method``: with ``admin:read``
+    for reads, ``admin:write`` for anything."""
+    held = set(scopes)
+    return "admin:write" in held or (method.upper() in READ_METHODS and "admin:read" in held)
+
+
+def _act_as_customer(user: User) -> None:
+    # The loaded value, not a change: the session never writes it (nothing marks it modified)
+    # and, as sessions do not expire on commit, it holds for the rest of the request.
+    set_committed_value(user, "role", "customer")
+
+
 def _touch(db: Session, token_id: uuid.UUID, now: datetime) -> None:
-    # A guarded statement, not an ORM change: it skips the audit capture, and two requests
-    # racing each other write once.
-    db.execute(
-        update(ApiToken)
+    # A guarded statement, not an ORM change: it skips the audit capture. It never waits: a
+    # row another transaction holds (a request writing it, a revocation) is skipped, the next
+    # use writes it. And it commits at once, so no request holds the row while it runs, and a
+    # request that fails still counts as a use. Committing here is safe: this runs while the
+    # caller is authenticated, before the request has written anything. (A connection of its
+    # own would be cleaner, but a request waiting for a second connection from a full pool
+    # could wait for ever.)
+    due = (
+        select(ApiToken.id)
         .where(
             ApiToken.id == token_id,
             or_(ApiToken.last_used_at.is_(None), ApiToken.last_used_at <= now - LAST_USED_EVERY),
         )
+        .with_for_update(skip_locked=True)
+        .scalar_subquery()
+    )
+    db.execute(
+        update(ApiToken)
+        .where(ApiToken.id == due)
         .values(last_used_at=now)
         .execution_options(synchronize_session=False)
     )
+    db.commit()
 
 
 def check_scope(*, scopes: Iterable[str], method: str, path: str | None) -> None:

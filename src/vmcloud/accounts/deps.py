@@ -11,7 +11,7 @@ import asyncio
 import functools
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -66,7 +66,7 @@ class PersonalToken:
     """A bearer credential that is a personal API token (``accounts/api_tokens.py``): checked
     against the database by :func:`require_user`, never a login of its own."""
 
-    secret: str
+    secret: str = field(repr=False)  # never in a log line or a traceback's locals
 
 
 def _unauthorized() -> UnauthorizedError:

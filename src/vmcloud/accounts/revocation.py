@@ -1,4 +1,5 @@
-"""Ending logins: revoking refresh-token families."""
+"""Ending logins: revoking refresh-token families, and personal API tokens when an account is
+recovered."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from datetime import datetime
 from sqlalchemy import ColumnElement, Exists, exists, literal_column, select, update
 from sqlalchemy.orm import Session
 
-from vmcloud.accounts.models import RefreshToken
+from vmcloud.accounts.models import ApiToken, RefreshToken
 from vmcloud.core.clock import utcnow
 
 
@@ -28,6 +29,17 @@ def revoke_all(*, db: Session, user_id: uuid.UUID, except_family: uuid.UUID | No
     if except_family is not None:
         stmt = stmt.where(RefreshToken.family_id != except_family)
     result = db.execute(stmt.values(revoked_at=utcnow()))
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+def revoke_api_tokens(*, db: Session, user_id: uuid.UUID) -> int:
+    """Revoke every live personal API token of the user: for a password reset and an admin
+    locking the user out, not for a voluntary password change (see ``docs/security.md``)."""
+    result = db.execute(
+        update(ApiToken)
+        .where(ApiToken.user_id == user_id, ApiToken.revoked_at.is_(None))
+        .values(revoked_at=utcnow())
+    )
     return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 

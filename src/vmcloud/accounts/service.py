@@ -242,7 +242,8 @@ def send_password_reset(
 def confirm_password_reset(
     *, db: Session, limiter: RateLimiter, token: str, new_password: str, meta: RequestMeta
 ) -> None:
-    """Set a new password from a reset token. Revokes every session; two-factor stays on."""
+    """Set a new password from a reset token. Revokes every session and personal API token;
+    two-factor stays on."""
     limiter.hit_address(limits.VERIFY_PER_IP, meta.ip)
     record = db.scalar(
         select(PasswordReset).where(PasswordReset.token == hash_secret(token)).with_for_update()
@@ -266,7 +267,11 @@ def confirm_password_reset(
         .values(used_at=now)
     )
     revoked = revocation.revoke_all(db=db, user_id=user.id)
-    audit.label(user, "user.password_reset", by_self=True, extra={"sessions_revoked": revoked})
+    # Whoever held the account may have made tokens: they end with the logins. (The count's
+    # key avoids "token", which the audit trail redacts as a secret.)
+    tokens = revocation.revoke_api_tokens(db=db, user_id=user.id)
+    extra = {"sessions_revoked": revoked, "api_access_revoked": tokens}
+    audit.label(user, "user.password_reset", by_self=True, extra=extra)
 
 
 # -- profile -------------------------------------------------------------------------------

@@ -3,8 +3,9 @@ NoCloud seed of the instances they are chosen for.
 
 A key is one OpenSSH line: ``<type> <base64 blob> [comment]``. The blob must decode, start with
 its own type, and hold a key ``cryptography`` can load (security keys, ``sk-…``, are checked by
-their layout instead: ``cryptography`` does not load them). RSA keys need at least 2048 bits;
-DSA keys are refused (OpenSSH itself no longer accepts them).
+their layout instead: ``cryptography`` does not load them). RSA keys need 2048 to 16384 bits,
+a comment at most 200 characters; DSA keys are refused (OpenSSH itself no longer accepts them).
+Whatever the parser refuses, however it refuses it, is an :class:`InvalidKeyError`.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import struct
 import uuid
 from collections.abc import Sequence
 
-from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import load_ssh_public_key
 from sqlalchemy import func, select
@@ -29,6 +29,8 @@ from vmcloud.core.errors import ConflictError, InvalidInputError, NotFoundError
 MAX_KEYS_PER_USER = 50
 MAX_KEY_LENGTH = 16_384
 MIN_RSA_BITS = 2048
+MAX_RSA_BITS = 16_384  # as OpenSSH
+MAX_COMMENT = 200
 KEY_TYPES = (
     "ssh-ed25519",
     "ssh-rsa",
@@ -91,14 +93,20 @@ def parse_public_key(text: str) -> tuple[str, str]:
     if kind.startswith("sk-"):
         _check_security_key(kind, fields)
     else:
+        # Any refusal of the parser is a bad key: ValueError, but also NotImplementedError
+        # for a compressed elliptic-curve point, and whatever another version may raise.
         try:
             key = load_ssh_public_key(f"{kind} {data}".encode())
-        except (ValueError, UnsupportedAlgorithm):
+        except Exception:
             raise InvalidKeyError("the key data is not a valid key") from None
         if isinstance(key, rsa.RSAPublicKey) and key.key_size < MIN_RSA_BITS:
             raise InvalidKeyError(f"RSA keys need at least {MIN_RSA_BITS} bits")
+        if isinstance(key, rsa.RSAPublicKey) and key.key_size > MAX_RSA_BITS:
+            raise InvalidKeyError(f"RSA keys may have at most {MAX_RSA_BITS} bits")
     digest = base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
     comment = parts[2].strip() if len(parts) == 3 else ""
+    if len(comment) > MAX_COMMENT:
+        raise InvalidKeyError(f"the comment may be at most {MAX_COMMENT} characters")
     return " ".join(p for p in (kind, data, comment) if p), f"SHA256:{digest}"
 
 

@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field, StringConstraints, model_validator
 
+from vmcloud.accounts import ssh_keys
 from vmcloud.compute.models import Instance
 from vmcloud.core.schemas import InputModel, OutputModel, UTCDateTime
 
@@ -24,7 +25,15 @@ def _check_hostname(value: str) -> str:
 
 
 Hostname = Annotated[str, AfterValidator(_check_hostname)]
-SSH_KEY = r"^(ssh-(rsa|ed25519|dss)|ecdsa-sha2-nistp(256|384|521)|sk-(ssh-ed25519|ecdsa-sha2-nistp256)@openssh\.com) [A-Za-z0-9+/=]+( [^\r\n]{0,200})?$"  # noqa: E501
+
+
+def _check_ssh_key(value: str) -> str:
+    """One OpenSSH public key line, checked as a saved key is (``accounts/ssh_keys.py``) and
+    normalised the same way."""
+    return ssh_keys.parse_public_key(value)[0]  # InvalidKeyError is a ValueError: a 422
+
+
+SshKey = Annotated[str, AfterValidator(_check_ssh_key)]
 
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
 Ref = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=255)]
@@ -38,7 +47,7 @@ class InstanceCreate(InputModel):
     billing_cycle: Literal["hourly", "monthly", "yearly"]
     hostname: Hostname | None = None
     ssh_keys: Annotated[
-        list[Annotated[str, StringConstraints(strip_whitespace=True, pattern=SSH_KEY)]],
+        list[SshKey],
         Field(max_length=20),
     ] = Field(default_factory=list)
     # Saved keys of the caller (GET /me/ssh-keys), added to ``ssh_keys``; an id that is not one
