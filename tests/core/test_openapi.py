@@ -109,7 +109,7 @@ def test_idempotent_operations_list_409(doc: dict[str, Any]) -> None:
         for m, p, op in operations(doc)
         if any(prm["name"].lower() == "idempotency-key" for prm in op.get("parameters", []))
     ]
-    assert len(keyed) == 6  # orders, tickets, top-ups, credits, refunds, tokens
+    assert len(keyed) == 6  # the five before step 11, and making a personal token
     for method, path, op in keyed:
         assert 409 in statuses(op), (method, path)
 
