@@ -160,7 +160,8 @@ def _console_target(
 
 @router.websocket("/{instance_id}/console")
 async def instance_console(websocket: WebSocket, instance_id: uuid.UUID) -> None:
-    """The serial console as a WebSocket (not in the OpenAPI document; see docs/architecture.md, "Console API")."""
+    """The serial console as a WebSocket (not in the OpenAPI document; see
+    docs/architecture.md, "Console API")."""
     factory: sessionmaker[Session] = websocket.app.state.session_factory
     settings: Settings = websocket.app.state.settings
     authorization = websocket.headers.get("authorization", "")[:4096]
