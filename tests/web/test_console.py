@@ -4,15 +4,19 @@ stream always released), the boot log of a stopped VM, Ctrl-Alt-Del, and the API
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 from starlette.testclient import WebSocketDenialResponse
-from starlette.websockets import WebSocketDisconnect
+from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from tests.factories.accounts import PASSWORD, make_user
 from tests.factories.catalog import make_product
@@ -23,6 +27,7 @@ from vmcloud.accounts import api_tokens
 from vmcloud.accounts.models import User
 from vmcloud.billing import flows
 from vmcloud.compute import console, nodes
+from vmcloud.compute.drivers.base import Console
 from vmcloud.compute.drivers.fake import FakeDriver
 from vmcloud.compute.models import Instance
 from vmcloud.compute.schemas import InstanceCreate
@@ -94,6 +99,31 @@ def _closed_with(ws: object, code: int) -> None:
     with pytest.raises(WebSocketDisconnect) as closed:
         ws.receive_bytes()  # type: ignore[attr-defined]
     assert closed.value.code == code
+
+
+def _slow_open(
+    driver: FakeDriver, monkeypatch: pytest.MonkeyPatch, delay: float
+) -> threading.Event:
+    """The driver attaches ``delay`` seconds late (a slow node); the event is set once it did."""
+    attached = threading.Event()
+    real = driver.open_console
+
+    def open_console(instance_id: uuid.UUID, loop: asyncio.AbstractEventLoop) -> Console:
+        time.sleep(delay)
+        try:
+            return real(instance_id, loop)
+        finally:
+            attached.set()
+
+    monkeypatch.setattr(driver, "open_console", open_console)
+    return attached
+
+
+def _soon(condition: Callable[[], bool], timeout: float = 5) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return condition()
 
 
 def test_the_page_has_the_terminal_and_its_own_csp(
@@ -282,3 +312,44 @@ def test_a_personal_token_opens_its_owners_console_within_its_scope(
     # Typing is a write; and a token acts as its owner only, whatever the owner's role.
     assert _refused(client, url, headers={"authorization": f"Bearer {read_only}"}) == 403
     assert _refused(client, url, headers={"authorization": f"Bearer {admins}"}) == 404
+
+
+def test_a_node_that_does_not_attach_in_time_closes_the_socket_and_frees_the_console(
+    owner_panel: TestClient, running: Running, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(console, "OPEN_TIMEOUT", 0.2)
+    attached = _slow_open(running.driver, monkeypatch, 1.0)
+    with owner_panel.websocket_connect(running.ws, headers=ORIGIN) as ws:
+        ws.send_bytes(b"x")
+        _closed_with(ws, console.CLOSE_FAILED)
+    assert not console._holders  # the next tab may try again at once
+    # The console the node attached late is closed: nobody holds it.
+    assert attached.wait(5)
+    assert _soon(lambda: running.driver.vms[running.instance.id].attached is None)
+
+
+def test_a_socket_cancelled_while_the_console_opens_still_closes_it(
+    running: Running, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    attached = _slow_open(running.driver, monkeypatch, 0.3)
+    target = console.Target(running.instance.id, running.driver)
+
+    async def allowed() -> bool:
+        return True
+
+    async def scenario() -> None:
+        # The socket is never touched: the task is cancelled while the node attaches.
+        socket = cast(WebSocket, object())
+        serving = asyncio.create_task(console.serve(socket, target, allowed))
+        await asyncio.sleep(0.1)
+        serving.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await serving
+        assert not console._holders
+        deadline = time.monotonic() + 5
+        vm = running.driver.vms[running.instance.id]
+        while not (attached.is_set() and vm.attached is None) and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        assert attached.is_set() and vm.attached is None, "the late console was left open"
+
+    asyncio.run(scenario())

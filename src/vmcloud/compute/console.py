@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import uuid
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -41,6 +42,8 @@ T = TypeVar("T")
 MAX_INPUT_FRAME = 16 * 1024  # a paste; bigger frames close the socket (1009)
 BOOT_LOG_TAIL = 64 * 1024  # characters of the boot log a page shows
 RECHECK_SECONDS = 30.0  # the login is checked again this often while a console is open
+OPEN_TIMEOUT = 15.0  # seconds a node has to attach a console
+OPEN_THREADS = 8  # consoles being attached at once (each waits on a node in a thread)
 CLOSE_ENDED = 1000
 CLOSE_TOO_BIG = 1009
 CLOSE_FAILED = 1011
@@ -49,6 +52,9 @@ CLOSE_UNAVAILABLE = 4410
 CLOSE_LOGGED_OUT = 4401
 
 _holders: set[uuid.UUID] = set()  # touched only in the event loop's thread
+# Threads of the consoles' own: a hung node holds one of these, never one the app needs.
+_opener = ThreadPoolExecutor(max_workers=OPEN_THREADS, thread_name_prefix="console-open")
+_closing: set[asyncio.Task[None]] = set()  # consoles that arrived after nobody waited
 
 
 @dataclass(frozen=True)
@@ -102,9 +108,12 @@ async def serve(websocket: WebSocket, found: Target, still_allowed: StillAllowed
         return
     _holders.add(instance_id)
     try:
-        loop = asyncio.get_running_loop()
         try:
-            console = await asyncio.to_thread(found.driver.open_console, instance_id, loop)
+            console = await _open(found.driver, instance_id)
+        except TimeoutError:
+            log.warning("console.open_timeout", instance_id=str(instance_id))
+            await _refuse(websocket, CLOSE_FAILED, "The VM's node did not answer in time.")
+            return
         except ConsoleBusyError:
             await _refuse(websocket, CLOSE_BUSY, "The console is open in another tab or window.")
             return
@@ -126,6 +135,27 @@ async def serve(websocket: WebSocket, found: Target, still_allowed: StillAllowed
                 await console.close()
     finally:
         _holders.discard(instance_id)
+
+
+async def _open(driver: ComputeDriver, instance_id: uuid.UUID) -> Console:
+    """``driver.open_console`` in one of the consoles' threads, waited for ``OPEN_TIMEOUT`` at
+    most. A console that arrives after the wait ended (timed out, or the socket's task was
+    cancelled) is closed at once: nobody else would."""
+    loop = asyncio.get_running_loop()
+    opening = loop.run_in_executor(_opener, driver.open_console, instance_id, loop)
+    try:
+        return await asyncio.wait_for(asyncio.shield(opening), OPEN_TIMEOUT)
+    except BaseException:
+        opening.add_done_callback(_close_late)
+        raise
+
+
+def _close_late(opening: asyncio.Future[Console]) -> None:
+    if opening.cancelled() or opening.exception() is not None:
+        return
+    task = asyncio.ensure_future(opening.result().close())
+    _closing.add(task)
+    task.add_done_callback(_closing.discard)
 
 
 async def deny(websocket: WebSocket, response: Response) -> None:
