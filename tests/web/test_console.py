@@ -14,7 +14,8 @@ from typing import Any, cast
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy.orm import Session
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
 from starlette.testclient import WebSocketDenialResponse
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
@@ -25,6 +26,7 @@ from tests.helpers import JobRunner, bearer, login
 from tests.web.conftest import csrf_of, log_in
 from vmcloud.accounts import api_tokens
 from vmcloud.accounts.models import User
+from vmcloud.app import create_app
 from vmcloud.billing import flows
 from vmcloud.compute import console, nodes
 from vmcloud.compute.drivers.base import Console
@@ -32,6 +34,7 @@ from vmcloud.compute.drivers.fake import FakeDriver
 from vmcloud.compute.models import Instance
 from vmcloud.compute.schemas import InstanceCreate
 from vmcloud.compute.tiny_image import READY_MARKER
+from vmcloud.config import Settings
 
 ORIGIN = {"origin": "https://testserver"}
 
@@ -131,6 +134,7 @@ def test_the_page_has_the_terminal_and_its_own_csp(
 ) -> None:
     page = owner_panel.get(running.page)
     assert page.status_code == 200
+    assert "strict-transport-security" not in page.headers  # the public URL is http
     assert f'data-socket="/instances/{running.instance.id}/console/ws"' in page.text
     assert "/static/console.js" in page.text and "Ctrl-Alt-Del" in page.text
     csp = page.headers["content-security-policy"]
@@ -183,6 +187,9 @@ def test_the_hypervisor_refusing_a_second_client_is_busy_too(
     [
         {"origin": "https://evil.example"},
         {"origin": "https://testserver.evil.example"},
+        {"origin": "http://testserver"},  # the page was not this site's (https)
+        {"origin": "https://testserver:8443"},
+        {"origin": "https://user@testserver"},
         {"origin": "null"},
         {},
     ],
@@ -353,3 +360,26 @@ def test_a_socket_cancelled_while_the_console_opens_still_closes_it(
         assert attached.is_set() and vm.attached is None, "the late console was left open"
 
     asyncio.run(scenario())
+
+
+def test_with_a_public_url_the_origin_is_that_url(
+    app_settings: Settings,
+    engine: Engine,
+    session_factory: sessionmaker[Session],
+    running: Running,
+) -> None:
+    """Behind a proxy the request's own address is not the browser's: the configured public
+    URL is, in scheme, host and port. An https one also sends HSTS with the panel's pages."""
+    public = app_settings.model_copy(update={"base_url": "https://panel.example:8443"})
+    proxied = create_app(public, engine=engine, session_factory=session_factory)
+    with TestClient(proxied, base_url="https://testserver", follow_redirects=False) as panel:
+        log_in(panel, running.owner.username, PASSWORD)
+        page = panel.get(running.page)
+        assert page.headers["strict-transport-security"] == "max-age=31536000"
+        for origin in ("https://testserver", "http://panel.example:8443", "https://panel.example"):
+            assert _refused(panel, running.ws, headers={"origin": origin}) == 403
+        with panel.websocket_connect(
+            running.ws, headers={"origin": "https://panel.example:8443"}
+        ) as ws:
+            ws.send_bytes(b"z")
+            assert ws.receive_bytes() == b"z"
