@@ -18,7 +18,7 @@ from tests.compute.conftest import SecondLibvirt, drop_pool
 from tests.compute.test_driver_conformance import _spec, _wait_for
 from vmcloud.compute.drivers.base import BootSource, ConsoleUnavailableError
 from vmcloud.compute.drivers.libvirt import LibvirtDriver
-from vmcloud.compute.drivers.libvirt_console import LibvirtConsole
+from vmcloud.compute.drivers.libvirt_console import INPUT_LIMIT, LibvirtConsole
 from vmcloud.compute.tiny_image import READY_MARKER, TinyImage
 
 pytestmark = pytest.mark.slow
@@ -106,3 +106,33 @@ def test_the_boot_log_of_a_node_whose_files_are_elsewhere(
         drop_pool(pool, second_libvirt.uri)
         here.close()
         remote.close()
+
+
+def test_a_large_paste_waits_for_the_stream_instead_of_failing(
+    libvirt_node: LibvirtDriver, tiny: TinyImage
+) -> None:
+    spec = _spec(_boot(tiny))
+    libvirt_node.create(spec)
+
+    async def paste() -> None:
+        loop = asyncio.get_running_loop()
+        console = await asyncio.to_thread(libvirt_node.open_console, spec.instance_id, loop)
+        try:
+            # Frames as fast as a client sends them: more than the input buffer holds.
+            for _ in range(3 * INPUT_LIMIT // 16384):
+                await console.write(b"#" * 16384)
+            await console.write(b"\x15echo PASTED-$((2+3))\r")  # Ctrl-U drops the line
+            seen = b""
+            async with asyncio.timeout(60):
+                while b"PASTED-5" not in seen:
+                    data = await console.read()
+                    assert data, "the console ended"
+                    seen += data
+        finally:
+            await console.close()
+
+    try:
+        _wait_for(libvirt_node, spec.instance_id, READY_MARKER)
+        asyncio.run(paste())
+    finally:
+        libvirt_node.destroy(spec.instance_id)

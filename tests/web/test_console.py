@@ -14,7 +14,7 @@ from typing import Any, cast
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.testclient import WebSocketDenialResponse
 from starlette.websockets import WebSocket, WebSocketDisconnect
@@ -35,6 +35,7 @@ from vmcloud.compute.models import Instance
 from vmcloud.compute.schemas import InstanceCreate
 from vmcloud.compute.tiny_image import READY_MARKER
 from vmcloud.config import Settings
+from vmcloud.web.customer import console as panel_console
 
 ORIGIN = {"origin": "https://testserver"}
 
@@ -231,6 +232,27 @@ def test_the_socket_ends_with_the_login(
         token = csrf_of(owner_panel.get("/account").text)
         assert owner_panel.post("/logout", data={"csrftoken": token}).status_code == 303
         _closed_with(ws, console.CLOSE_LOGGED_OUT)
+
+
+def test_a_database_error_in_the_recheck_keeps_the_console_open(
+    owner_panel: TestClient, running: Running, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(console, "RECHECK_SECONDS", 0.05)
+    checks = []
+    real = panel_console._check
+
+    def failing_recheck(factory: sessionmaker[Session], *args: Any) -> object:
+        checks.append(args)
+        if len(checks) == 1:
+            return real(factory, *args)
+        with factory() as db:
+            return db.execute(text("SELECT 1 / 0")).scalar()  # the database refuses
+
+    monkeypatch.setattr(panel_console, "_check", failing_recheck)
+    with owner_panel.websocket_connect(running.ws, headers=ORIGIN) as ws:
+        assert _soon(lambda: len(checks) >= 3)
+        ws.send_bytes(b"still here\r")
+        assert ws.receive_bytes() == b"still here\r\n"
 
 
 def test_an_oversized_frame_closes_the_socket(owner_panel: TestClient, running: Running) -> None:

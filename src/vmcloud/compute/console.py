@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import anyio
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
@@ -183,6 +184,15 @@ async def _refuse(websocket: WebSocket, code: int, reason: str) -> None:
 Ending = tuple[int | None, str]
 
 
+async def _recheck(still_allowed: StillAllowed) -> bool:
+    """The login's recheck; a database that fails to answer leaves it allowed until the next."""
+    try:
+        return await still_allowed()
+    except SQLAlchemyError as exc:
+        log.warning("console.recheck_failed", error=str(exc))
+        return True
+
+
 async def _bridge(websocket: WebSocket, console: Console, still_allowed: StillAllowed) -> Ending:
     async def guest_to_client() -> Ending:
         while data := await console.read():
@@ -203,7 +213,7 @@ async def _bridge(websocket: WebSocket, console: Console, still_allowed: StillAl
                 return CLOSE_FAILED, str(exc)
 
     async def watch() -> Ending:
-        while await asyncio.sleep(RECHECK_SECONDS, True) and await still_allowed():
+        while await asyncio.sleep(RECHECK_SECONDS, True) and await _recheck(still_allowed):
             pass
         return CLOSE_LOGGED_OUT, "Your session has ended."
 

@@ -12,8 +12,8 @@ loop with ``call_soon_threadsafe``. The same thread answers keepalives, so conne
 after it started (``setKeepAlive`` on each console's) notice a dead node.
 
 Buffers are bounded both ways: output waiting for a slow client pauses reading the stream (the
-guest's serial port then waits); input beyond ``INPUT_LIMIT`` not yet taken by the stream is
-refused.
+guest's serial port then waits); input beyond ``INPUT_LIMIT`` not yet taken by the stream waits
+for room (the client's socket then waits).
 """
 
 from __future__ import annotations
@@ -113,6 +113,7 @@ class LibvirtConsole(Console):
         self._input = bytearray()
         self._mask = 0
         self._released = False
+        self._room = asyncio.Event()  # set (in the loop) when input was taken by the stream
         self.ended = False  # the loop's view
         with self._lock:
             self._mask = self._wanted()
@@ -147,6 +148,7 @@ class LibvirtConsole(Console):
                     sent = stream.send(bytes(self._input[:CHUNK]))
                     if isinstance(sent, int) and sent > 0:
                         del self._input[:sent]
+                        self._to_loop(self._room.set)
                 if events & _ALWAYS:
                     self._hang_up()
                 self._update()
@@ -180,6 +182,7 @@ class LibvirtConsole(Console):
         if not self.ended:
             self.ended = True
             self._output.put_nowait(b"")
+            self._room.set()
 
     async def read(self) -> bytes:
         if self.ended and self._output.empty():
@@ -193,13 +196,18 @@ class LibvirtConsole(Console):
         return data
 
     async def write(self, data: bytes) -> None:
-        with self._lock:
-            if self.ended or self._released:
-                raise DriverError("the console has ended")
-            if len(self._input) + len(data) > INPUT_LIMIT:
-                raise DriverError("the console's input buffer is full")
-            self._input += data
-            self._update()
+        """Queue ``data``; while ``INPUT_LIMIT`` bytes wait for the stream, wait for room (a
+        large paste is slowed down, not refused)."""
+        while True:
+            with self._lock:
+                if self.ended or self._released:
+                    raise DriverError("the console has ended")
+                if not self._input or len(self._input) + len(data) <= INPUT_LIMIT:
+                    self._input += data
+                    self._update()
+                    return
+                self._room.clear()
+            await self._room.wait()
 
     async def close(self) -> None:
         self._end()
