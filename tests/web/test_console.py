@@ -14,7 +14,7 @@ from typing import Any, cast
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, select, text
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.testclient import WebSocketDenialResponse
 from starlette.websockets import WebSocket, WebSocketDisconnect
@@ -27,6 +27,7 @@ from tests.web.conftest import csrf_of, log_in
 from vmcloud.accounts import api_tokens
 from vmcloud.accounts.models import User
 from vmcloud.app import create_app
+from vmcloud.audit.models import AuditLog
 from vmcloud.billing import flows
 from vmcloud.compute import console, nodes
 from vmcloud.compute.drivers.base import Console
@@ -405,3 +406,28 @@ def test_with_a_public_url_the_origin_is_that_url(
         ) as ws:
             ws.send_bytes(b"z")
             assert ws.receive_bytes() == b"z"
+
+
+def test_an_admin_opening_a_customers_console_is_audited_once(
+    client: TestClient, owner_panel: TestClient, db: Session, running: Running
+) -> None:
+    def opened() -> list[AuditLog]:
+        found = select(AuditLog).where(AuditLog.action == "instance.console_opened")
+        return list(db.scalars(found))
+
+    with owner_panel.websocket_connect(running.ws, headers=ORIGIN) as ws:  # the owner's own
+        ws.send_bytes(b"a")
+        assert ws.receive_bytes() == b"a"
+    assert opened() == []
+    admin = make_user(db, role="admin")
+    headers = bearer(login(client, admin.username, PASSWORD))
+    url = f"/api/v1/instances/{running.instance.id}/console"
+    with client.websocket_connect(url, headers=headers) as ws:
+        ws.send_bytes(b"b")
+        assert ws.receive_bytes() == b"b"
+    [row] = opened()
+    assert (row.user_id, row.entity_type, row.entity_id) == (
+        admin.id,
+        "instance",
+        running.instance.id,
+    )

@@ -25,6 +25,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from vmcloud.accounts.models import User
+from vmcloud.audit import service as audit
 from vmcloud.compute import nodes
 from vmcloud.compute.drivers.base import (
     ComputeDriver,
@@ -70,6 +72,20 @@ class Target:
 def target(*, db: Session, instance: Instance) -> Target:
     node = nodes.get_node(db=db, node_id=instance.node_id) if instance.node_id else None
     return Target(instance.id, nodes.driver_for(node) if node else None)
+
+
+def note_opened(*, db: Session, instance: Instance, user: User) -> None:
+    """Someone else's console (an admin's attach to a customer's VM) leaves an audit row;
+    owners opening their own leave none. Called once per socket, at its handshake."""
+    if instance.user_id != user.id:
+        audit.record(
+            db=db,
+            action="instance.console_opened",
+            actor_id=user.id,
+            entity_type="instance",
+            entity_id=instance.id,
+        )
+        db.commit()
 
 
 def boot_log(*, db: Session, instance: Instance) -> str:

@@ -98,9 +98,10 @@ def _origin(url: str) -> tuple[str, str, int] | None:
 
 
 def _check(
-    factory: sessionmaker[Session], raw: str | None, instance_id: uuid.UUID
+    factory: sessionmaker[Session], raw: str | None, instance_id: uuid.UUID, first: bool = False
 ) -> console.Target | Response:
-    """The console's target, or the problem refusing it (no live login, not the caller's)."""
+    """The console's target, or the problem refusing it (no live login, not the caller's);
+    ``first``: the handshake's check (not a recheck), which notes who opened it."""
     with factory() as db:
         login = login_of(db, raw)
         if login is None:
@@ -109,6 +110,8 @@ def _check(
             instance = _instance(db, login.user, instance_id)
         except NotFoundError as exc:
             return problem_response(status=404, type=exc.type, title=exc.title, detail=exc.detail)
+        if first:
+            console.note_opened(db=db, instance=instance, user=login.user)
         return console.target(db=db, instance=instance)
 
 
@@ -126,7 +129,7 @@ async def console_socket(websocket: WebSocket, instance_id: uuid.UUID) -> None:
     raw = websocket.cookies.get(SESSION_COOKIE)
     raw = raw if raw and len(raw) <= MAX_COOKIE else None
     factory: sessionmaker[Session] = websocket.app.state.session_factory
-    found = await console.read_db(websocket, _check, factory, raw, instance_id)
+    found = await console.read_db(websocket, _check, factory, raw, instance_id, True)
     if not isinstance(found, console.Target):
         await console.deny(websocket, found)
         return
