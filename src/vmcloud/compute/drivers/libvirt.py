@@ -334,7 +334,7 @@ class LibvirtDriver(ComputeDriver):
             if made_volume:
                 self._delete_volume(instance_id)
             self._delete_console_log(instance_id)
-        except libvirt.libvirtError as exc:  # the original error matters more
+        except (libvirt.libvirtError, DriverError) as exc:  # the original error matters more
             log.warning("libvirt.cleanup_failed", instance_id=str(instance_id), error=str(exc))
 
     def start(self, instance_id: uuid.UUID) -> None:
