@@ -4,15 +4,20 @@ stream always released), the boot log of a stopped VM, Ctrl-Alt-Del, and the API
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy.orm import Session
+from sqlalchemy import Engine, select, text
+from sqlalchemy.orm import Session, sessionmaker
 from starlette.testclient import WebSocketDenialResponse
-from starlette.websockets import WebSocketDisconnect
+from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from tests.factories.accounts import PASSWORD, make_user
 from tests.factories.catalog import make_product
@@ -21,12 +26,17 @@ from tests.helpers import JobRunner, bearer, login
 from tests.web.conftest import csrf_of, log_in
 from vmcloud.accounts import api_tokens
 from vmcloud.accounts.models import User
+from vmcloud.app import create_app
+from vmcloud.audit.models import AuditLog
 from vmcloud.billing import flows
 from vmcloud.compute import console, nodes
+from vmcloud.compute.drivers.base import Console
 from vmcloud.compute.drivers.fake import FakeDriver
 from vmcloud.compute.models import Instance
 from vmcloud.compute.schemas import InstanceCreate
 from vmcloud.compute.tiny_image import READY_MARKER
+from vmcloud.config import Settings
+from vmcloud.web.customer import console as panel_console
 
 ORIGIN = {"origin": "https://testserver"}
 
@@ -96,11 +106,37 @@ def _closed_with(ws: object, code: int) -> None:
     assert closed.value.code == code
 
 
+def _slow_open(
+    driver: FakeDriver, monkeypatch: pytest.MonkeyPatch, delay: float
+) -> threading.Event:
+    """The driver attaches ``delay`` seconds late (a slow node); the event is set once it did."""
+    attached = threading.Event()
+    real = driver.open_console
+
+    def open_console(instance_id: uuid.UUID, loop: asyncio.AbstractEventLoop) -> Console:
+        time.sleep(delay)
+        try:
+            return real(instance_id, loop)
+        finally:
+            attached.set()
+
+    monkeypatch.setattr(driver, "open_console", open_console)
+    return attached
+
+
+def _soon(condition: Callable[[], bool], timeout: float = 5) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return condition()
+
+
 def test_the_page_has_the_terminal_and_its_own_csp(
     owner_panel: TestClient, running: Running
 ) -> None:
     page = owner_panel.get(running.page)
     assert page.status_code == 200
+    assert "strict-transport-security" not in page.headers  # the public URL is http
     assert f'data-socket="/instances/{running.instance.id}/console/ws"' in page.text
     assert "/static/console.js" in page.text and "Ctrl-Alt-Del" in page.text
     csp = page.headers["content-security-policy"]
@@ -153,6 +189,9 @@ def test_the_hypervisor_refusing_a_second_client_is_busy_too(
     [
         {"origin": "https://evil.example"},
         {"origin": "https://testserver.evil.example"},
+        {"origin": "http://testserver"},  # the page was not this site's (https)
+        {"origin": "https://testserver:8443"},
+        {"origin": "https://user@testserver"},
         {"origin": "null"},
         {},
     ],
@@ -194,6 +233,27 @@ def test_the_socket_ends_with_the_login(
         token = csrf_of(owner_panel.get("/account").text)
         assert owner_panel.post("/logout", data={"csrftoken": token}).status_code == 303
         _closed_with(ws, console.CLOSE_LOGGED_OUT)
+
+
+def test_a_database_error_in_the_recheck_keeps_the_console_open(
+    owner_panel: TestClient, running: Running, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(console, "RECHECK_SECONDS", 0.05)
+    checks = []
+    real = panel_console._check
+
+    def failing_recheck(factory: sessionmaker[Session], *args: Any) -> object:
+        checks.append(args)
+        if len(checks) == 1:
+            return real(factory, *args)
+        with factory() as db:
+            return db.execute(text("SELECT 1 / 0")).scalar()  # the database refuses
+
+    monkeypatch.setattr(panel_console, "_check", failing_recheck)
+    with owner_panel.websocket_connect(running.ws, headers=ORIGIN) as ws:
+        assert _soon(lambda: len(checks) >= 3)
+        ws.send_bytes(b"still here\r")
+        assert ws.receive_bytes() == b"still here\r\n"
 
 
 def test_an_oversized_frame_closes_the_socket(owner_panel: TestClient, running: Running) -> None:
@@ -282,3 +342,92 @@ def test_a_personal_token_opens_its_owners_console_within_its_scope(
     # Typing is a write; and a token acts as its owner only, whatever the owner's role.
     assert _refused(client, url, headers={"authorization": f"Bearer {read_only}"}) == 403
     assert _refused(client, url, headers={"authorization": f"Bearer {admins}"}) == 404
+
+
+def test_a_node_that_does_not_attach_in_time_closes_the_socket_and_frees_the_console(
+    owner_panel: TestClient, running: Running, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(console, "OPEN_TIMEOUT", 0.2)
+    attached = _slow_open(running.driver, monkeypatch, 1.0)
+    with owner_panel.websocket_connect(running.ws, headers=ORIGIN) as ws:
+        ws.send_bytes(b"x")
+        _closed_with(ws, console.CLOSE_FAILED)
+    assert not console._holders  # the next tab may try again at once
+    # The console the node attached late is closed: nobody holds it.
+    assert attached.wait(5)
+    assert _soon(lambda: running.driver.vms[running.instance.id].attached is None)
+
+
+def test_a_socket_cancelled_while_the_console_opens_still_closes_it(
+    running: Running, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    attached = _slow_open(running.driver, monkeypatch, 0.3)
+    target = console.Target(running.instance.id, running.driver)
+
+    async def allowed() -> bool:
+        return True
+
+    async def scenario() -> None:
+        # The socket is never touched: the task is cancelled while the node attaches.
+        socket = cast(WebSocket, object())
+        serving = asyncio.create_task(console.serve(socket, target, allowed))
+        await asyncio.sleep(0.1)
+        serving.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await serving
+        assert not console._holders
+        deadline = time.monotonic() + 5
+        vm = running.driver.vms[running.instance.id]
+        while not (attached.is_set() and vm.attached is None) and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        assert attached.is_set() and vm.attached is None, "the late console was left open"
+
+    asyncio.run(scenario())
+
+
+def test_with_a_public_url_the_origin_is_that_url(
+    app_settings: Settings,
+    engine: Engine,
+    session_factory: sessionmaker[Session],
+    running: Running,
+) -> None:
+    """Behind a proxy the request's own address is not the browser's: the configured public
+    URL is, in scheme, host and port. An https one also sends HSTS with the panel's pages."""
+    public = app_settings.model_copy(update={"base_url": "https://panel.example:8443"})
+    proxied = create_app(public, engine=engine, session_factory=session_factory)
+    with TestClient(proxied, base_url="https://testserver", follow_redirects=False) as panel:
+        log_in(panel, running.owner.username, PASSWORD)
+        page = panel.get(running.page)
+        assert page.headers["strict-transport-security"] == "max-age=31536000"
+        for origin in ("https://testserver", "http://panel.example:8443", "https://panel.example"):
+            assert _refused(panel, running.ws, headers={"origin": origin}) == 403
+        with panel.websocket_connect(
+            running.ws, headers={"origin": "https://panel.example:8443"}
+        ) as ws:
+            ws.send_bytes(b"z")
+            assert ws.receive_bytes() == b"z"
+
+
+def test_an_admin_opening_a_customers_console_is_audited_once(
+    client: TestClient, owner_panel: TestClient, db: Session, running: Running
+) -> None:
+    def opened() -> list[AuditLog]:
+        found = select(AuditLog).where(AuditLog.action == "instance.console_opened")
+        return list(db.scalars(found))
+
+    with owner_panel.websocket_connect(running.ws, headers=ORIGIN) as ws:  # the owner's own
+        ws.send_bytes(b"a")
+        assert ws.receive_bytes() == b"a"
+    assert opened() == []
+    admin = make_user(db, role="admin")
+    headers = bearer(login(client, admin.username, PASSWORD))
+    url = f"/api/v1/instances/{running.instance.id}/console"
+    with client.websocket_connect(url, headers=headers) as ws:
+        ws.send_bytes(b"b")
+        assert ws.receive_bytes() == b"b"
+    [row] = opened()
+    assert (row.user_id, row.entity_type, row.entity_id) == (
+        admin.id,
+        "instance",
+        running.instance.id,
+    )

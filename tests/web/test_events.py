@@ -61,6 +61,7 @@ def test_committed_changes_reach_their_users_streams_only(fresh_database_url: st
             await asyncio.sleep(0.2)
             assert theirs.queue.empty() and mine.queue.empty()
         await hub.stop()
+        assert not hub.listening.is_set()  # stopped: nobody listens any more
 
     try:
         asyncio.run(scenario())

@@ -125,7 +125,11 @@ def instance_metric_series(
 
 
 def _console_target(
-    factory: sessionmaker[Session], settings: Settings, authorization: str, instance_id: uuid.UUID
+    factory: sessionmaker[Session],
+    settings: Settings,
+    authorization: str,
+    instance_id: uuid.UUID,
+    first: bool = False,
 ) -> console.Target | Response:
     """The caller's console, or the problem refusing it: the bearer checks of every API route,
     then the owner's instance (admins reach any; support staff do not type into customers' VMs)."""
@@ -147,6 +151,8 @@ def _console_target(
                 claims = decode_access_token(settings=settings, token=token)
                 user = user_for_claims(db, claims)
                 instance = service.get_console_instance(db=db, instance_id=instance_id, user=user)
+            if first:  # the handshake's check, not a recheck
+                console.note_opened(db=db, instance=instance, user=user)
             return console.target(db=db, instance=instance)
         except ProblemError as exc:
             return problem_response(
@@ -160,12 +166,13 @@ def _console_target(
 
 @router.websocket("/{instance_id}/console")
 async def instance_console(websocket: WebSocket, instance_id: uuid.UUID) -> None:
-    """The serial console as a WebSocket (not in the OpenAPI document; see docs/architecture.md, "Console API")."""
+    """The serial console as a WebSocket (not in the OpenAPI document; see
+    docs/architecture.md, "Console API")."""
     factory: sessionmaker[Session] = websocket.app.state.session_factory
     settings: Settings = websocket.app.state.settings
     authorization = websocket.headers.get("authorization", "")[:4096]
     found = await console.read_db(
-        websocket, _console_target, factory, settings, authorization, instance_id
+        websocket, _console_target, factory, settings, authorization, instance_id, True
     )
     if not isinstance(found, console.Target):
         await console.deny(websocket, found)

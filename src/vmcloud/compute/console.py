@@ -14,15 +14,19 @@ import asyncio
 import contextlib
 import uuid
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import anyio
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from vmcloud.accounts.models import User
+from vmcloud.audit import service as audit
 from vmcloud.compute import nodes
 from vmcloud.compute.drivers.base import (
     ComputeDriver,
@@ -41,6 +45,8 @@ T = TypeVar("T")
 MAX_INPUT_FRAME = 16 * 1024  # a paste; bigger frames close the socket (1009)
 BOOT_LOG_TAIL = 64 * 1024  # characters of the boot log a page shows
 RECHECK_SECONDS = 30.0  # the login is checked again this often while a console is open
+OPEN_TIMEOUT = 15.0  # seconds a node has to attach a console
+OPEN_THREADS = 8  # consoles being attached at once (each waits on a node in a thread)
 CLOSE_ENDED = 1000
 CLOSE_TOO_BIG = 1009
 CLOSE_FAILED = 1011
@@ -49,6 +55,9 @@ CLOSE_UNAVAILABLE = 4410
 CLOSE_LOGGED_OUT = 4401
 
 _holders: set[uuid.UUID] = set()  # touched only in the event loop's thread
+# Threads of the consoles' own: a hung node holds one of these, never one the app needs.
+_opener = ThreadPoolExecutor(max_workers=OPEN_THREADS, thread_name_prefix="console-open")
+_closing: set[asyncio.Task[None]] = set()  # consoles that arrived after nobody waited
 
 
 @dataclass(frozen=True)
@@ -63,6 +72,20 @@ class Target:
 def target(*, db: Session, instance: Instance) -> Target:
     node = nodes.get_node(db=db, node_id=instance.node_id) if instance.node_id else None
     return Target(instance.id, nodes.driver_for(node) if node else None)
+
+
+def note_opened(*, db: Session, instance: Instance, user: User) -> None:
+    """Someone else's console (an admin's attach to a customer's VM) leaves an audit row;
+    owners opening their own leave none. Called once per socket, at its handshake."""
+    if instance.user_id != user.id:
+        audit.record(
+            db=db,
+            action="instance.console_opened",
+            actor_id=user.id,
+            entity_type="instance",
+            entity_id=instance.id,
+        )
+        db.commit()
 
 
 def boot_log(*, db: Session, instance: Instance) -> str:
@@ -102,9 +125,12 @@ async def serve(websocket: WebSocket, found: Target, still_allowed: StillAllowed
         return
     _holders.add(instance_id)
     try:
-        loop = asyncio.get_running_loop()
         try:
-            console = await asyncio.to_thread(found.driver.open_console, instance_id, loop)
+            console = await _open(found.driver, instance_id)
+        except TimeoutError:
+            log.warning("console.open_timeout", instance_id=str(instance_id))
+            await _refuse(websocket, CLOSE_FAILED, "The VM's node did not answer in time.")
+            return
         except ConsoleBusyError:
             await _refuse(websocket, CLOSE_BUSY, "The console is open in another tab or window.")
             return
@@ -126,6 +152,27 @@ async def serve(websocket: WebSocket, found: Target, still_allowed: StillAllowed
                 await console.close()
     finally:
         _holders.discard(instance_id)
+
+
+async def _open(driver: ComputeDriver, instance_id: uuid.UUID) -> Console:
+    """``driver.open_console`` in one of the consoles' threads, waited for ``OPEN_TIMEOUT`` at
+    most. A console that arrives after the wait ended (timed out, or the socket's task was
+    cancelled) is closed at once: nobody else would."""
+    loop = asyncio.get_running_loop()
+    opening = loop.run_in_executor(_opener, driver.open_console, instance_id, loop)
+    try:
+        return await asyncio.wait_for(asyncio.shield(opening), OPEN_TIMEOUT)
+    except BaseException:
+        opening.add_done_callback(_close_late)
+        raise
+
+
+def _close_late(opening: asyncio.Future[Console]) -> None:
+    if opening.cancelled() or opening.exception() is not None:
+        return
+    task = asyncio.ensure_future(opening.result().close())
+    _closing.add(task)
+    task.add_done_callback(_closing.discard)
 
 
 async def deny(websocket: WebSocket, response: Response) -> None:
@@ -153,6 +200,15 @@ async def _refuse(websocket: WebSocket, code: int, reason: str) -> None:
 Ending = tuple[int | None, str]
 
 
+async def _recheck(still_allowed: StillAllowed) -> bool:
+    """The login's recheck; a database that fails to answer leaves it allowed until the next."""
+    try:
+        return await still_allowed()
+    except SQLAlchemyError as exc:
+        log.warning("console.recheck_failed", error=str(exc))
+        return True
+
+
 async def _bridge(websocket: WebSocket, console: Console, still_allowed: StillAllowed) -> Ending:
     async def guest_to_client() -> Ending:
         while data := await console.read():
@@ -173,7 +229,7 @@ async def _bridge(websocket: WebSocket, console: Console, still_allowed: StillAl
                 return CLOSE_FAILED, str(exc)
 
     async def watch() -> Ending:
-        while await asyncio.sleep(RECHECK_SECONDS, True) and await still_allowed():
+        while await asyncio.sleep(RECHECK_SECONDS, True) and await _recheck(still_allowed):
             pass
         return CLOSE_LOGGED_OUT, "Your session has ended."
 

@@ -58,7 +58,7 @@ def install(app: FastAPI, settings: Settings) -> None:
     app.add_api_route("/favicon.ico", _favicon, include_in_schema=False)
     errors.install(app)
     app.add_middleware(PanelCsrf, jwt_key=settings.jwt_key, upload_paths=attachments.MESSAGE_PATH)
-    app.add_middleware(PanelHeaders)
+    app.add_middleware(PanelHeaders, https=settings.public_url.startswith("https://"))
 
 
 async def _favicon() -> FileResponse:

@@ -89,6 +89,7 @@ class Hub:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        self.listening.clear()
 
     @contextlib.asynccontextmanager
     async def subscribe(

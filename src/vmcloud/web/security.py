@@ -52,6 +52,7 @@ _HEADERS = [
     (b"cross-origin-opener-policy", b"same-origin"),
     (b"permissions-policy", b"camera=(), microphone=(), geolocation=(), payment=()"),
 ]
+_HSTS = (b"strict-transport-security", b"max-age=31536000")
 
 
 def is_panel_path(path: str) -> bool:
@@ -62,8 +63,10 @@ class PanelHeaders:
     """Adds the panel's security headers to every response outside the API (a route's own
     ``Content-Security-Policy`` or ``Cache-Control`` wins; static files may be cached)."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, *, https: bool = False) -> None:
+        """``https``: the panel's public URL is https; browsers are told to keep to it."""
         self.app = app
+        self.headers = _HEADERS + ([_HSTS] if https else [])
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not is_panel_path(scope["path"]):
@@ -77,7 +80,7 @@ class PanelHeaders:
                 present = {key.lower() for key, _ in headers}
                 if b"content-security-policy" not in present:
                     headers.append((b"content-security-policy", CSP.encode()))
-                for key, value in _HEADERS:
+                for key, value in self.headers:
                     if key not in present and not (static and key == b"cache-control"):
                         headers.append((key, value))
                 message = {**message, "headers": headers}

@@ -40,6 +40,7 @@ from vmcloud.core.logging import get_logger
 
 log = get_logger(__name__)
 PREFIX = "vmcloud-"
+CONSOLE_TAIL = 64 * 1024  # bytes of the boot log ``console_output`` returns (its end)
 T = TypeVar("T")
 
 _STATES = {
@@ -148,8 +149,11 @@ class LibvirtDriver(ComputeDriver):
     def _volume_name(self, instance_id: uuid.UUID) -> str:
         return f"{instance_id}.qcow2"
 
+    def _console_name(self, instance_id: uuid.UUID) -> str:
+        return f"{instance_id}.console.log"
+
     def _console_path(self, instance_id: uuid.UUID) -> str:
-        return f"{self.storage_dir}/{instance_id}.console.log"
+        return f"{self.storage_dir}/{self._console_name(instance_id)}"
 
     def _domain(self, instance_id: uuid.UUID) -> libvirt.virDomain | None:
         def lookup(conn: libvirt.virConnect) -> libvirt.virDomain | None:
@@ -330,7 +334,7 @@ class LibvirtDriver(ComputeDriver):
             if made_volume:
                 self._delete_volume(instance_id)
             self._delete_console_log(instance_id)
-        except libvirt.libvirtError as exc:  # the original error matters more
+        except (libvirt.libvirtError, DriverError) as exc:  # the original error matters more
             log.warning("libvirt.cleanup_failed", instance_id=str(instance_id), error=str(exc))
 
     def start(self, instance_id: uuid.UUID) -> None:
@@ -384,8 +388,30 @@ class LibvirtDriver(ComputeDriver):
         domain.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_NVRAM)
 
     def _delete_console_log(self, instance_id: uuid.UUID) -> None:
-        if is_local(self.uri):
-            Path(self._console_path(instance_id)).unlink(missing_ok=True)
+        """Remove the boot log: a file here when the node is this machine and the file is
+        visible, else the volume it is in the node's storage pool."""
+        local = self._local_console_log(instance_id)
+        if local is not None:
+            local.unlink(missing_ok=True)
+            return
+        volume = self._console_volume(instance_id)
+        if volume is not None:
+            volume.delete(0)
+
+    def _local_console_log(self, instance_id: uuid.UUID) -> Path | None:
+        path = Path(self._console_path(instance_id))
+        return path if is_local(self.uri) and path.is_file() else None
+
+    def _console_volume(self, instance_id: uuid.UUID) -> libvirt.virStorageVol | None:
+        """The boot log as a volume of the storage pool (its directory holds the file)."""
+        pool = self._pool()
+        pool.refresh(0)
+        try:
+            return pool.storageVolLookupByName(self._console_name(instance_id))
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() != libvirt.VIR_ERR_NO_STORAGE_VOL:
+                raise
+            return None
 
     def state(self, instance_id: uuid.UUID) -> VMState:
         domain = self._domain(instance_id)
@@ -450,11 +476,44 @@ class LibvirtDriver(ComputeDriver):
         return found
 
     def console_output(self, instance_id: uuid.UUID) -> str:
-        path = Path(self._console_path(instance_id))
+        """The last ``CONSOLE_TAIL`` bytes of the boot log: read here when the file is on this
+        machine, else downloaded from the node's storage pool."""
+        local = self._local_console_log(instance_id)
         try:
-            return path.read_text(errors="replace")
+            if local is not None:
+                with local.open("rb") as file:
+                    file.seek(max(0, local.stat().st_size - CONSOLE_TAIL))
+                    data = file.read(CONSOLE_TAIL)
+            else:
+                data = self._download_console_log(instance_id)
         except (FileNotFoundError, PermissionError):
             return ""
+        except libvirt.libvirtError as exc:
+            raise DriverError(f"could not read the boot log: {exc.get_error_message()}") from exc
+        return data.decode(errors="replace")
+
+    def _download_console_log(self, instance_id: uuid.UUID) -> bytes:
+        volume = self._console_volume(instance_id)
+        if volume is None:
+            return b""
+        size = int(volume.info()[1])  # type, capacity (the file's size), allocation
+        offset = max(0, size - CONSOLE_TAIL)
+        if size <= offset:
+            return b""
+        stream = self._connection().newStream(0)
+        chunks: list[bytes] = []
+        try:
+            volume.download(stream, offset, size - offset, 0)
+            while data := stream.recv(CONSOLE_TAIL):
+                if not isinstance(data, bytes):
+                    break
+                chunks.append(data)
+            stream.finish()
+        except BaseException:
+            with contextlib.suppress(libvirt.libvirtError):
+                stream.abort()
+            raise
+        return b"".join(chunks)
 
     def open_console(self, instance_id: uuid.UUID, loop: asyncio.AbstractEventLoop) -> Console:
         conn = open_connection(self.uri)
@@ -468,18 +527,25 @@ class LibvirtDriver(ComputeDriver):
                 running = False
             if not running:
                 raise ConsoleUnavailableError("the VM is not running")
-            stream = conn.newStream(libvirt.VIR_STREAM_NONBLOCK)
+            try:
+                stream = conn.newStream(libvirt.VIR_STREAM_NONBLOCK)
+            except libvirt.libvirtError as exc:
+                raise DriverError(f"no console: {exc.get_error_message()}") from exc
             try:
                 # No VIR_DOMAIN_CONSOLE_FORCE: a second client is refused, whichever process
                 # holds the first.
                 domain.openConsole(None, stream, 0)
+                return LibvirtConsole(conn, stream, loop)
             except libvirt.libvirtError as exc:
                 with contextlib.suppress(libvirt.libvirtError):
                     stream.abort()
-                if exc.get_error_code() == libvirt.VIR_ERR_OPERATION_FAILED:
+                code = exc.get_error_code()
+                if code == libvirt.VIR_ERR_OPERATION_FAILED:
                     raise ConsoleBusyError("another client holds the console") from exc
+                if code in (libvirt.VIR_ERR_OPERATION_INVALID, libvirt.VIR_ERR_NO_DOMAIN):
+                    # It stopped (or went) since ``isActive``.
+                    raise ConsoleUnavailableError("the VM is not running") from exc
                 raise DriverError(f"no console: {exc.get_error_message()}") from exc
-            return LibvirtConsole(conn, stream, loop)
         except BaseException:
             with contextlib.suppress(libvirt.libvirtError):
                 conn.close()

@@ -12,15 +12,17 @@ loop with ``call_soon_threadsafe``. The same thread answers keepalives, so conne
 after it started (``setKeepAlive`` on each console's) notice a dead node.
 
 Buffers are bounded both ways: output waiting for a slow client pauses reading the stream (the
-guest's serial port then waits); input beyond ``INPUT_LIMIT`` not yet taken by the stream is
-refused.
+guest's serial port then waits); input beyond ``INPUT_LIMIT`` not yet taken by the stream waits
+for room (the client's socket then waits).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import threading
+from typing import Any
 
 import libvirt
 
@@ -32,6 +34,10 @@ OUTPUT_LOW = 64 * 1024  # …and read again below this
 INPUT_LIMIT = 64 * 1024
 KEEPALIVE_INTERVAL = 5  # seconds; the connection is dropped after 3 unanswered
 _ALWAYS: int = libvirt.VIR_STREAM_EVENT_ERROR | libvirt.VIR_STREAM_EVENT_HANGUP
+
+# libvirt-python's own C module: ``virStream.eventAddCallback`` without its wrapper, see
+# ``_watch``.
+_libvirtmod: Any = importlib.import_module("libvirtmod")
 
 _events_started = False
 _events_lock = threading.Lock()
@@ -65,6 +71,32 @@ def open_connection(uri: str) -> libvirt.virConnect:
     return conn
 
 
+class _Detached:
+    """Stands in for a released stream in the callback data libvirt keeps (see ``_watch``)."""
+
+    def _dispatchStreamEventCallback(self, _events: int, _data: object) -> int:  # noqa: N802
+        return 0
+
+
+def _watch(stream: libvirt.virStream, events: int, callback: object) -> dict[str, object]:
+    """``stream.eventAddCallback(events, callback, None)``, returning the data handed to libvirt.
+
+    libvirt's remote driver never calls the function that frees that data when the callback is
+    removed, and libvirt-python's own data names the stream (and the wrapper keeps the callback
+    on the stream): the stream, and the connection it holds open, would live as long as the
+    process. Keeping the data lets ``_release`` empty it: what leaks is a small dict.
+    """
+    data: dict[str, object] = {"stream": stream, "cb": callback, "opaque": None}
+    if _libvirtmod.virStreamEventAddCallback(stream._o, events, data) == -1:
+        raise libvirt.libvirtError("virStreamEventAddCallback() failed")
+    return data
+
+
+def _unwatch(data: dict[str, object]) -> None:
+    # Never emptied: a dispatch already under way reads both keys.
+    data["stream"], data["cb"] = _Detached(), None
+
+
 class LibvirtConsole(Console):
     """Owns ``conn`` and ``stream`` (already attached by ``openConsole``) until ``close``."""
 
@@ -72,7 +104,7 @@ class LibvirtConsole(Console):
         self, conn: libvirt.virConnect, stream: libvirt.virStream, loop: asyncio.AbstractEventLoop
     ) -> None:
         self._conn = conn
-        self._stream = stream
+        self._stream: libvirt.virStream | None = stream
         self._loop = loop
         self._output: asyncio.Queue[bytes] = asyncio.Queue()
         self._lock = threading.Lock()  # guards what both threads touch, below
@@ -81,10 +113,11 @@ class LibvirtConsole(Console):
         self._input = bytearray()
         self._mask = 0
         self._released = False
+        self._room = asyncio.Event()  # set (in the loop) when input was taken by the stream
         self.ended = False  # the loop's view
         with self._lock:
             self._mask = self._wanted()
-            stream.eventAddCallback(self._mask, self._on_event, None)
+            self._watched = _watch(stream, self._mask, self._on_event)
 
     # -- the event thread ----------------------------------------------------------------
 
@@ -99,7 +132,7 @@ class LibvirtConsole(Console):
     def _update(self) -> None:
         """Watch what is wanted now (caller holds the lock)."""
         wanted = self._wanted()
-        if wanted != self._mask and not self._released:
+        if wanted != self._mask and self._stream is not None:
             with contextlib.suppress(libvirt.libvirtError):
                 self._stream.eventUpdateCallback(wanted)
             self._mask = wanted
@@ -110,20 +143,21 @@ class LibvirtConsole(Console):
                 return
             try:
                 if events & libvirt.VIR_STREAM_EVENT_READABLE:
-                    self._read_available()
+                    self._read_available(stream)
                 if events & libvirt.VIR_STREAM_EVENT_WRITABLE and self._input:
                     sent = stream.send(bytes(self._input[:CHUNK]))
                     if isinstance(sent, int) and sent > 0:
                         del self._input[:sent]
+                        self._to_loop(self._room.set)
                 if events & _ALWAYS:
                     self._hang_up()
                 self._update()
             except libvirt.libvirtError:
                 self._hang_up()
 
-    def _read_available(self) -> None:
+    def _read_available(self, stream: libvirt.virStream) -> None:
         while not self._paused:
-            data = self._stream.recv(CHUNK)
+            data = stream.recv(CHUNK)
             if data == -2:  # nothing more for now
                 return
             if not data:  # the guest side closed (the VM stopped)
@@ -148,6 +182,7 @@ class LibvirtConsole(Console):
         if not self.ended:
             self.ended = True
             self._output.put_nowait(b"")
+            self._room.set()
 
     async def read(self) -> bytes:
         if self.ended and self._output.empty():
@@ -161,13 +196,18 @@ class LibvirtConsole(Console):
         return data
 
     async def write(self, data: bytes) -> None:
-        with self._lock:
-            if self.ended or self._released:
-                raise DriverError("the console has ended")
-            if len(self._input) + len(data) > INPUT_LIMIT:
-                raise DriverError("the console's input buffer is full")
-            self._input += data
-            self._update()
+        """Queue ``data``; while ``INPUT_LIMIT`` bytes wait for the stream, wait for room (a
+        large paste is slowed down, not refused)."""
+        while True:
+            with self._lock:
+                if self.ended or self._released:
+                    raise DriverError("the console has ended")
+                if not self._input or len(self._input) + len(data) <= INPUT_LIMIT:
+                    self._input += data
+                    self._update()
+                    return
+                self._room.clear()
+            await self._room.wait()
 
     async def close(self) -> None:
         self._end()
@@ -175,13 +215,16 @@ class LibvirtConsole(Console):
 
     def _release(self) -> None:
         with self._lock:
-            if self._released:
+            stream, self._stream = self._stream, None
+            if self._released or stream is None:
                 return
             self._released = True
             with contextlib.suppress(libvirt.libvirtError):
-                self._stream.eventRemoveCallback()
+                stream.eventRemoveCallback()
             with contextlib.suppress(libvirt.libvirtError):
-                self._stream.abort()
+                stream.abort()
+            _unwatch(self._watched)  # the stream is now referenced from here alone…
+            del stream  # …and freed, letting go of its connection
         with contextlib.suppress(libvirt.libvirtError):
             self._conn.close()
 

@@ -15,6 +15,7 @@ from vmcloud.accounts.models import User
 from vmcloud.compute import console
 from vmcloud.compute import service as compute
 from vmcloud.compute.models import Instance
+from vmcloud.config import Settings
 from vmcloud.core.errors import NotFoundError, ProblemError, problem_response
 from vmcloud.db.session import DbSession
 from vmcloud.web.forms import FormError, settle
@@ -72,19 +73,35 @@ def console_ctrl_alt_del(
 
 
 def same_origin(websocket: WebSocket) -> bool:
-    """The page that opens the socket is this site's: its ``Origin`` names the host the
-    request was sent to (http or https: TLS may end at a proxy in front)."""
-    origin, host = websocket.headers.get("origin"), websocket.headers.get("host")
-    if not origin or not host:
-        return False
-    parts = urlsplit(origin)
-    return parts.scheme in ("http", "https") and parts.netloc.lower() == host.lower()
+    """The page that opens the socket is this site's: its ``Origin`` is the panel's public URL
+    (``VMCLOUD_BASE_URL``) in scheme, host and port, or, when that is unset, the address the
+    request was sent to."""
+    settings: Settings = websocket.app.state.settings
+    origin = _origin(websocket.headers.get("origin", ""))
+    if settings.base_url:
+        return origin is not None and origin == _origin(settings.base_url)
+    host = websocket.headers.get("host")
+    scheme = "https" if websocket.url.scheme in ("wss", "https") else "http"
+    return origin is not None and bool(host) and origin == _origin(f"{scheme}://{host}")
+
+
+def _origin(url: str) -> tuple[str, str, int] | None:
+    """Scheme, host and port (the scheme's default when none is given) of an http(s) URL."""
+    parts = urlsplit(url.strip())
+    try:
+        port = parts.port
+    except ValueError:
+        return None
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.username is not None:
+        return None
+    return parts.scheme, parts.hostname, port or (443 if parts.scheme == "https" else 80)
 
 
 def _check(
-    factory: sessionmaker[Session], raw: str | None, instance_id: uuid.UUID
+    factory: sessionmaker[Session], raw: str | None, instance_id: uuid.UUID, first: bool = False
 ) -> console.Target | Response:
-    """The console's target, or the problem refusing it (no live login, not the caller's)."""
+    """The console's target, or the problem refusing it (no live login, not the caller's);
+    ``first``: the handshake's check (not a recheck), which notes who opened it."""
     with factory() as db:
         login = login_of(db, raw)
         if login is None:
@@ -93,6 +110,8 @@ def _check(
             instance = _instance(db, login.user, instance_id)
         except NotFoundError as exc:
             return problem_response(status=404, type=exc.type, title=exc.title, detail=exc.detail)
+        if first:
+            console.note_opened(db=db, instance=instance, user=login.user)
         return console.target(db=db, instance=instance)
 
 
@@ -110,7 +129,7 @@ async def console_socket(websocket: WebSocket, instance_id: uuid.UUID) -> None:
     raw = websocket.cookies.get(SESSION_COOKIE)
     raw = raw if raw and len(raw) <= MAX_COOKIE else None
     factory: sessionmaker[Session] = websocket.app.state.session_factory
-    found = await console.read_db(websocket, _check, factory, raw, instance_id)
+    found = await console.read_db(websocket, _check, factory, raw, instance_id, True)
     if not isinstance(found, console.Target):
         await console.deny(websocket, found)
         return
