@@ -9,6 +9,7 @@ import gc
 import time
 import uuid
 import weakref
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import libvirt
@@ -134,5 +135,57 @@ def test_a_large_paste_waits_for_the_stream_instead_of_failing(
     try:
         _wait_for(libvirt_node, spec.instance_id, READY_MARKER)
         asyncio.run(paste())
+    finally:
+        libvirt_node.destroy(spec.instance_id)
+
+
+def _file_serial(xml: str, log: str) -> str:
+    """The domain as drivers before the interactive console defined it: a serial port and
+    console that only write to a file."""
+    domain = ET.fromstring(xml)
+    devices = domain.find("devices")
+    assert devices is not None
+    for old in devices.findall("serial") + devices.findall("console"):
+        devices.remove(old)
+    serial = ET.SubElement(devices, "serial", type="file")
+    ET.SubElement(serial, "source", path=log, append="on")
+    ET.SubElement(serial, "target", port="0")
+    console = ET.SubElement(devices, "console", type="file")
+    ET.SubElement(console, "source", path=log, append="on")
+    ET.SubElement(console, "target", type="serial", port="0")
+    return ET.tostring(domain, encoding="unicode")
+
+
+def test_a_vm_defined_with_a_file_serial_port_gains_a_console_when_started(
+    libvirt_node: LibvirtDriver, tiny: TinyImage
+) -> None:
+    """VMs defined before the pty console had a file-only serial port, which ``openConsole``
+    cannot attach to; starting such a VM redefines its serial port (the boot log stays)."""
+    spec = _spec(_boot(tiny))
+    libvirt_node.create(spec)
+    try:
+        libvirt_node.stop(spec.instance_id, timeout=0)
+        domain = libvirt_node._require(spec.instance_id)
+        log = libvirt_node._console_path(spec.instance_id)
+        old = _file_serial(domain.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE), log)
+        libvirt_node._call(lambda conn: conn.defineXML(old))
+        libvirt_node.start(spec.instance_id)
+        _wait_for(libvirt_node, spec.instance_id, READY_MARKER)
+
+        async def type_at_the_shell() -> bytes:
+            loop = asyncio.get_running_loop()
+            console = await asyncio.to_thread(libvirt_node.open_console, spec.instance_id, loop)
+            try:
+                await console.write(b"echo $((6*7))\r")
+                seen = b""
+                async with asyncio.timeout(20):
+                    while b"\n42" not in seen:
+                        seen += await console.read()
+                return seen
+            finally:
+                await console.close()
+
+        assert b"\n42" in asyncio.run(type_at_the_shell())
+        assert "echo $((6*7))" in libvirt_node.console_output(spec.instance_id)
     finally:
         libvirt_node.destroy(spec.instance_id)

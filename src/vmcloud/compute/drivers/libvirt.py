@@ -286,12 +286,7 @@ class LibvirtDriver(ComputeDriver):
         else:
             interface = ET.SubElement(devices, "interface", type="user")
         ET.SubElement(interface, "model", type="virtio")
-        console_log = self._console_path(spec.instance_id)
-        serial = ET.SubElement(devices, "serial", type="pty")
-        ET.SubElement(serial, "log", file=console_log, append="on")
-        ET.SubElement(serial, "target", port="0")
-        console = ET.SubElement(devices, "console", type="pty")
-        ET.SubElement(console, "target", type="serial", port="0")
+        self._add_console(devices, spec.instance_id)
         ET.SubElement(devices, "memballoon", model="virtio")
         return ET.tostring(domain, encoding="unicode")
 
@@ -340,7 +335,40 @@ class LibvirtDriver(ComputeDriver):
     def start(self, instance_id: uuid.UUID) -> None:
         domain = self._require(instance_id)
         if not domain.isActive():
+            domain = self._with_pty_console(domain, instance_id)
             self._wrap(domain.create)
+
+    def _with_pty_console(
+        self, domain: libvirt.virDomain, instance_id: uuid.UUID
+    ) -> libvirt.virDomain:
+        """A stopped VM defined before the interactive console (a serial port that only wrote
+        to a file, which ``openConsole`` cannot attach to) is redefined with the pty and its
+        log, as :meth:`_domain_xml` makes them, before it starts: the boot log stays where
+        it was and the VM gains its console. Any other VM is returned as it is."""
+        try:
+            xml = ET.fromstring(domain.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))  # noqa: S314 - libvirt's own XML
+            devices = xml.find("devices")
+            serial = devices.find("serial") if devices is not None else None
+            if devices is None or serial is None or serial.get("type") != "file":
+                return domain
+            for old in devices.findall("serial") + devices.findall("console"):
+                devices.remove(old)
+            self._add_console(devices, instance_id)
+            redefined = ET.tostring(xml, encoding="unicode")
+            upgraded = self._call(lambda conn: conn.defineXML(redefined))
+        except libvirt.libvirtError as exc:
+            raise DriverError(exc.get_error_message()) from exc
+        log.info("libvirt.console_upgraded", instance_id=str(instance_id))
+        return upgraded
+
+    def _add_console(self, devices: ET.Element, instance_id: uuid.UUID) -> None:
+        """The serial port as a pty (an interactive console) whose output is also logged to
+        the boot-log file beside the disks."""
+        serial = ET.SubElement(devices, "serial", type="pty")
+        ET.SubElement(serial, "log", file=self._console_path(instance_id), append="on")
+        ET.SubElement(serial, "target", port="0")
+        console = ET.SubElement(devices, "console", type="pty")
+        ET.SubElement(console, "target", type="serial", port="0")
 
     def stop(self, instance_id: uuid.UUID, timeout: float = 60) -> None:
         domain = self._require(instance_id)
