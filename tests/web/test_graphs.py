@@ -6,7 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import re
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from fastapi.testclient import TestClient
@@ -17,6 +17,7 @@ from tests.factories.compute import add_sample, make_node, make_pool
 from tests.web.conftest import log_in
 from vmcloud.accounts.models import User
 from vmcloud.billing import flows
+from vmcloud.compute import metric_series
 from vmcloud.compute.models import Instance
 from vmcloud.compute.schemas import InstanceCreate
 from vmcloud.core.clock import utcnow
@@ -47,9 +48,14 @@ def instance(db: Session, owner: User) -> Instance:
 
 
 def _seed(db: Session, instance: Instance, count: int) -> None:
-    now = utcnow()
+    """``count`` samples a minute apart, all inside one 7-day bucket (the one before the
+    current), so the week's view averages them into one point whatever the time of day."""
+    week_step = int(metric_series.RANGES["7d"].total_seconds()) // metric_series.MAX_POINTS
+    since_epoch = (utcnow() - datetime(2000, 1, 1)).total_seconds()
+    bucket = datetime(2000, 1, 1) + timedelta(seconds=since_epoch // week_step * week_step)
+    start = bucket - timedelta(seconds=week_step) + timedelta(minutes=1)
     for n in range(count):
-        add_sample(db, instance, now - timedelta(minutes=count - n), n * 6_000_000)
+        add_sample(db, instance, start + timedelta(minutes=n), n * 6_000_000)
     db.commit()
 
 
