@@ -156,16 +156,31 @@ async def require_login(
     return user
 
 
-async def require_staff(user: Annotated[User, Depends(require_user)]) -> User:
+def check_staff(user: User) -> User:
+    """``user`` when they are staff (support or admin), else 403: the one check behind the
+    API's staff routes and the staff panel's pages."""
     if user.role not in STAFF_ROLES:
         raise ForbiddenError("This needs a staff account.")
     return user
 
 
-async def require_admin(user: Annotated[User, Depends(require_user)]) -> User:
+def check_admin(user: User) -> User:
+    """``user`` when they are an admin, else 403 (API and staff panel alike)."""
     if user.role != "admin":
         raise ForbiddenError("This needs an admin account.")
     return user
+
+
+def is_admin(user: User) -> bool:
+    return user.role == "admin"
+
+
+async def require_staff(user: Annotated[User, Depends(require_user)]) -> User:
+    return check_staff(user)
+
+
+async def require_admin(user: Annotated[User, Depends(require_user)]) -> User:
+    return check_admin(user)
 
 
 async def require_verified(user: Annotated[User, Depends(require_user)]) -> User:

@@ -125,12 +125,16 @@ class Node(Base):
         "allocated_memory_mb",
         "allocated_disk_gb",
         "last_seen_at",
+        "health",
+        "health_error",
+        "health_changed_at",
     )
     __table_args__ = (
         CheckConstraint("status IN ('enabled', 'disabled', 'maintenance')", name="status"),
         CheckConstraint("driver IN ('libvirt', 'fake')", name="driver"),
         CheckConstraint("network_mode IN ('user', 'bridge')", name="network_mode"),
         CheckConstraint("virt_type IN ('qemu', 'kvm')", name="virt_type"),
+        CheckConstraint("health IN ('unknown', 'up', 'down')", name="health"),
         CheckConstraint("vcpus > 0 AND memory_mb > 0 AND disk_gb > 0", name="capacity"),
         CheckConstraint(
             "allocated_vcpus >= 0 AND allocated_memory_mb >= 0 AND allocated_disk_gb >= 0",
@@ -165,6 +169,10 @@ class Node(Base):
     allocated_disk_gb: Mapped[int] = mapped_column(Integer, server_default=text("0"))
     status: Mapped[str] = mapped_column(String(20), server_default=text("'enabled'"))
     last_seen_at: Mapped[datetime | None] = mapped_column(DateTime())
+    # What the reconciler saw last (0020): up, down (health_error says why) or unknown.
+    health: Mapped[str] = mapped_column(String(10), server_default=text("'unknown'"))
+    health_error: Mapped[str | None] = mapped_column(String(500))
+    health_changed_at: Mapped[datetime | None] = mapped_column(DateTime())
     created_at: Mapped[datetime | None] = created_at()
     updated_at: Mapped[datetime | None] = updated_at()
     # Where this node keeps each image's files, by image slug, when not where the image's own

@@ -15,15 +15,20 @@ from vmcloud.compute import drivers
 from vmcloud.compute.drivers.base import ComputeDriver
 from vmcloud.compute.models import Node
 from vmcloud.compute.schemas import NodeCreate, NodeUpdate
+from vmcloud.core import events
+from vmcloud.core.clock import utcnow
 from vmcloud.core.errors import (
     ConflictError,
     InvalidInputError,
     NotFoundError,
     ServiceUnavailableError,
 )
+from vmcloud.core.logging import get_logger
 from vmcloud.core.pagination import PageParams, paginate
 from vmcloud.db.session import flush_or_raise
 from vmcloud.site_settings.registry import Placement
+
+log = get_logger(__name__)
 
 _drivers: dict[tuple[str, ...], ComputeDriver] = {}
 _drivers_lock = threading.Lock()
@@ -104,16 +109,22 @@ def reserve(
     Each attempt is one guarded ``UPDATE … WHERE <still fits>``: when two creates race for the
     last room on a node, the second one's update re-checks the row the first committed and
     matches nothing, and it moves on to the next node. Nothing can overbook (the table's CHECK
-    constraint says so too)."""
+    constraint says so too). A node the reconciler found down is skipped until it answers
+    again (:func:`record_health`)."""
     candidates = db.scalars(
         select(Node.id)
-        .where(Node.region_id == region_id, Node.status == "enabled", _fits(need))
+        .where(
+            Node.region_id == region_id,
+            Node.status == "enabled",
+            Node.health != "down",
+            _fits(need),
+        )
         .order_by(*placement_order(placement))
     ).all()
     for node_id in candidates:
         reserved = db.execute(
             update(Node)
-            .where(Node.id == node_id, Node.status == "enabled", _fits(need))
+            .where(Node.id == node_id, Node.status == "enabled", Node.health != "down", _fits(need))
             .values(
                 allocated_vcpus=Node.allocated_vcpus + need.vcpus,
                 allocated_memory_mb=Node.allocated_memory_mb + need.memory_mb,
@@ -129,6 +140,22 @@ def reserve(
     raise NoCapacityError(
         "There is no room for this plan in this region right now; try another region or plan."
     )
+
+
+def record_health(*, db: Session, node: Node, up: bool, error: str | None = None) -> None:
+    """What a reconcile pass saw of ``node``: its libvirt connection answered (``up``, and it
+    was seen now) or failed (``down``, with the error). Placement skips a down node; staff
+    pages hear of every pass (last seen, health)."""
+    health = "up" if up else "down"
+    now = utcnow()
+    if node.health != health:
+        log.warning("node.health_changed", node=node.name, health=health, error=error)
+        node.health = health
+        node.health_changed_at = now
+    node.health_error = None if up else (error or "unreachable")[:500]
+    if up:
+        node.last_seen_at = now
+    events.announce(db, kind="node", user_id=None, id=node.id)
 
 
 def release(*, db: Session, node_id: uuid.UUID, need: Need) -> None:

@@ -72,7 +72,9 @@ def reconcile_node(db: Session, node: Node, *, stale_after: timedelta) -> None:
         on_node = set(driver.list())
     except Exception as exc:
         log.warning("reconcile.node_unreachable", node=node.name, error=str(exc))
+        nodes.record_health(db=db, node=node, up=False, error=str(exc))
         return
+    nodes.record_health(db=db, node=node, up=True)
     live = db.scalars(
         select(Instance).where(Instance.node_id == node.id, Instance.deleted_at.is_(None))
     ).all()
@@ -95,7 +97,6 @@ def reconcile_node(db: Session, node: Node, *, stale_after: timedelta) -> None:
                 _settle(db, driver, instance, state, stale)
         except Exception as exc:
             log.warning("reconcile.instance_failed", instance_id=str(instance.id), error=str(exc))
-    node.last_seen_at = utcnow()
 
 
 def _settle(

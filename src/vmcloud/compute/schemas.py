@@ -231,4 +231,7 @@ class NodeRead(OutputModel):
     status: str
     image_boot_json: dict[str, Any]
     last_seen_at: UTCDateTime | None
+    health: str
+    health_error: str | None
+    health_changed_at: UTCDateTime | None
     created_at: UTCDateTime | None

@@ -21,7 +21,11 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 CHANNEL = "vmcloud_events"
-KINDS = frozenset({"instance", "balance", "top_up", "subscription", "metric", "ticket"})
+# Staff-only kinds (announced with no user): ``node`` (health, allocation), ``audit`` (a new
+# audit row), ``job`` (a background job failed).
+KINDS = frozenset(
+    {"instance", "balance", "top_up", "subscription", "metric", "ticket", "node", "audit", "job"}
+)
 
 _NOTIFY = text("SELECT pg_notify(:channel, :payload)")
 

@@ -13,6 +13,7 @@ from vmcloud.config import Settings
 from vmcloud.core.jobs import libpq_url
 from vmcloud.support import attachments
 from vmcloud.web import errors
+from vmcloud.web.admin import overview as admin_overview
 from vmcloud.web.customer import (
     account,
     account_keys,
@@ -44,6 +45,8 @@ ROUTERS = (
     support.router,
     console.router,
 )
+# The staff panel (``/admin…``).
+ADMIN_ROUTERS = (admin_overview.router,)
 
 
 def install(app: FastAPI, settings: Settings) -> None:
@@ -52,7 +55,7 @@ def install(app: FastAPI, settings: Settings) -> None:
     app.state.panel_flash = Flash(signing_secret(settings.jwt_key) + ":flash")
     assert settings.database_url
     app.state.panel_events = Hub(libpq_url(settings.database_url))
-    for router in ROUTERS:
+    for router in (*ROUTERS, *ADMIN_ROUTERS):
         app.include_router(router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.add_api_route("/favicon.ico", _favicon, include_in_schema=False)

@@ -22,6 +22,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup
 from starlette.responses import HTMLResponse, RedirectResponse
 
+from vmcloud.accounts.models import STAFF_ROLES
 from vmcloud.web.session import PanelLogin
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -120,6 +121,7 @@ def render(
     values: dict[str, Any] = {
         "request": request,
         "user": login.user if login else None,
+        "staff": login is not None and login.role in STAFF_ROLES,
         "csrf": csrf_token(request),
         "flashes": flashes,
         "nonce": uuid.uuid4().hex,

@@ -42,6 +42,8 @@ class LoginRequiredError(ProblemError):
 class PanelLogin:
     user: User
     token: RefreshToken
+    role: str = ""  # the user's role as read with the login (an error page may render after
+    # the request's session rolled back, when the user row can no longer be read)
 
     @property
     def session_id(self) -> uuid.UUID:
@@ -59,7 +61,7 @@ def login_of(db: Session, raw: str | None) -> PanelLogin | None:
     """The live login a session cookie's secret names, read in ``db`` (None when there is
     none: no cookie, logged out, suspended). Streams call it in each render's own session."""
     found = sessions.find_live_login(db=db, raw=raw) if raw else None
-    return PanelLogin(*found) if found else None
+    return PanelLogin(found[0], found[1], found[0].role) if found else None
 
 
 def current_login(request: Request, db: DbSession) -> PanelLogin:

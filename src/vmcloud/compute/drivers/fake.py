@@ -81,6 +81,7 @@ class FakeDriver(ComputeDriver):
     def __init__(self) -> None:
         self.vms: dict[uuid.UUID, _FakeVM] = {}
         self._lock = threading.Lock()
+        self.reachable = True  # False: the node stops answering (its listing fails)
 
     def _get(self, instance_id: uuid.UUID) -> _FakeVM:
         vm = self.vms.get(instance_id)
@@ -144,6 +145,8 @@ class FakeDriver(ComputeDriver):
         )
 
     def list(self) -> list[uuid.UUID]:
+        if not self.reachable:
+            raise DriverError("cannot connect to the hypervisor")
         return list(self.vms)
 
     def console_output(self, instance_id: uuid.UUID) -> str:

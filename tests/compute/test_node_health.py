@@ -1,0 +1,77 @@
+"""Node health: the reconciler marks a node ``down`` when its connection fails and ``up`` when
+it answers again; placement never puts a new instance on a down node."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from sqlalchemy.orm import Session
+
+from tests.factories.compute import make_node
+from vmcloud.compute import nodes, reconcile
+from vmcloud.compute.drivers.fake import FakeDriver
+from vmcloud.compute.models import Node
+from vmcloud.compute.nodes import Need, NoCapacityError
+
+STALE = timedelta(minutes=10)
+NEED = Need(vcpus=1, memory_mb=512, disk_gb=5)
+
+
+def _fake(node: Node) -> FakeDriver:
+    driver = nodes.driver_for(node)
+    assert isinstance(driver, FakeDriver)
+    return driver
+
+
+def test_a_node_that_stops_answering_is_down_and_up_again_when_it_answers(db: Session) -> None:
+    node = make_node(db)
+    assert node.health == "unknown"
+    reconcile.reconcile_node(db, node, stale_after=STALE)
+    assert node.health == "up"
+    first_seen = node.last_seen_at
+    assert first_seen is not None
+
+    _fake(node).reachable = False
+    try:
+        reconcile.reconcile_node(db, node, stale_after=STALE)
+        assert node.health == "down"
+        assert node.health_error == "cannot connect to the hypervisor"
+        assert node.last_seen_at == first_seen  # not seen: the last time it answered stays
+        down_since = node.health_changed_at
+        assert down_since is not None
+        reconcile.reconcile_node(db, node, stale_after=STALE)
+        assert node.health_changed_at == down_since  # still down: the change is the first one
+    finally:
+        _fake(node).reachable = True
+
+    reconcile.reconcile_node(db, node, stale_after=STALE)
+    assert node.health == "up"
+    assert node.health_error is None
+    assert node.last_seen_at is not None and node.last_seen_at >= first_seen
+
+
+def test_placement_skips_a_down_node(db: Session) -> None:
+    down = make_node(db, memory_mb=65536)  # the roomiest: spread would pick it first
+    up = make_node(db)
+    _fake(down).reachable = False
+    try:
+        reconcile.reconcile_node(db, down, stale_after=STALE)
+        reconcile.reconcile_node(db, up, stale_after=STALE)
+    finally:
+        _fake(down).reachable = True
+    db.flush()
+
+    chosen = nodes.reserve(db=db, region_id=down.region_id, need=NEED)
+    assert chosen.id == up.id
+
+    up.health = "down"
+    db.flush()
+    with pytest.raises(NoCapacityError):
+        nodes.reserve(db=db, region_id=down.region_id, need=NEED)
+
+
+def test_a_node_never_checked_yet_takes_instances(db: Session) -> None:
+    node = make_node(db)
+    assert node.health == "unknown"
+    assert nodes.reserve(db=db, region_id=node.region_id, need=NEED).id == node.id
