@@ -40,6 +40,11 @@ SIGNED_IN = [
     "/account/ssh-keys",
     "/account/tokens",
 ]
+# Staff pages, visited as an admin. Placeholders: {id} an instance, {ticket} its ticket, {user}
+# its owner, {node} the instance's node.
+STAFF_PAGES = [
+    "/admin",
+]
 
 
 def _background_luminance(page: Page) -> float:
@@ -66,6 +71,21 @@ def test_every_customer_page_is_clean_and_fits_a_phone(
         expect(page.locator("h1")).to_be_visible()
         assert_no_horizontal_scroll(page)
     # The guard (at teardown) fails the test on any foreign request or CSP violation seen.
+
+
+def test_every_staff_page_is_clean_and_fits_a_phone(
+    page: Page, live_server: LiveServer, fake_offer: Offer
+) -> None:
+    user = make_customer(live_server, balance=Decimal("30"))
+    instance_id = order_instance(live_server, user, fake_offer, "staff-pages")
+    ticket_id = open_ticket(live_server, user, instance_id)
+    sign_in(page, live_server, make_customer(live_server, role="admin"), landing="/instances")
+    ids = {"id": instance_id, "ticket": ticket_id, "user": user.id, "node": fake_offer.node_id}
+    for path in STAFF_PAGES:
+        answer = page.goto(path.format(**ids))
+        assert answer is not None and answer.status == 200, path
+        expect(page.locator("h1")).to_be_visible()
+        assert_no_horizontal_scroll(page)
 
 
 def test_dark_mode_follows_the_system(
