@@ -19,6 +19,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from tests.factories.accounts import PASSWORD, make_user
+from tests.factories.catalog import make_product
 from tests.factories.compute import make_node
 from tests.factories.support import make_ticket
 from tests.web.conftest import csrf_of, log_in
@@ -39,9 +40,32 @@ class Row:
 STAFF, ADMIN_ONLY = True, False
 
 # Path parameters come from the ``objects`` fixture: {user_id} a customer with a balance,
-# {ticket_id} their ticket, {node_id} a node, {transaction_id} a charge of the customer.
+# {ticket_id} their ticket, {node_id} a node, {transaction_id} a charge of the customer,
+# {product_id} a plan named "Matrix plan".
+PLAN_FORM = {
+    "name": "Matrix plan",
+    "vcpus": "1",
+    "memory_mb": "512",
+    "disk_gb": "10",
+    "price_monthly": "4.00",
+    "status": "active",
+}
 PAGES: dict[tuple[str, str], Row] = {
     ("GET", "/admin"): Row(STAFF),
+    ("GET", "/admin/stream"): Row(STAFF, None),
+    ("GET", "/admin/products"): Row(STAFF),
+    ("GET", "/admin/products/new"): Row(ADMIN_ONLY),
+    ("POST", "/admin/products/new"): Row(
+        ADMIN_ONLY, 303, {**PLAN_FORM, "slug": "matrix-new", "nonce": "matrix"}
+    ),
+    ("GET", "/admin/products/{product_id}"): Row(STAFF),
+    ("POST", "/admin/products/{product_id}"): Row(
+        ADMIN_ONLY, 303, {**PLAN_FORM, "slug": "matrix-edited"}
+    ),
+    ("POST", "/admin/products/{product_id}/move"): Row(ADMIN_ONLY, 303, {"direction": "up"}),
+    ("POST", "/admin/products/{product_id}/archive"): Row(
+        ADMIN_ONLY, 303, {"confirm_name": "Matrix plan"}
+    ),
 }
 
 
@@ -65,11 +89,13 @@ def objects(db: Session) -> dict[str, str]:
     charge = ledger.post(
         db=db, user_id=customer.id, type_="charge", amount=Decimal(4), currency="USD"
     )
+    plan = make_product(db, name="Matrix plan")
     return {
         "user_id": str(customer.id),
         "node_id": str(node.id),
         "ticket_id": str(ticket.id),
         "transaction_id": str(charge.id),
+        "product_id": str(plan.id),
     }
 
 

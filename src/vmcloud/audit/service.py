@@ -279,3 +279,9 @@ def _write(session: Session) -> None:
 def _forget(session: Session, previous_transaction: object) -> None:
     if not getattr(previous_transaction, "nested", False):
         session.info.pop(_PENDING_KEY, None)
+
+
+def recent(db: Session, *, limit: int = 10) -> list[AuditLog]:
+    """The newest ``limit`` audit rows of any entity, newest first (the staff overview)."""
+    stmt = select(AuditLog).order_by(AuditLog.timestamp.desc(), AuditLog.id.desc()).limit(limit)
+    return list(db.scalars(stmt))

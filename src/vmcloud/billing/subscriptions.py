@@ -337,3 +337,8 @@ def refund_failed_provisioning(*, db: Session, instance_id: uuid.UUID) -> None:
     refund(db, sub, net_charged(db, sub.id), "provisioning-failed", "provisioning-failed")
     end(sub, "cancelled", now)
     db.flush()
+
+
+def past_due_count(*, db: Session) -> int:
+    """Subscriptions whose renewal is unpaid (in their grace period): the staff overview."""
+    return int(db.scalar(select(func.count()).where(Subscription.status == "past_due")) or 0)

@@ -111,6 +111,26 @@ def delete_product(*, db: Session, ref: str) -> Product | None:
     return None
 
 
+def move_product(*, db: Session, ref: str, step: int) -> Product:
+    """Move a plan ``step`` places (-1 up, +1 down) in the order the catalogue lists plans
+    (``sort_order``, then id). Every plan is numbered again in tens, so plans that shared a
+    ``sort_order`` (0 by default) get an order of their own; only changed rows are written
+    (and audited). Locks every plan: two reorders run one after the other."""
+    product = get_product(db=db, ref=ref)
+    order = list(
+        db.scalars(select(Product).order_by(Product.sort_order, Product.id).with_for_update())
+    )
+    at = order.index(product)
+    to = min(max(at + step, 0), len(order) - 1)
+    order.insert(to, order.pop(at))
+    for index, item in enumerate(order):
+        if item.sort_order != index * 10:
+            item.sort_order = index * 10
+    audit.label(product, "product.reorder")
+    db.flush()
+    return product
+
+
 def _columns(values: dict[str, Any]) -> dict[str, Any]:
     """Drop the ``None`` members of the spec and price objects: absent, not null, in JSONB."""
     for key in ("specs_json", "pricing_json"):

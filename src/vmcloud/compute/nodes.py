@@ -5,9 +5,10 @@ from __future__ import annotations
 import threading
 import uuid
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import ColumnElement, select, update
+from sqlalchemy import ColumnElement, func, select, update
 from sqlalchemy.orm import Session
 
 from vmcloud.catalog import service as catalog
@@ -243,4 +244,65 @@ def get_node(*, db: Session, node_id: uuid.UUID, lock: bool = False) -> Node:
 def list_nodes(*, db: Session, params: PageParams) -> tuple[list[Node], str | None]:
     return paginate(
         db, select(Node), order_by=(Node.name, Node.id), params=params, descending=False
+    )
+
+
+@dataclass(frozen=True)
+class Usage:
+    """One resource of the enabled fleet: what instances reserved of the room placement may
+    fill (capacity times overcommit)."""
+
+    allocated: int
+    room: Decimal
+
+    @property
+    def percent(self) -> int:
+        return int(self.allocated * 100 / self.room) if self.room > 0 else 0
+
+
+@dataclass(frozen=True)
+class FleetSummary:
+    up: int
+    down: int
+    unknown: int  # not reconciled yet
+    not_enabled: int  # disabled or in maintenance: no health or capacity counted
+    vcpus: Usage
+    memory_mb: Usage
+    disk_gb: Usage
+
+
+def health_summary(*, db: Session) -> FleetSummary:
+    """Enabled nodes by health, the rest counted apart, and the allocation of the enabled
+    ones per resource: one grouped statement (the staff overview)."""
+    enabled = Node.status == "enabled"
+    rows = db.execute(
+        select(
+            Node.health,
+            enabled,
+            func.count(),
+            func.coalesce(func.sum(Node.allocated_vcpus), 0),
+            func.coalesce(func.sum(Node.vcpus * Node.cpu_overcommit), 0),
+            func.coalesce(func.sum(Node.allocated_memory_mb), 0),
+            func.coalesce(func.sum(Node.memory_mb * Node.ram_overcommit), 0),
+            func.coalesce(func.sum(Node.allocated_disk_gb), 0),
+            func.coalesce(func.sum(Node.disk_gb * Node.disk_overcommit), 0),
+        ).group_by(Node.health, enabled)
+    ).all()
+    health = {"up": 0, "down": 0, "unknown": 0}
+    totals = [Decimal(0)] * 6  # allocated, room: vCPUs, memory, disk
+    not_enabled = 0
+    for row in rows:
+        if not row[1]:
+            not_enabled += int(row[2])
+            continue
+        health[str(row[0])] = health.get(str(row[0]), 0) + int(row[2])
+        totals = [total + Decimal(value) for total, value in zip(totals, row[3:], strict=True)]
+    return FleetSummary(
+        up=health["up"],
+        down=health["down"],
+        unknown=health["unknown"],
+        not_enabled=not_enabled,
+        vcpus=Usage(int(totals[0]), totals[1]),
+        memory_mb=Usage(int(totals[2]), totals[3]),
+        disk_gb=Usage(int(totals[4]), totals[5]),
     )

@@ -526,3 +526,30 @@ def instance_names(
         return {}
     rows = db.execute(select(Instance.id, Instance.name).where(Instance.id.in_(wanted)))
     return {row.id: row.name for row in rows}
+
+
+def status_counts(*, db: Session) -> dict[str, int]:
+    """How many instances are in each status, deleted ones left out (the staff overview)."""
+    rows = db.execute(
+        select(Instance.status, func.count())
+        .where(Instance.deleted_at.is_(None), Instance.status != "deleted")
+        .group_by(Instance.status)
+    )
+    return {str(status): int(count) for status, count in rows}
+
+
+def counts_by_product(*, db: Session, product_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, int]:
+    """How many instances (deleted ones left out) run each of ``product_ids``: the plans page."""
+    ids = list(product_ids)
+    if not ids:
+        return {}
+    rows = db.execute(
+        select(Instance.product_id, func.count())
+        .where(
+            Instance.product_id.in_(ids),
+            Instance.deleted_at.is_(None),
+            Instance.status != "deleted",
+        )
+        .group_by(Instance.product_id)
+    )
+    return {product_id: int(count) for product_id, count in rows}

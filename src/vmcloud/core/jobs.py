@@ -253,3 +253,12 @@ def worker_app(database_url: str, concurrency: int) -> Iterator[procrastinate.Ap
     )
     with app.replace_connector(connector) as bound:
         yield bound
+
+
+def failed_count(*, db: Session) -> int:
+    """Jobs that ended ``failed`` and are still kept (an operator looks at them)."""
+    return int(
+        db.execute(
+            text("SELECT count(*) FROM procrastinate_jobs WHERE status = 'failed'")
+        ).scalar_one()
+    )

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from vmcloud.accounts.models import User
@@ -365,3 +365,18 @@ def auto_close(*, db: Session, now: datetime | None = None, batch: int = 500) ->
         _announce(db, ticket)
     db.flush()
     return len(tickets)
+
+
+OPEN_STATUSES = ("open", "in_progress", "waiting_customer")
+
+
+def queue_counts(*, db: Session) -> tuple[int, int]:
+    """Tickets not yet resolved or closed, and how many of them nobody is assigned to (the
+    staff overview): one statement."""
+    row = db.execute(
+        select(
+            func.count(),
+            func.count().filter(SupportTicket.assigned_to.is_(None)),
+        ).where(SupportTicket.status.in_(OPEN_STATUSES))
+    ).one()
+    return int(row[0]), int(row[1])

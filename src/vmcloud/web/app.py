@@ -14,6 +14,7 @@ from vmcloud.core.jobs import libpq_url
 from vmcloud.support import attachments
 from vmcloud.web import errors
 from vmcloud.web.admin import overview as admin_overview
+from vmcloud.web.admin import products as admin_products
 from vmcloud.web.customer import (
     account,
     account_keys,
@@ -46,7 +47,7 @@ ROUTERS = (
     console.router,
 )
 # The staff panel (``/admin…``).
-ADMIN_ROUTERS = (admin_overview.router,)
+ADMIN_ROUTERS = (admin_overview.router, admin_products.router)
 
 
 def install(app: FastAPI, settings: Settings) -> None:

@@ -4,7 +4,7 @@ problems the services raise turned into messages next to the fields they concern
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -49,18 +49,30 @@ def _message(error: Mapping[str, Any]) -> str:
     return message.removeprefix("Value error, ")
 
 
-def parse(schema: type[M], data: Mapping[str, Any], *, lax: bool = False) -> M:
+def _top_field(loc: tuple[int | str, ...]) -> str:
+    return str(loc[0])
+
+
+def parse(
+    schema: type[M],
+    data: Mapping[str, Any],
+    *,
+    lax: bool = False,
+    locate: Callable[[tuple[int | str, ...]], str] = _top_field,
+) -> M:
     """``data`` validated by ``schema`` (the API's own input schema), or :class:`FormError`
     naming each bad field. ``lax``: also for the schema's strict fields (a form's values are
     text, so a number the API takes only as a JSON number is a string here: "4" is 4, while
-    anything Pydantic cannot read as that type, such as "²", stays a field error)."""
+    anything Pydantic cannot read as that type, such as "²", stays a field error).
+    ``locate`` names the form field of an error's location (default: its top-level field;
+    a form that spreads a nested object over several inputs maps the inner names)."""
     try:
         return schema.model_validate(dict(data), strict=False if lax else None)
     except ValidationError as exc:
         fields: dict[str, str] = {}
         for error in exc.errors():
-            loc = error.get("loc") or ("form",)
-            fields.setdefault(str(loc[0]), _message(error))
+            loc = tuple(error.get("loc") or ("form",))
+            fields.setdefault(locate(loc), _message(error))
         raise FormError(fields=fields, message="Check the highlighted fields.") from exc
 
 

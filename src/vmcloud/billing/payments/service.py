@@ -11,10 +11,11 @@ import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 
 from prometheus_client import Counter
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from vmcloud.accounts.models import User
@@ -267,3 +268,23 @@ def find_sandbox_checkout(*, db: Session, provider_id: str) -> Transaction:
     if entry.status != "pending":
         raise ConflictError(f"This checkout is finished (the payment is {entry.status}).")
     return entry
+
+
+@dataclass(frozen=True)
+class TopUpsToday:
+    count: int
+    total: Decimal
+
+
+def top_ups_today(*, db: Session, now: datetime | None = None) -> TopUpsToday:
+    """Top-ups completed since midnight UTC, and their sum (the staff overview)."""
+    moment = now or utcnow()
+    midnight = moment.replace(hour=0, minute=0, second=0, microsecond=0)
+    row = db.execute(
+        select(func.count(), func.coalesce(func.sum(Transaction.amount), 0)).where(
+            Transaction.type == "payment",
+            Transaction.status == "completed",
+            Transaction.processed_at >= midnight,
+        )
+    ).one()
+    return TopUpsToday(count=int(row[0]), total=Decimal(row[1]))
