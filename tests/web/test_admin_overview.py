@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
+import uuid
 from decimal import Decimal
 
 from fastapi.testclient import TestClient
-from sqlalchemy import text
+from sqlalchemy import create_engine, text
 from sqlalchemy.orm import Session
 
 from tests.factories.accounts import PASSWORD, make_user
@@ -19,7 +21,9 @@ from vmcloud.billing.models import Subscription
 from vmcloud.compute import nodes
 from vmcloud.compute.schemas import InstanceCreate
 from vmcloud.core import jobs
+from vmcloud.core.jobs import libpq_url
 from vmcloud.web.admin import overview
+from vmcloud.web.events import Hub
 
 COUNT = re.compile(r'data-count="([a-z0-9-]+)"[^>]*>([^<]*)<')
 
@@ -139,3 +143,43 @@ def test_the_stream_refuses_customers(panel: TestClient, db: Session) -> None:
     staff(panel, db, role="customer")
     answer = panel.get("/admin/stream", headers={"accept": "text/html"})
     assert answer.status_code == 403
+
+
+def test_a_job_that_ends_failed_is_announced_to_staff_streams(fresh_database_url: str) -> None:
+    """procrastinate marks a job failed in its own SQL; the table's trigger announces it (and
+    its retry), to staff streams only, once the change commits."""
+    engine = create_engine(fresh_database_url)
+    customer = uuid.uuid4()
+
+    async def scenario() -> None:
+        hub = Hub(libpq_url(fresh_database_url))
+        async with hub.subscribe(None) as staff_stream, hub.subscribe(customer) as theirs:
+            await asyncio.wait_for(hub.listening.wait(), 5)
+            with Session(engine) as db:
+                job = jobs.defer(db, "billing.verify_ledger")
+                db.commit()
+            with Session(engine) as db:  # running: not announced
+                db.execute(text("UPDATE procrastinate_jobs SET status = 'doing' WHERE id = :id"),
+                           {"id": job})  # fmt: skip
+                db.commit()
+            with Session(engine) as db:
+                db.execute(
+                    text("SELECT procrastinate_finish_job_v1(:id, 'failed', false)"), {"id": job}
+                )
+                db.commit()
+                assert jobs.failed_count(db=db) == 1
+            got = await asyncio.wait_for(staff_stream.queue.get(), 5)
+            assert got == {"kind": "job", "user": None, "id": str(job)}
+            with Session(engine) as db:  # an operator queues it again: the count goes down
+                db.execute(text("UPDATE procrastinate_jobs SET status = 'todo' WHERE id = :id"),
+                           {"id": job})  # fmt: skip
+                db.commit()
+            assert (await asyncio.wait_for(staff_stream.queue.get(), 5))["id"] == str(job)
+            await asyncio.sleep(0.2)
+            assert staff_stream.queue.empty() and theirs.queue.empty()
+        await hub.stop()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        engine.dispose()
