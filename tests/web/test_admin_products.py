@@ -247,3 +247,44 @@ def test_an_unknown_plan_is_404(panel: TestClient, db: Session) -> None:
     moved = post(panel, f"/admin/products/{missing}/move", token, {"direction": "up"})
     assert moved.status_code == 404
     assert panel.get("/admin/products/not-an-id").status_code in (404, 422)
+
+
+@pytest.mark.parametrize(
+    "form",
+    [
+        {
+            k: ""
+            for k in (
+                "name",
+                "slug",
+                "vcpus",
+                "memory_mb",
+                "disk_gb",
+                "price_hourly",
+                "price_monthly",
+                "status",
+                "sort_order",
+                "nonce",
+            )
+        },  # fmt: skip
+        {"name": "x" * 301},  # longer than any input takes
+        {"description": "d" * 20_001},
+        {"vcpus": "1" * 300, "memory_mb": "\x00", "price_monthly": "NaN"},
+        {"price_monthly": "Infinity", "price_hourly": "1_000", "sort_order": "9" * 30},
+        {"features": "\n".join(["f"] * 51)},  # more than 50 features
+    ],
+)
+def test_garbage_is_refused_with_a_4xx_and_changes_nothing(
+    panel: TestClient, db: Session, form: dict[str, str]
+) -> None:
+    token = staff(panel, db)
+    plan = make_product(db)
+    before = db.scalar(select(func.count()).select_from(Product))
+    for url in ("/admin/products/new", f"/admin/products/{plan.id}"):
+        answer = post(panel, url, token, {**plan_form(), **form})
+        assert 400 <= answer.status_code < 500, (url, answer.status_code, answer.text[:500])
+        bare = panel.post(url, data={"csrftoken": token})  # no field at all
+        assert 400 <= bare.status_code < 500, (url, bare.status_code, bare.text[:500])
+    assert db.scalar(select(func.count()).select_from(Product)) == before
+    db.refresh(plan)
+    assert plan.name != "Panel Plan"
