@@ -93,6 +93,9 @@ def test_the_queue_lists_open_work_with_customer_instance_and_age(
     assert f'href="/admin/tickets/{urgent.id}"' in html and "0 min" in html
     assert 'hx-sse:connect="/admin/tickets/stream?status=open-work' in html
 
+    # The filter form's own query (an empty field is "any"), as the page and its stream send it.
+    again = panel.get("/admin/tickets?status=open-work&priority=&assignee=")
+    assert again.status_code == 200 and "Disk gone" in again.text
     resolved = panel.get("/admin/tickets?status=resolved").text
     assert "Old question" in resolved and "Disk gone" not in resolved
     assert "Old question" in panel.get("/admin/tickets?status=any").text
@@ -132,9 +135,7 @@ def test_the_streams_render_the_live_regions_by_id(
     )
     db.commit()
     raw = panel.cookies.get(SESSION_COOKIE)
-    queue = tickets._live_queue(
-        db, raw, status="open-work", priority=None, assignee="", cursor=None
-    )
+    queue = tickets._live_queue(db, raw, status="open-work", priority="", assignee="", cursor=None)
     assert queue is not None
     assert queue.startswith('<section id="ticket-queue" aria-live="polite" hx-swap-oob="true">')
     assert "Streamed ticket" in queue

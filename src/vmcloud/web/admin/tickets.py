@@ -41,6 +41,8 @@ router = APIRouter(include_in_schema=False)
 Cursor = Annotated[str | None, Query(max_length=1024)]
 # "open work" (the default: open, in progress, waiting), "any", or one status.
 StatusFilter = Literal["open-work", "any"] | Status
+# "" any priority (what the filter form sends for "Any").
+PriorityFilter = Literal[""] | Priority
 # "" anyone, "none" unassigned, "me", or a staff member's id.
 Assignee = Annotated[str, Query(max_length=36)]
 
@@ -77,7 +79,7 @@ def queue_view(
     user: User,
     *,
     status: StatusFilter,
-    priority: Priority | None,
+    priority: PriorityFilter,
     assignee: str,
     cursor: str | None,
 ) -> dict[str, Any]:
@@ -87,13 +89,13 @@ def queue_view(
         params=PageParams(cursor=cursor),
         status=status if status not in ("open-work", "any") else None,
         statuses=service.OPEN_WORK if status == "open-work" else (),
-        priority=priority,
+        priority=priority or None,
         assigned_to=assigned_to,
         unassigned=unassigned,
     )
     people = [t.user_id for t in tickets] + [t.assigned_to for t in tickets]
     instances = compute.instance_names(db=db, instance_ids=[t.instance_id for t in tickets])
-    filters = {"status": status, "priority": priority or "", "assignee": assignee}
+    filters = {"status": status, "priority": priority, "assignee": assignee}
     return {
         "tickets": tickets,
         "names": service.usernames(db=db, user_ids=people),
@@ -113,7 +115,7 @@ def queue_page(
     db: DbSession,
     user: StaffPanelUser,
     status: StatusFilter = "open-work",
-    priority: Priority | None = None,
+    priority: PriorityFilter = "",
     assignee: Assignee = "",
     cursor: Cursor = None,
 ) -> Response:
@@ -138,7 +140,7 @@ async def queue_stream(
     request: Request,
     user: StaffPanelUser,
     status: StatusFilter = "open-work",
-    priority: Priority | None = None,
+    priority: PriorityFilter = "",
     assignee: Assignee = "",
     cursor: Cursor = None,
 ) -> Response:
