@@ -14,6 +14,8 @@ from vmcloud.core.jobs import libpq_url
 from vmcloud.support import attachments
 from vmcloud.web import errors
 from vmcloud.web.admin import overview as admin_overview
+from vmcloud.web.admin import tickets as admin_tickets
+from vmcloud.web.admin import tickets_actions as admin_tickets_actions
 from vmcloud.web.customer import (
     account,
     account_keys,
@@ -46,7 +48,11 @@ ROUTERS = (
     console.router,
 )
 # The staff panel (``/admin…``).
-ADMIN_ROUTERS = (admin_overview.router,)
+ADMIN_ROUTERS = (
+    admin_overview.router,
+    admin_tickets.router,
+    admin_tickets_actions.router,
+)
 
 
 def install(app: FastAPI, settings: Settings) -> None:
