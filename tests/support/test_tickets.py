@@ -60,6 +60,9 @@ def test_the_whole_conversation(
     job_runner.run("support.")
     # Unassigned: every active staff member hears of the new ticket.
     assert len(mailbox.to("sam@example.com")) == 1 and len(mailbox.to("ada@example.com")) == 1
+    # Their email leads to the staff's page of the ticket on the panel.
+    to_staff = mailbox.to("sam@example.com")[0].get_content()
+    assert f"/admin/tickets/{tid}\n" in to_staff and "/api/v1/" not in to_staff
 
     # Staff assign, note, reply.
     assigned = client.patch(

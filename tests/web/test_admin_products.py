@@ -249,24 +249,14 @@ def test_an_unknown_plan_is_404(panel: TestClient, db: Session) -> None:
     assert panel.get("/admin/products/not-an-id").status_code in (404, 422)
 
 
+EMPTIED = ("name", "slug", "vcpus", "memory_mb", "disk_gb", "price_hourly", "price_monthly")
+EMPTIED += ("status", "sort_order", "nonce")
+
+
 @pytest.mark.parametrize(
     "form",
     [
-        {
-            k: ""
-            for k in (
-                "name",
-                "slug",
-                "vcpus",
-                "memory_mb",
-                "disk_gb",
-                "price_hourly",
-                "price_monthly",
-                "status",
-                "sort_order",
-                "nonce",
-            )
-        },  # fmt: skip
+        dict.fromkeys(EMPTIED, ""),  # every input left empty
         {"name": "x" * 301},  # longer than any input takes
         {"description": "d" * 20_001},
         {"vcpus": "1" * 300, "memory_mb": "\x00", "price_monthly": "NaN"},

@@ -26,6 +26,11 @@ from tests.web.conftest import csrf_of, log_in
 from tests.web.test_foreign_ids import _walk
 from vmcloud.audit.models import AuditLog
 from vmcloud.billing import ledger
+from vmcloud.config import Settings
+from vmcloud.support import service as support
+from vmcloud.support.attachments import Upload
+from vmcloud.support.schemas import MessageCreate
+from vmcloud.support.storage import storage_for
 
 ROLES = ("anonymous", "customer", "support", "admin")
 
@@ -41,7 +46,7 @@ STAFF, ADMIN_ONLY = True, False
 
 # Path parameters come from the ``objects`` fixture: {user_id} a customer with a balance,
 # {ticket_id} their ticket, {node_id} a node, {transaction_id} a charge of the customer,
-# {product_id} a plan named "Matrix plan".
+# {attachment_id} a file of the ticket's thread, {product_id} a plan named "Matrix plan".
 PLAN_FORM = {
     "name": "Matrix plan",
     "vcpus": "1",
@@ -53,6 +58,15 @@ PLAN_FORM = {
 PAGES: dict[tuple[str, str], Row] = {
     ("GET", "/admin"): Row(STAFF),
     ("GET", "/admin/stream"): Row(STAFF, None),
+    ("GET", "/admin/tickets"): Row(STAFF),
+    ("GET", "/admin/tickets/stream"): Row(STAFF, None),
+    ("GET", "/admin/tickets/{ticket_id}"): Row(STAFF),
+    ("GET", "/admin/tickets/{ticket_id}/stream"): Row(STAFF, None),
+    ("GET", "/admin/tickets/{ticket_id}/attachments/{attachment_id}"): Row(STAFF),
+    ("POST", "/admin/tickets/{ticket_id}/update"): Row(STAFF, 303, {"priority": "high"}),
+    ("POST", "/admin/tickets/{ticket_id}/messages"): Row(
+        STAFF, 303, {"message": "On it.", "kind": "reply", "nonce": "n0nce"}
+    ),
     ("GET", "/admin/products"): Row(STAFF),
     ("GET", "/admin/products/new"): Row(ADMIN_ONLY),
     ("POST", "/admin/products/new"): Row(
@@ -81,10 +95,19 @@ def test_every_staff_route_has_a_row(app: FastAPI) -> None:
 
 
 @pytest.fixture
-def objects(db: Session) -> dict[str, str]:
+def objects(db: Session, app_settings: Settings) -> dict[str, str]:
     customer = make_user(db, role="customer")
     node = make_node(db)
     ticket = make_ticket(db, customer)
+    upload = Upload(name="log.txt", content_type="text/plain", data=b"boot log")
+    message = support.add_message(
+        db=db,
+        ticket=ticket,
+        author=customer,
+        body=MessageCreate(message="The log."),
+        uploads=[upload],
+        storage=storage_for(app_settings),
+    )
     ledger.post(db=db, user_id=customer.id, type_="credit", amount=Decimal(10), currency="USD")
     charge = ledger.post(
         db=db, user_id=customer.id, type_="charge", amount=Decimal(4), currency="USD"
@@ -95,6 +118,7 @@ def objects(db: Session) -> dict[str, str]:
         "node_id": str(node.id),
         "ticket_id": str(ticket.id),
         "transaction_id": str(charge.id),
+        "attachment_id": str((message.attachments_json or [{}])[0]["id"]),
         "product_id": str(plan.id),
     }
 

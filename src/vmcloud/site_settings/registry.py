@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import AfterValidator, EmailStr, Field, StringConstraints, TypeAdapter
+from pydantic import AfterValidator, ConfigDict, EmailStr, Field, StringConstraints, TypeAdapter
+from typing_extensions import TypedDict
 
 T = TypeVar("T")
 
@@ -117,6 +118,19 @@ ATTACHMENT_TYPES = Setting[list[str]](
 AUTO_CLOSE_DAYS = Setting[int]("support.auto_close_days", 7, ge=0, le=365)
 
 
+class CannedReply(TypedDict):
+    """A reply staff can start from on a ticket's page: a title to pick it by, and its text."""
+
+    __pydantic_config__ = ConfigDict(extra="forbid")  # type: ignore[misc]
+    title: Label
+    body: Annotated[str, StringConstraints(min_length=1, max_length=20_000, strip_whitespace=True)]
+
+
+CANNED_REPLIES = Setting[list[CannedReply]](
+    "support.canned_replies", [], kind=list[CannedReply], max_length=100
+)
+
+
 def _index(*settings: Setting[Any]) -> dict[str, Setting[Any]]:
     index: dict[str, Setting[Any]] = {}
     for setting in settings:
@@ -148,6 +162,7 @@ REGISTRY = _index(
     ATTACHMENT_MAX_COUNT,
     ATTACHMENT_TYPES,
     AUTO_CLOSE_DAYS,
+    CANNED_REPLIES,
 )
 
 # Pairs that must stay ordered: (lower, upper).

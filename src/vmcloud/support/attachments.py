@@ -54,9 +54,10 @@ class Upload:
 MAX_PARTS = 50
 MAX_FIELD = 100 * 1024
 # The routes that take attachments: a ticket's new message (the API's, for customers and staff
-# alike, and the panel's), and the panel's new ticket.
+# alike, the customer's page's and the staff's page's), and the panel's new ticket.
 MESSAGE_PATH = re.compile(
-    r"^(/api/v1/tickets/[^/]+/messages|/support/new|/support/[^/]+/messages)$"
+    r"^(/api/v1/tickets/[^/]+/messages|/support/new|/support/[^/]+/messages"
+    r"|/admin/tickets/[^/]+/messages)$"
 )
 
 

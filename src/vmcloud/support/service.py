@@ -44,6 +44,8 @@ TRANSITIONS: dict[str, tuple[str, ...]] = {
     "resolved": ("in_progress", "closed"),
     "closed": (),
 }
+# What is still to be done: the staff queue's default view.
+OPEN_WORK = ("open", "in_progress", "waiting_customer")
 
 
 def is_staff(user: User) -> bool:
@@ -299,9 +301,13 @@ def queue(
     assigned_to: uuid.UUID | None = None,
     category: str | None = None,
     unassigned: bool = False,
+    statuses: Sequence[str] = (),
 ) -> tuple[list[SupportTicket], str | None]:
-    """Most urgent first, then oldest first."""
+    """Most urgent first, then oldest first. ``statuses``: any of these (``OPEN_WORK``: what
+    is still to be done), besides ``status``."""
     stmt = select(SupportTicket)
+    if statuses:
+        stmt = stmt.where(SupportTicket.status.in_(statuses))
     filters: dict[str, Any] = {"status": status, "priority": priority, "category": category}
     for column, value in filters.items():
         if value:
@@ -317,6 +323,26 @@ def queue(
         params=params,
         descending=False,
     )
+
+
+def usernames(*, db: Session, user_ids: Sequence[uuid.UUID | None]) -> dict[uuid.UUID, str]:
+    """Who is who on the staff's pages: customers, assignees and authors by username."""
+    wanted = {i for i in user_ids if i is not None}
+    if not wanted:
+        return {}
+    rows = db.execute(select(User.id, User.username).where(User.id.in_(wanted)))
+    return {row.id: row.username for row in rows}
+
+
+def active_staff(*, db: Session, limit: int = 200) -> list[User]:
+    """Who a ticket can be assigned to (what ``update_ticket`` accepts), by name."""
+    stmt = (
+        select(User)
+        .where(User.role.in_(STAFF_ROLES), User.status == "active")
+        .order_by(User.username)
+        .limit(limit)
+    )
+    return list(db.scalars(stmt))
 
 
 def update_ticket(*, db: Session, ticket: SupportTicket, body: TicketAdminUpdate) -> SupportTicket:

@@ -95,7 +95,7 @@ def _compose(
             customer=customer.username if customer else "a customer",
             message=message.message if message is not None else (ticket.description or ""),
             new=event == "new_ticket",
-            link=f"{base}/api/v1/admin/tickets/{ticket.id}",
+            link=f"{base.rstrip('/')}/admin/tickets/{ticket.id}",  # the staff's ticket page
         )
     return None
 

@@ -15,6 +15,8 @@ from vmcloud.support import attachments
 from vmcloud.web import errors
 from vmcloud.web.admin import overview as admin_overview
 from vmcloud.web.admin import products as admin_products
+from vmcloud.web.admin import tickets as admin_tickets
+from vmcloud.web.admin import tickets_actions as admin_tickets_actions
 from vmcloud.web.customer import (
     account,
     account_keys,
@@ -47,7 +49,12 @@ ROUTERS = (
     console.router,
 )
 # The staff panel (``/admin…``).
-ADMIN_ROUTERS = (admin_overview.router, admin_products.router)
+ADMIN_ROUTERS = (
+    admin_overview.router,
+    admin_tickets.router,
+    admin_tickets_actions.router,
+    admin_products.router,
+)
 
 
 def install(app: FastAPI, settings: Settings) -> None:

@@ -44,6 +44,8 @@ SIGNED_IN = [
 # its owner, {node} the instance's node.
 STAFF_PAGES = [
     "/admin",
+    "/admin/tickets",
+    "/admin/tickets/{ticket}",
     "/admin/products",
     "/admin/products/new",
 ]

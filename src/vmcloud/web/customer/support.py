@@ -200,6 +200,11 @@ class Posted:
 
 async def _posted(request: Request, user: PanelUser) -> Posted:
     # The caller is known before any of the body is read.
+    return await read_posted(request)
+
+
+async def read_posted(request: Request) -> Posted:
+    """A support form (the customer's or the staff's), read once the caller is known."""
     fields: dict[str, Any] = {}
     try:
         fields, uploads = await transfer.read_form(request, skip_unchosen=True, fields=fields)

@@ -7,8 +7,8 @@ place that sees every such change is the table: this trigger sends the panel's n
 the transaction that changes the job. A failed job retried or deleted by an operator is
 announced too, so the overview's count goes down as well.
 
-Revision ID: 0021_failed_job_events
-Revises: 0020_node_health
+Revision ID: 0022_failed_job_events
+Revises: 0021_canned_replies
 Create Date: 2026-12-02 06:00:00+00:00
 """
 
@@ -16,8 +16,8 @@ from collections.abc import Sequence
 
 from alembic import op
 
-revision: str = "0021_failed_job_events"
-down_revision: str | Sequence[str] | None = "0020_node_health"
+revision: str = "0022_failed_job_events"
+down_revision: str | Sequence[str] | None = "0021_canned_replies"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
