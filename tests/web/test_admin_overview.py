@@ -16,6 +16,7 @@ from tests.factories.catalog import make_product
 from tests.factories.compute import make_node, make_pool
 from tests.factories.support import make_ticket
 from tests.web.conftest import log_in
+from vmcloud.accounts.models import User
 from vmcloud.billing import flows, ledger
 from vmcloud.billing.models import Subscription
 from vmcloud.compute import nodes
@@ -32,9 +33,10 @@ def counts(html: str) -> dict[str, str]:
     return dict(COUNT.findall(html))
 
 
-def staff(panel: TestClient, db: Session, role: str = "admin") -> None:
+def staff(panel: TestClient, db: Session, role: str = "admin") -> User:
     user = make_user(db, role=role)
     log_in(panel, user.username, PASSWORD)
+    return user
 
 
 def order(db: Session, name: str) -> None:
@@ -125,7 +127,7 @@ def test_only_admins_see_the_recent_audit_rows(panel: TestClient, db: Session) -
 
 
 def test_the_stream_re_renders_the_counters_out_of_band(panel: TestClient, db: Session) -> None:
-    staff(panel, db, role="support")
+    agent = staff(panel, db, role="support")
     raw = panel.cookies.get("__Host-vmc_session")
     html = overview.live_counters(db, raw) or ""
     assert html.startswith('<section id="overview-counters"') or 'id="overview-counters"' in html
@@ -135,6 +137,9 @@ def test_the_stream_re_renders_the_counters_out_of_band(panel: TestClient, db: S
     make_ticket(db, make_user(db))
     assert counts(overview.live_counters(db, raw) or "")["tickets-open"] == str(int(before) + 1)
     assert overview.live_counters(db, "not-a-session") is None
+    agent.role = "customer"  # demoted while the stream is open: it renders nothing more
+    db.flush()
+    assert overview.live_counters(db, raw) is None
 
 
 def test_the_stream_refuses_customers(panel: TestClient, db: Session) -> None:
