@@ -19,7 +19,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from tests.factories.accounts import PASSWORD, make_user
-from tests.factories.compute import make_node
+from tests.factories.compute import make_node, make_pool
 from tests.factories.support import make_ticket
 from tests.web.conftest import csrf_of, log_in
 from tests.web.test_foreign_ids import _walk
@@ -39,9 +39,29 @@ class Row:
 STAFF, ADMIN_ONLY = True, False
 
 # Path parameters come from the ``objects`` fixture: {user_id} a customer with a balance,
-# {ticket_id} their ticket, {node_id} a node, {transaction_id} a charge of the customer.
+# {ticket_id} their ticket, {node_id} a node, {transaction_id} a charge of the customer,
+# {pool_id} an IP pool (198.18.90.0/28, .5 reserved), {key} a setting.
 PAGES: dict[tuple[str, str], Row] = {
     ("GET", "/admin"): Row(STAFF),
+    ("GET", "/admin/ip-pools"): Row(ADMIN_ONLY),
+    ("GET", "/admin/ip-pools/stream"): Row(ADMIN_ONLY, None),
+    ("POST", "/admin/ip-pools"): Row(
+        ADMIN_ONLY,
+        303,
+        {"name": "roles-pool", "region": "local", "cidr": "198.18.91.0/28", "nonce": "roles-1"},
+    ),
+    ("GET", "/admin/ip-pools/{pool_id}"): Row(ADMIN_ONLY),
+    ("GET", "/admin/ip-pools/{pool_id}/stream"): Row(ADMIN_ONLY, None),
+    ("POST", "/admin/ip-pools/{pool_id}/reserve"): Row(ADMIN_ONLY, 303, {"address": "198.18.90.9"}),
+    ("POST", "/admin/ip-pools/{pool_id}/unreserve"): Row(
+        ADMIN_ONLY, 303, {"address": "198.18.90.5"}
+    ),
+    ("POST", "/admin/ip-pools/{pool_id}/status"): Row(ADMIN_ONLY, 303, {"status": "disabled"}),
+    ("POST", "/admin/ip-pools/{pool_id}/gateway"): Row(
+        ADMIN_ONLY, 303, {"gateway": "198.18.90.14"}
+    ),
+    ("GET", "/admin/settings"): Row(ADMIN_ONLY),
+    ("POST", "/admin/settings/{key}"): Row(ADMIN_ONLY, 303, {"value": "Matrix Cloud"}),
 }
 
 
@@ -60,6 +80,7 @@ def test_every_staff_route_has_a_row(app: FastAPI) -> None:
 def objects(db: Session) -> dict[str, str]:
     customer = make_user(db, role="customer")
     node = make_node(db)
+    pool = make_pool(db, "198.18.90.0/28", reserved=["198.18.90.5"])
     ticket = make_ticket(db, customer)
     ledger.post(db=db, user_id=customer.id, type_="credit", amount=Decimal(10), currency="USD")
     charge = ledger.post(
@@ -70,6 +91,8 @@ def objects(db: Session) -> dict[str, str]:
         "node_id": str(node.id),
         "ticket_id": str(ticket.id),
         "transaction_id": str(charge.id),
+        "pool_id": str(pool.id),
+        "key": "site.name",
     }
 
 

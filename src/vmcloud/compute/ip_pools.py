@@ -60,6 +60,7 @@ class PoolView:
 
     pool: IpPool
     region: str
+    cidr: str
     hosts: int
     used: int
     free: int
@@ -96,7 +97,7 @@ def view(*, db: Session, pool: IpPool) -> PoolView:
     hosts = host_count(network)
     free = max(hosts - used - (len(skipped) - skipped_used), 0)
     region = db.scalar(select(Region.slug).where(Region.id == pool.region_id)) or ""
-    return PoolView(pool=pool, region=region, hosts=hosts, used=used, free=free)
+    return PoolView(pool=pool, region=region, cidr=str(network), hosts=hosts, used=used, free=free)
 
 
 def list_pools(

@@ -13,7 +13,9 @@ from vmcloud.config import Settings
 from vmcloud.core.jobs import libpq_url
 from vmcloud.support import attachments
 from vmcloud.web import errors
+from vmcloud.web.admin import ip_pools as admin_ip_pools
 from vmcloud.web.admin import overview as admin_overview
+from vmcloud.web.admin import settings as admin_settings
 from vmcloud.web.customer import (
     account,
     account_keys,
@@ -46,7 +48,11 @@ ROUTERS = (
     console.router,
 )
 # The staff panel (``/admin…``).
-ADMIN_ROUTERS = (admin_overview.router,)
+ADMIN_ROUTERS = (
+    admin_overview.router,
+    admin_ip_pools.router,
+    admin_settings.router,
+)
 
 
 def install(app: FastAPI, settings: Settings) -> None:
