@@ -97,3 +97,20 @@ def test_an_unknown_setting_is_404(panel: TestClient, db: Session) -> None:
     token = _admin(panel, db)
     answer = panel.post("/admin/settings/no.such.key", data={"value": "x", "csrftoken": token})
     assert answer.status_code == 404
+
+
+def test_an_undeclared_json_setting_is_edited_as_json(panel: TestClient, db: Session) -> None:
+    db.add(Setting(key="custom.limits", value='{"a":1}', type="json", category="custom"))
+    db.flush()
+    token = _admin(panel, db)
+    form = _form(panel.get("/admin/settings").text, "custom.limits")
+    assert "<textarea" in form and "&#34;a&#34;: 1" in form
+    bad = panel.post("/admin/settings/custom.limits", data={"value": "{a:", "csrftoken": token})
+    assert bad.status_code == 422
+    assert "not JSON" in _form(bad.text, "custom.limits")
+    good = panel.post(
+        "/admin/settings/custom.limits", data={"value": '{"a": 2}', "csrftoken": token}
+    )
+    assert good.status_code == 303
+    db.expire_all()
+    assert db.get(Setting, "custom.limits").value == '{"a":2}'  # type: ignore[union-attr]
