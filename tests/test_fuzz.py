@@ -158,9 +158,10 @@ def _build_world(connection: Connection, app: FastAPI, app_settings: Settings) -
         customer = make_user(db, balance="500.00")
         admin = make_user(db, role="admin")
         node = make_node(db)
-        make_pool(db, "198.18.9.0/28")
+        pool = make_pool(db, "198.18.9.0/28")
         db.commit()
         customer_id, admin_id, node_id = str(customer.id), str(admin.id), str(node.id)
+        pool_id = str(pool.id)
         customer_name, admin_name = customer.username, admin.username
 
     client = TestClient(app, raise_server_exceptions=True, client=("198.51.100.9", 50000))
@@ -200,6 +201,7 @@ def _build_world(connection: Connection, app: FastAPI, app_settings: Settings) -
         "path.user_id": [customer_id, admin_id],
         "path.instance_id": [instance_id],
         "path.node_id": [node_id],
+        "path.pool_id": [pool_id],
         "path.ticket_id": [ticket_id],
         "path.attachment_id": [attachment_id],
         "path.subscription_id": [s["id"] for s in subscriptions],

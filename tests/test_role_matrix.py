@@ -19,7 +19,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from tests.factories.accounts import PASSWORD, make_user
-from tests.factories.compute import make_node
+from tests.factories.compute import make_node, make_pool
 from tests.factories.support import make_ticket
 from tests.helpers import bearer, login
 from vmcloud.audit.models import AuditLog
@@ -48,6 +48,8 @@ NEW_NODE = {
     "disk_gb": 100,
 }
 
+NEW_POOL = {"name": "matrix-pool", "region": "local", "cidr": "198.18.81.0/28"}
+
 
 @dataclass(frozen=True)
 class Case:
@@ -59,7 +61,8 @@ class Case:
 STAFF, ADMIN_ONLY = True, False
 
 # Path parameters: {user_id} is a customer (with a balance), {ref} an unused plan, {key} a real
-# setting, {transaction_id} a charge of that customer.
+# setting, {transaction_id} a charge of that customer, {pool_id} an IP pool (198.18.80.0/28,
+# .5 reserved).
 MATRIX: dict[tuple[str, str], Case] = {
     ("GET", "/admin/users"): Case(STAFF, 200),
     ("GET", "/admin/users/{user_id}"): Case(STAFF, 200),
@@ -77,6 +80,16 @@ MATRIX: dict[tuple[str, str], Case] = {
     ("GET", "/admin/nodes/{node_id}"): Case(ADMIN_ONLY, 200),
     ("POST", "/admin/nodes"): Case(ADMIN_ONLY, 201, NEW_NODE),
     ("PATCH", "/admin/nodes/{node_id}"): Case(ADMIN_ONLY, 200, {"status": "maintenance"}),
+    ("GET", "/admin/ip-pools"): Case(ADMIN_ONLY, 200),
+    ("GET", "/admin/ip-pools/{pool_id}"): Case(ADMIN_ONLY, 200),
+    ("POST", "/admin/ip-pools"): Case(ADMIN_ONLY, 201, NEW_POOL),
+    ("PATCH", "/admin/ip-pools/{pool_id}"): Case(ADMIN_ONLY, 200, {"status": "disabled"}),
+    ("POST", "/admin/ip-pools/{pool_id}/reserve"): Case(
+        ADMIN_ONLY, 200, {"address": "198.18.80.9"}
+    ),
+    ("POST", "/admin/ip-pools/{pool_id}/unreserve"): Case(
+        ADMIN_ONLY, 200, {"address": "198.18.80.5"}
+    ),
     ("POST", "/admin/users/{user_id}/credits"): Case(
         ADMIN_ONLY, 201, {"amount": "5.00", "reason": "goodwill"}
     ),
@@ -129,6 +142,7 @@ def path_params(db: Session) -> dict[str, str]:
     )
     db.add(plan)
     node = make_node(db)
+    pool = make_pool(db, "198.18.80.0/28", reserved=["198.18.80.5"])
     db.flush()
     ticket = make_ticket(db, customer)
     ledger.post(db=db, user_id=customer.id, type_="credit", amount=Decimal(10), currency="USD")
@@ -140,6 +154,7 @@ def path_params(db: Session) -> dict[str, str]:
         "ref": str(plan.id),
         "key": "site.name",
         "node_id": str(node.id),
+        "pool_id": str(pool.id),
         "transaction_id": str(charge.id),
         "ticket_id": str(ticket.id),
     }

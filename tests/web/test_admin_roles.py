@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from tests.factories.accounts import PASSWORD, make_user
 from tests.factories.catalog import make_product
-from tests.factories.compute import make_node
+from tests.factories.compute import make_node, make_pool
 from tests.factories.support import make_ticket
 from tests.web.conftest import csrf_of, log_in
 from tests.web.test_foreign_ids import _walk
@@ -46,7 +46,8 @@ STAFF, ADMIN_ONLY = True, False
 
 # Path parameters come from the ``objects`` fixture: {user_id} a customer with a balance,
 # {ticket_id} their ticket, {node_id} a node, {transaction_id} a charge of the customer,
-# {attachment_id} a file of the ticket's thread, {product_id} a plan named "Matrix plan".
+# {attachment_id} a file of the ticket's thread, {pool_id} an IP pool (198.18.90.0/28, .5
+# reserved), {key} a setting, {product_id} a plan named "Matrix plan".
 PLAN_FORM = {
     "name": "Matrix plan",
     "vcpus": "1",
@@ -67,6 +68,25 @@ PAGES: dict[tuple[str, str], Row] = {
     ("POST", "/admin/tickets/{ticket_id}/messages"): Row(
         STAFF, 303, {"message": "On it.", "kind": "reply", "nonce": "n0nce"}
     ),
+    ("GET", "/admin/ip-pools"): Row(ADMIN_ONLY),
+    ("GET", "/admin/ip-pools/stream"): Row(ADMIN_ONLY, None),
+    ("POST", "/admin/ip-pools"): Row(
+        ADMIN_ONLY,
+        303,
+        {"name": "roles-pool", "region": "local", "cidr": "198.18.91.0/28", "nonce": "roles-1"},
+    ),
+    ("GET", "/admin/ip-pools/{pool_id}"): Row(ADMIN_ONLY),
+    ("GET", "/admin/ip-pools/{pool_id}/stream"): Row(ADMIN_ONLY, None),
+    ("POST", "/admin/ip-pools/{pool_id}/reserve"): Row(ADMIN_ONLY, 303, {"address": "198.18.90.9"}),
+    ("POST", "/admin/ip-pools/{pool_id}/unreserve"): Row(
+        ADMIN_ONLY, 303, {"address": "198.18.90.5"}
+    ),
+    ("POST", "/admin/ip-pools/{pool_id}/status"): Row(ADMIN_ONLY, 303, {"status": "disabled"}),
+    ("POST", "/admin/ip-pools/{pool_id}/gateway"): Row(
+        ADMIN_ONLY, 303, {"gateway": "198.18.90.14"}
+    ),
+    ("GET", "/admin/settings"): Row(ADMIN_ONLY),
+    ("POST", "/admin/settings/{key}"): Row(ADMIN_ONLY, 303, {"value": "Matrix Cloud"}),
     ("GET", "/admin/products"): Row(STAFF),
     ("GET", "/admin/products/new"): Row(ADMIN_ONLY),
     ("POST", "/admin/products/new"): Row(
@@ -98,6 +118,7 @@ def test_every_staff_route_has_a_row(app: FastAPI) -> None:
 def objects(db: Session, app_settings: Settings) -> dict[str, str]:
     customer = make_user(db, role="customer")
     node = make_node(db)
+    pool = make_pool(db, "198.18.90.0/28", reserved=["198.18.90.5"])
     ticket = make_ticket(db, customer)
     upload = Upload(name="log.txt", content_type="text/plain", data=b"boot log")
     message = support.add_message(
@@ -119,6 +140,8 @@ def objects(db: Session, app_settings: Settings) -> dict[str, str]:
         "ticket_id": str(ticket.id),
         "transaction_id": str(charge.id),
         "attachment_id": str((message.attachments_json or [{}])[0]["id"]),
+        "pool_id": str(pool.id),
+        "key": "site.name",
         "product_id": str(plan.id),
     }
 

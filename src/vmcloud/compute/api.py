@@ -1,4 +1,4 @@
-"""Routes: customers' instances, and the staff views of instances and nodes."""
+"""Routes: customers' instances, and the staff views of instances, nodes and IP pools."""
 
 from __future__ import annotations
 
@@ -19,15 +19,21 @@ from vmcloud.accounts.deps import (
 )
 from vmcloud.accounts.tokens import decode_access_token
 from vmcloud.billing import flows
-from vmcloud.compute import console, metric_series, nodes, service
+from vmcloud.compute import console, ip_pools, metric_series, nodes, service
 from vmcloud.compute.deps import ChangeableInstance, VisibleInstance
-from vmcloud.compute.models import INSTANCE_STATUSES
+from vmcloud.compute.models import INSTANCE_STATUSES, IpPool
 from vmcloud.compute.schemas import (
     InstanceAction,
     InstanceAdminRead,
     InstanceCreate,
     InstanceRead,
     InstanceUpdate,
+    IpLeaseRead,
+    IpPoolAddress,
+    IpPoolCreate,
+    IpPoolDetail,
+    IpPoolRead,
+    IpPoolUpdate,
     MetricRead,
     MetricSeries,
     NodeCreate,
@@ -225,3 +231,65 @@ def create_node(body: NodeCreate, db: DbSession, _: AdminUser, settings: AppSett
 @admin.patch("/nodes/{node_id}", response_model=NodeRead)
 def update_node(node_id: uuid.UUID, body: NodeUpdate, db: DbSession, _: AdminUser) -> NodeRead:
     return NodeRead.model_validate(nodes.update_node(db=db, node_id=node_id, body=body))
+
+
+# -- IP pools ------------------------------------------------------------------------------
+
+
+def _pool_read(db: Session, pool: IpPool) -> IpPoolRead:
+    return IpPoolRead.model_validate(ip_pools.view(db=db, pool=pool))
+
+
+@admin.get("/ip-pools", response_model=Page[IpPoolRead], summary="IP pools and their usage")
+def list_ip_pools(
+    db: DbSession,
+    _: AdminUser,
+    page: PageQuery,
+    region: Annotated[str | None, Query(max_length=255)] = None,
+) -> Page[IpPoolRead]:
+    """By name; ``region`` (slug or id) keeps one region's."""
+    items, cursor = ip_pools.list_pools(db=db, params=page, region=region)
+    return page_of(IpPoolRead, items, cursor)
+
+
+@admin.post("/ip-pools", response_model=IpPoolRead, status_code=status.HTTP_201_CREATED)
+def create_ip_pool(body: IpPoolCreate, db: DbSession, _: AdminUser) -> IpPoolRead:
+    """A network no other pool overlaps (409), with its gateway and reserved addresses inside
+    it (422)."""
+    return _pool_read(db, ip_pools.create_pool(db=db, body=body))
+
+
+@admin.get("/ip-pools/{pool_id}", response_model=IpPoolDetail)
+def get_ip_pool(pool_id: uuid.UUID, db: DbSession, _: AdminUser, page: PageQuery) -> IpPoolDetail:
+    """The pool and a page of its leases by address (``limit`` and ``cursor`` page them)."""
+    pool = ip_pools.get_pool(db=db, pool_id=pool_id)
+    leases, cursor = ip_pools.list_leases(db=db, pool=pool, params=page)
+    read = _pool_read(db, pool)
+    return IpPoolDetail(
+        **read.model_dump(),
+        leases=[IpLeaseRead.model_validate(lease) for lease in leases],
+        leases_next_cursor=cursor,
+    )
+
+
+@admin.patch("/ip-pools/{pool_id}", response_model=IpPoolRead)
+def update_ip_pool(
+    pool_id: uuid.UUID, body: IpPoolUpdate, db: DbSession, _: AdminUser
+) -> IpPoolRead:
+    """Enable or disable; change the gateway (null: none). A gateway a live instance holds is
+    409."""
+    return _pool_read(db, ip_pools.update_pool(db=db, pool_id=pool_id, body=body))
+
+
+@admin.post("/ip-pools/{pool_id}/reserve", response_model=IpPoolRead)
+def reserve_ip(pool_id: uuid.UUID, body: IpPoolAddress, db: DbSession, _: AdminUser) -> IpPoolRead:
+    """Never lease this address of the pool (409 while a live instance holds it)."""
+    return _pool_read(db, ip_pools.reserve(db=db, pool_id=pool_id, address=body.address))
+
+
+@admin.post("/ip-pools/{pool_id}/unreserve", response_model=IpPoolRead)
+def unreserve_ip(
+    pool_id: uuid.UUID, body: IpPoolAddress, db: DbSession, _: AdminUser
+) -> IpPoolRead:
+    """Lease this address again."""
+    return _pool_read(db, ip_pools.unreserve(db=db, pool_id=pool_id, address=body.address))

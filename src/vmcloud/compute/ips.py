@@ -8,7 +8,9 @@ at a time, in address order, as allocations reach its end (``ip_pool_cursors`` s
 listing a chunk skips the network, broadcast, gateway and reserved addresses and every address
 a live instance holds. A deleted instance's address goes back on the list (:func:`release`),
 and a pool that looks full is listed again from the instances first (:func:`resync`), so an
-address freed around the list (a row removed by hand, an address unreserved) is never lost.
+address freed around the list (a row removed by hand) is never lost. Reserving an address
+(``ip_pools.reserve``) takes it off the list, unreserving puts it back; an address reserved
+around that is skipped when taken.
 
 The partial unique index on ``instances.ip_address`` stays the last guard: an address taken
 from the list is checked against live instances (a row written around the list, e.g. by an
@@ -117,11 +119,18 @@ _SET_CURSOR = text("UPDATE ip_pool_cursors SET filled_to = :filled_to WHERE pool
 
 def allocate(*, db: Session, region_id: uuid.UUID) -> Lease:
     """A free address of the region: the lowest free one of its first active pool (by name)
-    that has any. The lease holds until the transaction ends (rolled back, it is free again)."""
+    that has any. The lease holds until the transaction ends (rolled back, it is free again).
+
+    The region's active pools are share-locked until then (concurrent orders do not wait for
+    each other): a change to a pool (``ip_pools.reserve``, a new gateway) waits for the orders
+    in flight, and an order waits for a change in flight and then reads the pool as changed,
+    so an address is never both reserved and leased."""
     pools = db.scalars(
         select(IpPool)
         .where(IpPool.region_id == region_id, IpPool.status == "active")
         .order_by(IpPool.name)
+        .with_for_update(read=True)
+        .execution_options(populate_existing=True)
     ).all()
     for pool in pools:
         lease = _lease_from(db, pool)
@@ -134,29 +143,29 @@ def allocate(*, db: Session, region_id: uuid.UUID) -> Lease:
     raise PoolExhaustedError("Every address in this region is in use; try another region.")
 
 
-def _skipped(pool: IpPool) -> set[str]:
+def skipped(pool: IpPool) -> set[str]:
     """The pool's gateway and reserved addresses (entries that are no address are ignored)."""
-    skipped = set()
+    found = set()
     for entry in [*(pool.reserved or []), *([pool.gateway] if pool.gateway else [])]:
         try:
-            skipped.add(str(ipaddress.ip_address(str(entry).split("/")[0])))
+            found.add(str(ipaddress.ip_address(str(entry).split("/")[0])))
         except ValueError:
             continue
-    return skipped
+    return found
 
 
 def _lease_from(db: Session, pool: IpPool) -> Lease | None:
     network = ipaddress.ip_network(pool.cidr, strict=False)
-    skipped = _skipped(pool)
+    skip = skipped(pool)
     while True:
         address = db.scalar(_TAKE, {"pool": pool.id})
         if address is None:
             # The list looks empty: take the pool's cursor (waiting for a refill in flight to
             # commit), look again, and list the next chunk when there is still nothing.
-            address = _refill(db, pool, network, skipped)
+            address = _refill(db, pool, network, skip)
             if address is None:
                 return None
-        if address in skipped or db.scalar(_IN_USE, {"address": address}):
+        if address in skip or db.scalar(_IN_USE, {"address": address}):
             continue  # listed before the pool or an instance changed: it stays off the list
         return Lease(address, network.prefixlen, pool.gateway)
 
@@ -236,7 +245,7 @@ def resync(*, db: Session, pool: IpPool) -> int:
                 "base": str(network.network_address),
                 "start": first,
                 "stop": top,
-                "skip": sorted(_skipped(pool)),
+                "skip": sorted(skipped(pool)),
             },
         )
         listed = int(result.rowcount or 0)  # type: ignore[attr-defined]

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import uuid
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, Field, StringConstraints, model_validator
+from pydantic import AfterValidator, BeforeValidator, Field, StringConstraints, model_validator
 
 from vmcloud.accounts import ssh_keys
 from vmcloud.compute.models import Instance
@@ -235,3 +236,89 @@ class NodeRead(OutputModel):
     health_error: str | None
     health_changed_at: UTCDateTime | None
     created_at: UTCDateTime | None
+
+
+# -- IP pools ------------------------------------------------------------------------------
+
+
+def _check_network(value: str) -> str:
+    """A network in CIDR notation with no host bits set (``10.0.0.0/24``, not
+    ``10.0.0.5/24``), written canonically."""
+    try:
+        return str(ipaddress.ip_network(value, strict=True))
+    except ValueError:
+        raise ValueError("a network in CIDR notation, e.g. 203.0.113.0/24") from None
+
+
+def _check_address(value: str) -> str:
+    """One IPv4 or IPv6 address, written canonically."""
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        raise ValueError("an IPv4 or IPv6 address") from None
+
+
+Network = Annotated[str, StringConstraints(max_length=64), AfterValidator(_check_network)]
+Address = Annotated[str, StringConstraints(max_length=64), AfterValidator(_check_address)]
+PoolName = Annotated[
+    str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$", max_length=100)
+]
+PoolStatus = Literal["active", "disabled"]
+
+
+class IpPoolCreate(InputModel):
+    name: PoolName
+    region: Ref
+    cidr: Network
+    gateway: Address | None = None
+    reserved: Annotated[list[Address], Field(max_length=1024)] = Field(default_factory=list)
+    status: PoolStatus = "active"
+
+
+class IpPoolUpdate(InputModel):
+    """``gateway`` may be set to null (a pool without one); ``status`` may not."""
+
+    status: PoolStatus | None = None
+    gateway: Address | None = None
+
+
+class IpPoolAddress(InputModel):
+    address: Address
+
+
+class IpPoolRead(OutputModel):
+    """A pool and its addresses: ``hosts`` (every host address of ``cidr``), ``used`` (held by
+    live instances), ``free`` (what is left to lease: hosts less used, reserved and gateway)."""
+
+    id: uuid.UUID
+    name: str
+    region_id: uuid.UUID
+    region: str
+    cidr: Annotated[str, BeforeValidator(str)]
+    gateway: str | None
+    reserved: list[str]
+    status: str
+    hosts: int
+    used: int
+    free: int
+    created_at: UTCDateTime | None
+    updated_at: UTCDateTime | None
+
+
+class IpLeaseRead(OutputModel):
+    """An address of the pool held by a live instance."""
+
+    address: str
+    instance_id: uuid.UUID
+    instance_name: str
+    status: str | None
+    user_id: uuid.UUID
+    user_email: str
+
+
+class IpPoolDetail(IpPoolRead):
+    """A pool with a page of its leases, by address (``?limit=`` and ``?cursor=`` page them;
+    ``leases_next_cursor`` is the next page's cursor)."""
+
+    leases: list[IpLeaseRead]
+    leases_next_cursor: str | None

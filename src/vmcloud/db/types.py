@@ -16,6 +16,10 @@ class Inet(TypeDecorator[str]):
     impl = INET
     cache_ok = True
 
+    @property
+    def python_type(self) -> type[str]:
+        return str  # what a read gives: also how a page's cursor carries an address
+
     def process_bind_param(self, value: Any, dialect: Dialect) -> str | None:
         return None if value is None else str(value)
 

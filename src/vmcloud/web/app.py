@@ -13,8 +13,10 @@ from vmcloud.config import Settings
 from vmcloud.core.jobs import libpq_url
 from vmcloud.support import attachments
 from vmcloud.web import errors
+from vmcloud.web.admin import ip_pools as admin_ip_pools
 from vmcloud.web.admin import overview as admin_overview
 from vmcloud.web.admin import products as admin_products
+from vmcloud.web.admin import settings as admin_settings
 from vmcloud.web.admin import tickets as admin_tickets
 from vmcloud.web.admin import tickets_actions as admin_tickets_actions
 from vmcloud.web.customer import (
@@ -53,6 +55,8 @@ ADMIN_ROUTERS = (
     admin_overview.router,
     admin_tickets.router,
     admin_tickets_actions.router,
+    admin_ip_pools.router,
+    admin_settings.router,
     admin_products.router,
 )
 

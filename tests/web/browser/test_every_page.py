@@ -46,6 +46,8 @@ STAFF_PAGES = [
     "/admin",
     "/admin/tickets",
     "/admin/tickets/{ticket}",
+    "/admin/ip-pools",
+    "/admin/settings",
     "/admin/products",
     "/admin/products/new",
 ]
