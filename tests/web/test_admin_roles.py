@@ -42,6 +42,16 @@ STAFF, ADMIN_ONLY = True, False
 # {ticket_id} their ticket, {node_id} a node, {transaction_id} a charge of the customer.
 PAGES: dict[tuple[str, str], Row] = {
     ("GET", "/admin"): Row(STAFF),
+    ("GET", "/admin/transactions"): Row(STAFF),
+    ("GET", "/admin/transactions/stream"): Row(STAFF, None),
+    ("GET", "/admin/transactions.csv"): Row(STAFF),
+    ("GET", "/admin/transactions/{transaction_id}"): Row(STAFF),
+    ("POST", "/admin/transactions/{transaction_id}/refund"): Row(
+        ADMIN_ONLY, 303, {"amount": "1.00", "reason": "goodwill", "nonce": "roles-refund"}
+    ),
+    ("GET", "/admin/audit"): Row(ADMIN_ONLY),
+    ("GET", "/admin/audit/stream"): Row(ADMIN_ONLY, None),
+    ("GET", "/admin/audit.csv"): Row(ADMIN_ONLY),
 }
 
 

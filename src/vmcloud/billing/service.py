@@ -11,6 +11,7 @@ from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import Session
 
 from vmcloud.accounts.models import User
+from vmcloud.billing import ledger
 from vmcloud.billing.ledger import ADDS
 from vmcloud.billing.models import Transaction
 from vmcloud.core.errors import NotFoundError
@@ -160,3 +161,25 @@ def refunds_of(*, db: Session, transaction_id: uuid.UUID) -> list[Transaction]:
         .order_by(Transaction.created_at, Transaction.id)
     )
     return list(db.scalars(stmt))
+
+
+@dataclass(frozen=True)
+class BalanceCheck:
+    """A user's balance beside the sum of their completed ledger entries."""
+
+    balance: Decimal
+    ledger: Decimal
+
+    @property
+    def agrees(self) -> bool:
+        return self.balance == self.ledger
+
+
+def balance_check(*, db: Session, user_id: uuid.UUID) -> BalanceCheck | None:
+    """One user's balance against their whole ledger (None when there is no such user)."""
+    balance = db.scalar(select(User.balance).where(User.id == user_id))
+    if balance is None and db.get(User, user_id) is None:
+        return None
+    mismatches = ledger.verify(db=db, user_id=user_id)
+    amount = Decimal(balance or 0)
+    return BalanceCheck(amount, mismatches[0].ledger if mismatches else amount)

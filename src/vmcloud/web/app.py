@@ -13,7 +13,9 @@ from vmcloud.config import Settings
 from vmcloud.core.jobs import libpq_url
 from vmcloud.support import attachments
 from vmcloud.web import errors
+from vmcloud.web.admin import audit as admin_audit
 from vmcloud.web.admin import overview as admin_overview
+from vmcloud.web.admin import transactions as admin_transactions
 from vmcloud.web.customer import (
     account,
     account_keys,
@@ -46,7 +48,7 @@ ROUTERS = (
     console.router,
 )
 # The staff panel (``/admin…``).
-ADMIN_ROUTERS = (admin_overview.router,)
+ADMIN_ROUTERS = (admin_overview.router, admin_transactions.router, admin_audit.router)
 
 
 def install(app: FastAPI, settings: Settings) -> None:
