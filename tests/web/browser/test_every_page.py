@@ -44,6 +44,8 @@ SIGNED_IN = [
 # its owner, {node} the instance's node.
 STAFF_PAGES = [
     "/admin",
+    "/admin/transactions",
+    "/admin/audit",
 ]
 
 
