@@ -30,6 +30,12 @@ ADMIN_CASES: list[tuple[dict[str, str], str, tuple[str, ...]]] = [
         "ix_transactions_subscription_id_created_at_id",
         ("subscription_id",),
     ),
+    ({"since": "2026-01-01T00:00:00Z"}, "ix_transactions_created_at_id", ("created_at",)),
+    (
+        {"user_id": SOME_ID, "since": "2026-01-01T00:00:00Z"},
+        "ix_transactions_user_id_created_at_id",
+        ("user_id", "created_at"),
+    ),
 ]
 NEXT = pytest.mark.parametrize("after_cursor", [False, True], ids=["first-page", "next-page"])
 

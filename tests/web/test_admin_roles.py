@@ -100,6 +100,16 @@ PAGES: dict[tuple[str, str], Row] = {
     ("POST", "/admin/products/{product_id}/archive"): Row(
         ADMIN_ONLY, 303, {"confirm_name": "Matrix plan"}
     ),
+    ("GET", "/admin/transactions"): Row(STAFF),
+    ("GET", "/admin/transactions/stream"): Row(STAFF, None),
+    ("GET", "/admin/transactions.csv"): Row(STAFF),
+    ("GET", "/admin/transactions/{transaction_id}"): Row(STAFF),
+    ("POST", "/admin/transactions/{transaction_id}/refund"): Row(
+        ADMIN_ONLY, 303, {"amount": "1.00", "reason": "goodwill", "nonce": "roles-refund"}
+    ),
+    ("GET", "/admin/audit"): Row(ADMIN_ONLY),
+    ("GET", "/admin/audit/stream"): Row(ADMIN_ONLY, None),
+    ("GET", "/admin/audit.csv"): Row(ADMIN_ONLY),
 }
 
 

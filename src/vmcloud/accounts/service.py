@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 from datetime import timedelta
 from urllib.parse import urlencode
 
@@ -325,3 +326,13 @@ def lock_user(*, db: Session, user_id: uuid.UUID) -> None:
     """Serialise the caller's transaction with every other change to this user (balance,
     quota, dunning) until it ends."""
     db.execute(select(User.id).where(User.id == user_id).with_for_update(key_share=True))
+
+
+def emails_of(*, db: Session, user_ids: Iterable[uuid.UUID | None]) -> dict[uuid.UUID, str]:
+    """The email address of each of ``user_ids`` that exists (one query; staff lists name the
+    users of their rows)."""
+    wanted = {user_id for user_id in user_ids if user_id is not None}
+    if not wanted:
+        return {}
+    rows = db.execute(select(User.id, User.email).where(User.id.in_(wanted)))
+    return {row[0]: row[1] for row in rows}

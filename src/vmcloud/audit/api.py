@@ -6,12 +6,11 @@ import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Query
-from sqlalchemy import select
 
 from vmcloud.accounts.deps import AdminUser
-from vmcloud.audit.models import AuditLog
+from vmcloud.audit import service
 from vmcloud.audit.schemas import AuditLogRead
-from vmcloud.core.pagination import Page, PageQuery, page_of, paginate
+from vmcloud.core.pagination import Page, PageQuery, page_of
 from vmcloud.core.schemas import UTCInput
 from vmcloud.db.session import DbSession
 
@@ -30,18 +29,13 @@ def list_audit_logs(
     since: UTCInput | None = None,
     until: UTCInput | None = None,
 ) -> Page[AuditLogRead]:
-    stmt = select(AuditLog)
-    if user_id:
-        stmt = stmt.where(AuditLog.user_id == user_id)
-    if entity_type:
-        stmt = stmt.where(AuditLog.entity_type == entity_type)
-    if entity_id:
-        stmt = stmt.where(AuditLog.entity_id == entity_id)
-    if action:
-        stmt = stmt.where(AuditLog.action == action)
-    if since:
-        stmt = stmt.where(AuditLog.timestamp >= since)
-    if until:
-        stmt = stmt.where(AuditLog.timestamp < until)
-    items, cursor = paginate(db, stmt, order_by=(AuditLog.timestamp, AuditLog.id), params=page)
+    where = service.LogFilter(
+        user_id=user_id,
+        entity_type=entity_type,
+        entity_id=entity_id,
+        action=action,
+        since=since,
+        until=until,
+    )
+    items, cursor = service.list_logs(db=db, params=page, where=where)
     return page_of(AuditLogRead, items, cursor)

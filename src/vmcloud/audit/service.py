@@ -10,6 +10,8 @@
 - **Who and from where** comes from the unit of work: the request's session carries an
   :class:`AuditContext` (client address, user agent, and the authenticated user once known); a
   job's session carries an empty one (the system).
+- **Live**: a transaction that writes audit rows announces one staff-only ``audit`` event as it
+  commits (``core.events``), whatever the number of rows, so the open audit pages re-read.
 """
 
 from __future__ import annotations
@@ -21,13 +23,15 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import event, inspect, select
+from sqlalchemy import ColumnElement, event, inspect, select
 from sqlalchemy.orm import Session, UOWTransaction
 from sqlalchemy.orm.base import NO_VALUE
 
 from vmcloud.audit.models import AuditLog
+from vmcloud.core import events
 from vmcloud.core.clock import isoformat_z
 from vmcloud.core.net import RequestMeta
+from vmcloud.core.pagination import PageParams, paginate
 
 REDACTED = "[redacted]"
 # Any key containing one of these is a secret, whatever the entity.
@@ -36,6 +40,7 @@ _MAX_USER_AGENT = 1000
 _ALWAYS_IGNORED = frozenset({"created_at", "updated_at"})
 _CONTEXT_KEY = "audit_context"
 _LABEL_KEY = "audit_label"
+_WRITTEN_KEY = "audit_written"  # this transaction wrote audit rows: announce them at commit
 
 
 @dataclass
@@ -90,6 +95,54 @@ def trail_of(
     return list(db.scalars(stmt))
 
 
+@dataclass(frozen=True)
+class LogFilter:
+    """Which audit rows a staff list shows; every field is optional (None: any)."""
+
+    user_id: uuid.UUID | None = None
+    entity_type: str | None = None
+    entity_id: uuid.UUID | None = None
+    action: str | None = None
+    since: datetime | None = None  # inclusive
+    until: datetime | None = None  # exclusive
+
+    def conditions(self) -> list[ColumnElement[bool]]:
+        found: list[ColumnElement[bool]] = []
+        if self.user_id:
+            found.append(AuditLog.user_id == self.user_id)
+        if self.entity_type:
+            found.append(AuditLog.entity_type == self.entity_type)
+        if self.entity_id:
+            found.append(AuditLog.entity_id == self.entity_id)
+        if self.action:
+            found.append(AuditLog.action == self.action)
+        if self.since:
+            found.append(AuditLog.timestamp >= self.since)
+        if self.until:
+            found.append(AuditLog.timestamp < self.until)
+        return found
+
+
+def list_logs(
+    *, db: Session, params: PageParams, where: LogFilter
+) -> tuple[list[AuditLog], str | None]:
+    """The audit trail, newest first, one keyset page (each filter has its index)."""
+    stmt = select(AuditLog).where(*where.conditions())
+    return paginate(db, stmt, order_by=(AuditLog.timestamp, AuditLog.id), params=params)
+
+
+def newest_key(*, db: Session, where: LogFilter) -> tuple[datetime | None, uuid.UUID] | None:
+    """The list order's key of the newest row matching ``where`` (a live page re-reads only
+    when it changed)."""
+    row = db.execute(
+        select(AuditLog.timestamp, AuditLog.id)
+        .where(*where.conditions())
+        .order_by(AuditLog.timestamp.desc(), AuditLog.id.desc())
+        .limit(1)
+    ).first()
+    return (row[0], row[1]) if row else None
+
+
 def redact(values: Mapping[str, Any] | None) -> dict[str, Any] | None:
     if values is None:
         return None
@@ -140,6 +193,7 @@ def record(
         metadata_json=redact(extra),
     )
     db.add(row)
+    db.info[_WRITTEN_KEY] = True
     return row
 
 
@@ -240,9 +294,13 @@ def _capture(session: Session, _flush: UOWTransaction, _instances: object) -> No
 @event.listens_for(Session, "before_commit")
 def _write(session: Session) -> None:
     session.flush()  # capture whatever is still unflushed
-    pending = session.info.pop(_PENDING_KEY, None)
-    if not pending:
-        return
+    _write_pending(session, session.info.pop(_PENDING_KEY, None) or {})
+    if session.info.pop(_WRITTEN_KEY, False):
+        # Once per transaction, however many rows: staff-only (no user).
+        events.announce(session, kind="audit", user_id=None)
+
+
+def _write_pending(session: Session, pending: dict[Any, _Pending]) -> None:
     context = context_of(session)
     for state, change in pending.items():
         tag: _Label | None = state.info.pop(_LABEL_KEY, None)
@@ -273,12 +331,14 @@ def _write(session: Session) -> None:
                 metadata_json=extra or None,
             )
         )
+        session.info[_WRITTEN_KEY] = True
 
 
 @event.listens_for(Session, "after_soft_rollback")
 def _forget(session: Session, previous_transaction: object) -> None:
     if not getattr(previous_transaction, "nested", False):
         session.info.pop(_PENDING_KEY, None)
+        session.info.pop(_WRITTEN_KEY, None)
 
 
 def recent(db: Session, *, limit: int = 10) -> list[AuditLog]:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import uuid
-from typing import Literal
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, status
+from fastapi import APIRouter, Query, status
 from fastapi.responses import JSONResponse
 
 from vmcloud.accounts.deps import AdminUser, CurrentUser, StaffUser
@@ -25,6 +25,7 @@ from vmcloud.billing.schemas import (
 from vmcloud.core import idempotency
 from vmcloud.core.idempotency import KeyHeader
 from vmcloud.core.pagination import Page, PageQuery, page_of
+from vmcloud.core.schemas import UTCInput
 from vmcloud.db.session import DbSession
 
 router = APIRouter(prefix="/billing", tags=["billing"])
@@ -121,6 +122,9 @@ def admin_transactions(
     type: TransactionType | None = None,
     status: TransactionStatus | None = None,
     subscription_id: uuid.UUID | None = None,
+    provider: Annotated[str | None, Query(max_length=50)] = None,
+    since: Annotated[UTCInput | None, Query(description="created at or after")] = None,
+    until: Annotated[UTCInput | None, Query(description="created before")] = None,
 ) -> Page[AdminTransactionRead]:
     items, cursor = service.list_all_transactions(
         db=db,
@@ -129,6 +133,9 @@ def admin_transactions(
         type_=type,
         status=status,
         subscription_id=subscription_id,
+        provider=provider,
+        since=since,
+        until=until,
     )
     return page_of(AdminTransactionRead, items, cursor)
 

@@ -13,12 +13,14 @@ from vmcloud.config import Settings
 from vmcloud.core.jobs import libpq_url
 from vmcloud.support import attachments
 from vmcloud.web import errors
+from vmcloud.web.admin import audit as admin_audit
 from vmcloud.web.admin import ip_pools as admin_ip_pools
 from vmcloud.web.admin import overview as admin_overview
 from vmcloud.web.admin import products as admin_products
 from vmcloud.web.admin import settings as admin_settings
 from vmcloud.web.admin import tickets as admin_tickets
 from vmcloud.web.admin import tickets_actions as admin_tickets_actions
+from vmcloud.web.admin import transactions as admin_transactions
 from vmcloud.web.customer import (
     account,
     account_keys,
@@ -58,6 +60,8 @@ ADMIN_ROUTERS = (
     admin_ip_pools.router,
     admin_settings.router,
     admin_products.router,
+    admin_transactions.router,
+    admin_audit.router,
 )
 
 

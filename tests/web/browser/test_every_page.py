@@ -50,6 +50,8 @@ STAFF_PAGES = [
     "/admin/settings",
     "/admin/products",
     "/admin/products/new",
+    "/admin/transactions",
+    "/admin/audit",
 ]
 
 

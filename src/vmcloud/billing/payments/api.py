@@ -118,9 +118,25 @@ def refund_transaction(
     key: KeyHeader,
     settings: AppSettings,
 ) -> TransactionRead | JSONResponse:
+    return refund_once(
+        db=db, admin=user, transaction_id=transaction_id, body=body, key=key, settings=settings
+    )
+
+
+def refund_once(
+    *,
+    db: Session,
+    admin: User,
+    transaction_id: uuid.UUID,
+    body: RefundCreate,
+    key: str | None,
+    settings: Settings,
+) -> TransactionRead | JSONResponse:
+    """A staff refund, once per idempotency key (the API's header, the panel form's nonce): a
+    replay answers the first one's response."""
     return idempotency.once(
         db=db,
-        user_id=user.id,
+        user_id=admin.id,
         key=key,
         endpoint=f"POST /admin/transactions/{transaction_id}/refund",
         body=body,
@@ -128,7 +144,7 @@ def refund_transaction(
         produce=lambda: TransactionRead.model_validate(
             refunds.refund_transaction(
                 db=db,
-                admin=user,
+                admin=admin,
                 transaction_id=transaction_id,
                 amount=body.amount,
                 reason=body.reason,
