@@ -100,3 +100,21 @@ def _verb(status: str) -> str:
     return {"active": "reactivate", "suspended": "suspend", "banned": "ban", "closed": "close"}[
         status
     ]
+
+
+def revoke_sessions(*, db: Session, user_id: uuid.UUID) -> tuple[int, int]:
+    """Log the user out everywhere: every login ends (API and panel sessions alike, as their
+    refresh-token families are revoked) and so does every personal API token. The account
+    stays as it is; the user may log in again. Returns (logins, tokens) ended."""
+    user = get_user(db=db, user_id=user_id, lock=True)
+    logins = revocation.revoke_all(db=db, user_id=user.id)
+    tokens = revocation.revoke_api_tokens(db=db, user_id=user.id)
+    # "credentials", not "tokens": the audit trail redacts any key that names a token.
+    audit.record(
+        db=db,
+        action="user.sessions_revoke",
+        entity_type="user",
+        entity_id=user.id,
+        extra={"sessions_revoked": logins, "api_credentials_revoked": tokens},
+    )
+    return logins, tokens
