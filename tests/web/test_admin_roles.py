@@ -42,6 +42,18 @@ STAFF, ADMIN_ONLY = True, False
 # {ticket_id} their ticket, {node_id} a node, {transaction_id} a charge of the customer.
 PAGES: dict[tuple[str, str], Row] = {
     ("GET", "/admin"): Row(STAFF),
+    ("GET", "/admin/users"): Row(STAFF),
+    ("GET", "/admin/users/{user_id}"): Row(STAFF),
+    ("GET", "/admin/users/{user_id}/stream"): Row(STAFF, None),
+    ("POST", "/admin/users/{user_id}/account"): Row(
+        ADMIN_ONLY, 303, {"role": "customer", "status": "suspended"}
+    ),
+    ("POST", "/admin/users/{user_id}/credit"): Row(
+        ADMIN_ONLY, 303, {"amount": "5.00", "reason": "goodwill", "nonce": "role-matrix"}
+    ),
+    ("POST", "/admin/users/{user_id}/sessions/revoke"): Row(ADMIN_ONLY, 303),
+    ("GET", "/admin/subscriptions"): Row(STAFF),
+    ("GET", "/admin/subscriptions/stream"): Row(STAFF, None),
 }
 
 

@@ -21,7 +21,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import event, inspect, select
+from sqlalchemy import and_, event, inspect, or_, select
 from sqlalchemy.orm import Session, UOWTransaction
 from sqlalchemy.orm.base import NO_VALUE
 
@@ -84,6 +84,19 @@ def trail_of(
     stmt = (
         select(AuditLog)
         .where(AuditLog.entity_type == entity_type, AuditLog.entity_id == entity_id)
+        .order_by(AuditLog.timestamp.desc(), AuditLog.id.desc())
+        .limit(limit)
+    )
+    return list(db.scalars(stmt))
+
+
+def trail_of_user(db: Session, *, user_id: uuid.UUID, limit: int = 20) -> list[AuditLog]:
+    """The newest ``limit`` audit rows a user made or that concern their account, newest
+    first (the staff page of one user)."""
+    about = and_(AuditLog.entity_type == "user", AuditLog.entity_id == user_id)
+    stmt = (
+        select(AuditLog)
+        .where(or_(AuditLog.user_id == user_id, about))
         .order_by(AuditLog.timestamp.desc(), AuditLog.id.desc())
         .limit(limit)
     )

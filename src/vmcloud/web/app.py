@@ -14,6 +14,9 @@ from vmcloud.core.jobs import libpq_url
 from vmcloud.support import attachments
 from vmcloud.web import errors
 from vmcloud.web.admin import overview as admin_overview
+from vmcloud.web.admin import subscriptions as admin_subscriptions
+from vmcloud.web.admin import users as admin_users
+from vmcloud.web.admin import users_actions as admin_users_actions
 from vmcloud.web.customer import (
     account,
     account_keys,
@@ -46,7 +49,12 @@ ROUTERS = (
     console.router,
 )
 # The staff panel (``/admin…``).
-ADMIN_ROUTERS = (admin_overview.router,)
+ADMIN_ROUTERS = (
+    admin_overview.router,
+    admin_users.router,
+    admin_users_actions.router,
+    admin_subscriptions.router,
+)
 
 
 def install(app: FastAPI, settings: Settings) -> None:
