@@ -59,7 +59,8 @@ def emails_of(*, db: Session, user_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, 
     wanted = set(user_ids)
     if not wanted:
         return {}
-    return dict(db.execute(select(User.id, User.email).where(User.id.in_(wanted))).tuples())
+    rows = db.execute(select(User.id, User.email).where(User.id.in_(wanted)))
+    return {row.id: row.email for row in rows}
 
 
 def update_user(*, db: Session, user_id: uuid.UUID, body: UserAdminUpdate) -> User:
