@@ -44,6 +44,9 @@ SIGNED_IN = [
 # its owner, {node} the instance's node.
 STAFF_PAGES = [
     "/admin",
+    "/admin/users",
+    "/admin/users/{user}",
+    "/admin/subscriptions",
 ]
 
 
