@@ -67,6 +67,7 @@ MATRIX: dict[tuple[str, str], Case] = {
     ("GET", "/admin/users"): Case(STAFF, 200),
     ("GET", "/admin/users/{user_id}"): Case(STAFF, 200),
     ("PATCH", "/admin/users/{user_id}"): Case(ADMIN_ONLY, 200, {"status": "suspended"}),
+    ("POST", "/admin/users/{user_id}/sessions/revoke"): Case(ADMIN_ONLY, 200),
     ("GET", "/admin/products"): Case(STAFF, 200),
     ("GET", "/admin/products/{ref}"): Case(STAFF, 200),
     ("POST", "/admin/products"): Case(ADMIN_ONLY, 201, NEW_PLAN),

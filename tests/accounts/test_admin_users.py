@@ -6,11 +6,14 @@ import uuid
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from tests.factories.accounts import PASSWORD, make_user
 from tests.helpers import bearer, login
+from vmcloud.accounts import api_tokens
 from vmcloud.accounts.models import User
+from vmcloud.audit.models import AuditLog
 
 USERS = "/api/v1/admin/users"
 
@@ -164,3 +167,42 @@ def test_support_can_read_but_not_change(client: TestClient, db: Session) -> Non
         client.patch(f"{USERS}/{target.id}", json={"status": "banned"}, headers=headers).status_code
         == 403
     )
+
+
+def test_revoking_sessions_ends_every_login_and_token(
+    client: TestClient, db: Session, admin: dict[str, str], admin_user: User
+) -> None:
+    user = make_user(db, username="logged-in-twice")
+    first = login(client, user.username, PASSWORD)
+    second = login(client, user.username, PASSWORD)
+    _, secret = api_tokens.create_token(
+        db=db, user=user, name="script", scopes=["instances:read"], expires_at=None
+    )
+    assert (
+        client.get("/api/v1/instances", headers={"Authorization": f"Bearer {secret}"}).status_code
+        == 200
+    )
+
+    response = client.post(f"{USERS}/{user.id}/sessions/revoke", headers=admin)
+
+    assert response.status_code == 200, response.text
+    assert response.json() == {"sessions_revoked": 2, "api_tokens_revoked": 1}
+    for tokens in (first, second):
+        assert client.get("/api/v1/me", headers=bearer(tokens)).status_code == 401
+        refresh = {"refresh_token": tokens["refresh_token"]}
+        assert client.post("/api/v1/auth/refresh", json=refresh).status_code == 401
+    assert (
+        client.get("/api/v1/instances", headers={"Authorization": f"Bearer {secret}"}).status_code
+        == 401
+    )
+    row = db.scalar(
+        select(AuditLog).where(
+            AuditLog.action == "user.sessions_revoke", AuditLog.entity_id == user.id
+        )
+    )
+    assert row is not None and row.user_id == admin_user.id
+    assert row.metadata_json == {"sessions_revoked": 2, "api_credentials_revoked": 1}
+    # The account itself is untouched: the user logs in again.
+    assert db.get(User, user.id).status == "active"  # type: ignore[union-attr]
+    login(client, user.username, PASSWORD)
+    assert client.post(f"{USERS}/{uuid.uuid4()}/sessions/revoke", headers=admin).status_code == 404

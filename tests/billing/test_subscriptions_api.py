@@ -132,3 +132,31 @@ def test_staff_see_every_subscription_and_the_whole_ledger(
     assert charges[0]["period_key"].startswith("period:")
     for bad in ("type=gift", "status=done", "user_id=me"):
         assert client.get(f"/api/v1/admin/transactions?{bad}", headers=staff).status_code == 422
+
+
+def test_staff_can_list_past_due_first(
+    client: TestClient, db: Session, node: Node, plan: Product
+) -> None:
+    buyers = [make_user(db, balance="10.00") for _ in range(3)]
+    for user in buyers:
+        _order(client, bearer(login(client, user.username, PASSWORD)), plan, "monthly")
+    oldest = db.scalar(select(Subscription).where(Subscription.user_id == buyers[0].id))
+    assert oldest is not None
+    oldest.status = "past_due"
+    db.flush()
+    staff = bearer(login(client, make_user(db, role="support").username, PASSWORD))
+    url = "/api/v1/admin/subscriptions"
+
+    newest = client.get(url, headers=staff).json()["items"]
+    assert [s["user_id"] for s in newest] == [str(u.id) for u in reversed(buyers)]
+    ordered = client.get(f"{url}?order=past_due_first&limit=2", headers=staff).json()
+    assert [s["user_id"] for s in ordered["items"]] == [str(buyers[0].id), str(buyers[2].id)]
+    rest = client.get(
+        f"{url}?order=past_due_first&limit=2&cursor={ordered['next_cursor']}", headers=staff
+    ).json()
+    assert [s["user_id"] for s in rest["items"]] == [str(buyers[1].id)]
+    # A cursor of the other order does not fit this one.
+    other = client.get(f"{url}?limit=1", headers=staff).json()["next_cursor"]
+    mixed = client.get(f"{url}?order=past_due_first&cursor={other}", headers=staff)
+    assert mixed.status_code == 422
+    assert client.get(f"{url}?order=sideways", headers=staff).status_code == 422

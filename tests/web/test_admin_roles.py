@@ -110,6 +110,18 @@ PAGES: dict[tuple[str, str], Row] = {
     ("GET", "/admin/audit"): Row(ADMIN_ONLY),
     ("GET", "/admin/audit/stream"): Row(ADMIN_ONLY, None),
     ("GET", "/admin/audit.csv"): Row(ADMIN_ONLY),
+    ("GET", "/admin/users"): Row(STAFF),
+    ("GET", "/admin/users/{user_id}"): Row(STAFF),
+    ("GET", "/admin/users/{user_id}/stream"): Row(STAFF, None),
+    ("POST", "/admin/users/{user_id}/account"): Row(
+        ADMIN_ONLY, 303, {"role": "customer", "status": "suspended"}
+    ),
+    ("POST", "/admin/users/{user_id}/credit"): Row(
+        ADMIN_ONLY, 303, {"amount": "5.00", "reason": "goodwill", "nonce": "role-matrix"}
+    ),
+    ("POST", "/admin/users/{user_id}/sessions/revoke"): Row(ADMIN_ONLY, 303),
+    ("GET", "/admin/subscriptions"): Row(STAFF),
+    ("GET", "/admin/subscriptions/stream"): Row(STAFF, None),
 }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
@@ -53,6 +54,15 @@ def get_user(*, db: Session, user_id: uuid.UUID, lock: bool = False) -> User:
     return user
 
 
+def emails_of(*, db: Session, user_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, str]:
+    """The email addresses of users, for staff lists that name each row's customer."""
+    wanted = set(user_ids)
+    if not wanted:
+        return {}
+    rows = db.execute(select(User.id, User.email).where(User.id.in_(wanted)))
+    return {row.id: row.email for row in rows}
+
+
 def update_user(*, db: Session, user_id: uuid.UUID, body: UserAdminUpdate) -> User:
     """Change a user's role, status or verification. Locking a user out (suspend, ban, close)
     ends all their logins and personal API tokens at once; the last active admin cannot be
@@ -100,3 +110,21 @@ def _verb(status: str) -> str:
     return {"active": "reactivate", "suspended": "suspend", "banned": "ban", "closed": "close"}[
         status
     ]
+
+
+def revoke_sessions(*, db: Session, user_id: uuid.UUID) -> tuple[int, int]:
+    """Log the user out everywhere: every login ends (API and panel sessions alike, as their
+    refresh-token families are revoked) and so does every personal API token. The account
+    stays as it is; the user may log in again. Returns (logins, tokens) ended."""
+    user = get_user(db=db, user_id=user_id, lock=True)
+    logins = revocation.revoke_all(db=db, user_id=user.id)
+    tokens = revocation.revoke_api_tokens(db=db, user_id=user.id)
+    # "credentials", not "tokens": the audit trail redacts any key that names a token.
+    audit.record(
+        db=db,
+        action="user.sessions_revoke",
+        entity_type="user",
+        entity_id=user.id,
+        extra={"sessions_revoked": logins, "api_credentials_revoked": tokens},
+    )
+    return logins, tokens

@@ -33,6 +33,7 @@ from vmcloud.accounts.schemas import (
     RefreshRequest,
     RegisterRequest,
     SessionRead,
+    SessionsRevoked,
     SshKeyCreate,
     SshKeyRead,
     TokenPair,
@@ -302,3 +303,13 @@ def admin_update_user(
     user_id: uuid.UUID, body: UserAdminUpdate, db: DbSession, _: AdminUser
 ) -> object:
     return admin_service.update_user(db=db, user_id=user_id, body=body)
+
+
+@admin.post(
+    "/{user_id}/sessions/revoke",
+    response_model=SessionsRevoked,
+    summary="Log a user out everywhere: every login and personal API token ends",
+)
+def admin_revoke_sessions(user_id: uuid.UUID, db: DbSession, _: AdminUser) -> SessionsRevoked:
+    logins, tokens = admin_service.revoke_sessions(db=db, user_id=user_id)
+    return SessionsRevoked(sessions_revoked=logins, api_tokens_revoked=tokens)

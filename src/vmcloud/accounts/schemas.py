@@ -133,6 +133,14 @@ class UserAdminRead(UserRead):
     updated_at: UTCDateTime | None
 
 
+class SessionsRevoked(OutputModel):
+    """What logging a user out everywhere ended: refresh tokens of live logins, and personal
+    API tokens."""
+
+    sessions_revoked: int
+    api_tokens_revoked: int
+
+
 class SessionRead(OutputModel):
     """One live login (a refresh-token family): where it started and was last renewed."""
 

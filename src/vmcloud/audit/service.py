@@ -23,7 +23,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import ColumnElement, event, inspect, select
+from sqlalchemy import ColumnElement, and_, event, inspect, or_, select
 from sqlalchemy.orm import Session, UOWTransaction
 from sqlalchemy.orm.base import NO_VALUE
 
@@ -141,6 +141,19 @@ def newest_key(*, db: Session, where: LogFilter) -> tuple[datetime | None, uuid.
         .limit(1)
     ).first()
     return (row[0], row[1]) if row else None
+
+
+def trail_of_user(db: Session, *, user_id: uuid.UUID, limit: int = 20) -> list[AuditLog]:
+    """The newest ``limit`` audit rows a user made or that concern their account, newest
+    first (the staff page of one user)."""
+    about = and_(AuditLog.entity_type == "user", AuditLog.entity_id == user_id)
+    stmt = (
+        select(AuditLog)
+        .where(or_(AuditLog.user_id == user_id, about))
+        .order_by(AuditLog.timestamp.desc(), AuditLog.id.desc())
+        .limit(limit)
+    )
+    return list(db.scalars(stmt))
 
 
 def redact(values: Mapping[str, Any] | None) -> dict[str, Any] | None:

@@ -148,8 +148,14 @@ def admin_subscriptions(
     user_id: uuid.UUID | None = None,
     status: SubscriptionStatus | None = None,
     instance_id: uuid.UUID | None = None,
+    order: Literal["newest", "past_due_first"] = "newest",
 ) -> Page[AdminSubscriptionRead]:
     items, cursor = subs.list_subscriptions(
-        db=db, params=page, user_id=user_id, status=status, instance_id=instance_id
+        db=db,
+        params=page,
+        user_id=user_id,
+        status=status,
+        instance_id=instance_id,
+        past_due_first=order == "past_due_first",
     )
     return page_of(AdminSubscriptionRead, items, cursor)

@@ -16,10 +16,11 @@ from sqlalchemy import (
     Numeric,
     SmallInteger,
     String,
+    case,
     text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, column_property, mapped_column
 from sqlalchemy.types import Uuid
 
 from vmcloud.db.base import Base, created_at, updated_at, uuid_pk
@@ -42,7 +43,7 @@ class Subscription(Base):
 
     __tablename__ = "subscriptions"
     __audit__ = "subscription"
-    __audit_ignore__ = ("accrued", "month_charged", "updated_at")
+    __audit_ignore__ = ("accrued", "month_charged", "updated_at", "past_due_rank")
     __table_args__ = (
         Index("idx_subscriptions_user_id", "user_id"),
         Index("idx_subscriptions_instance_id", "instance_id"),
@@ -93,6 +94,9 @@ class Subscription(Base):
     monthly_cap: Mapped[Decimal | None] = mapped_column(Numeric(10, 2))
     amount_due: Mapped[Decimal | None] = mapped_column(Numeric(10, 2))
     past_due_since: Mapped[datetime | None] = mapped_column(DateTime())
+    # Not a column: 1 for a past-due subscription, else 0, the first key of the staff list's
+    # "past due first" order (``subscriptions.list_subscriptions``).
+    past_due_rank: Mapped[int] = column_property(case((status == "past_due", 1), else_=0))
 
 
 class Transaction(Base):

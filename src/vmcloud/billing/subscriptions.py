@@ -152,8 +152,11 @@ def list_subscriptions(
     user_id: uuid.UUID | None = None,
     status: str | None = None,
     instance_id: uuid.UUID | None = None,
+    past_due_first: bool = False,
 ) -> tuple[list[Subscription], str | None]:
-    """Newest first; ``user_id`` scopes it to one customer (their own view)."""
+    """Newest first (``past_due_first``: the past-due ones, newest first, then the rest);
+    ``user_id`` scopes it to one customer (their own view). A cursor of one order is a 422
+    in the other."""
     stmt = select(Subscription)
     if user_id is not None:
         stmt = stmt.where(Subscription.user_id == user_id)
@@ -161,7 +164,10 @@ def list_subscriptions(
         stmt = stmt.where(Subscription.status == status)
     if instance_id is not None:
         stmt = stmt.where(Subscription.instance_id == instance_id)
-    return paginate(db, stmt, order_by=(Subscription.created_at, Subscription.id), params=params)
+    order_by: tuple[Any, ...] = (Subscription.created_at, Subscription.id)
+    if past_due_first:
+        order_by = (Subscription.past_due_rank, *order_by)
+    return paginate(db, stmt, order_by=order_by, params=params)
 
 
 def live_for_instance(

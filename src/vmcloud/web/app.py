@@ -18,9 +18,12 @@ from vmcloud.web.admin import ip_pools as admin_ip_pools
 from vmcloud.web.admin import overview as admin_overview
 from vmcloud.web.admin import products as admin_products
 from vmcloud.web.admin import settings as admin_settings
+from vmcloud.web.admin import subscriptions as admin_subscriptions
 from vmcloud.web.admin import tickets as admin_tickets
 from vmcloud.web.admin import tickets_actions as admin_tickets_actions
 from vmcloud.web.admin import transactions as admin_transactions
+from vmcloud.web.admin import users as admin_users
+from vmcloud.web.admin import users_actions as admin_users_actions
 from vmcloud.web.customer import (
     account,
     account_keys,
@@ -62,6 +65,9 @@ ADMIN_ROUTERS = (
     admin_products.router,
     admin_transactions.router,
     admin_audit.router,
+    admin_users.router,
+    admin_users_actions.router,
+    admin_subscriptions.router,
 )
 
 

@@ -52,6 +52,9 @@ STAFF_PAGES = [
     "/admin/products/new",
     "/admin/transactions",
     "/admin/audit",
+    "/admin/users",
+    "/admin/users/{user}",
+    "/admin/subscriptions",
 ]
 
 
