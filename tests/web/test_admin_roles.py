@@ -22,6 +22,7 @@ from tests.factories.accounts import PASSWORD, make_user
 from tests.factories.compute import make_node
 from tests.factories.support import make_ticket
 from tests.web.conftest import csrf_of, log_in
+from tests.web.test_admin_instances import stopped_instance
 from tests.web.test_foreign_ids import _walk
 from vmcloud.audit.models import AuditLog
 from vmcloud.billing import ledger
@@ -38,10 +39,45 @@ class Row:
 
 STAFF, ADMIN_ONLY = True, False
 
+NODE_EDIT = {
+    "vcpus": "16",
+    "memory_mb": "32768",
+    "disk_gb": "800",
+    "cpu_overcommit": "4",
+    "ram_overcommit": "1",
+    "disk_overcommit": "1",
+    "status": "enabled",
+}
+NEW_NODE = {
+    **NODE_EDIT,
+    "name": "role-matrix-node",
+    "region": "local",
+    "uri": "qemu+ssh://root@hv-9/system",
+    "driver": "libvirt",
+    "storage_dir": "/var/lib/vmcloud/disks",
+    "network_mode": "user",
+    "virt_type": "kvm",
+    "nonce": "role-matrix-nonce",
+}
+
 # Path parameters come from the ``objects`` fixture: {user_id} a customer with a balance,
-# {ticket_id} their ticket, {node_id} a node, {transaction_id} a charge of the customer.
+# {ticket_id} their ticket, {node_id} a node, {transaction_id} a charge of the customer,
+# {instance_id} their stopped instance (named role-matrix).
 PAGES: dict[tuple[str, str], Row] = {
     ("GET", "/admin"): Row(STAFF),
+    ("GET", "/admin/instances"): Row(STAFF),
+    ("GET", "/admin/instances/stream"): Row(STAFF, None),
+    ("POST", "/admin/instances/{instance_id}/power"): Row(ADMIN_ONLY, 303, {"action": "start"}),
+    ("POST", "/admin/instances/{instance_id}/delete"): Row(
+        ADMIN_ONLY, 303, {"confirm_name": "role-matrix"}
+    ),
+    ("GET", "/admin/nodes"): Row(ADMIN_ONLY),
+    ("GET", "/admin/nodes/stream"): Row(ADMIN_ONLY, None),
+    ("GET", "/admin/nodes/new"): Row(ADMIN_ONLY),
+    ("POST", "/admin/nodes/new"): Row(ADMIN_ONLY, 303, NEW_NODE),
+    ("GET", "/admin/nodes/{node_id}"): Row(ADMIN_ONLY),
+    ("POST", "/admin/nodes/{node_id}"): Row(ADMIN_ONLY, 303, NODE_EDIT),
+    ("POST", "/admin/nodes/{node_id}/status"): Row(ADMIN_ONLY, 303, {"status": "maintenance"}),
 }
 
 
@@ -58,8 +94,9 @@ def test_every_staff_route_has_a_row(app: FastAPI) -> None:
 
 @pytest.fixture
 def objects(db: Session) -> dict[str, str]:
-    customer = make_user(db, role="customer")
+    customer = make_user(db, role="customer", balance="50.00")
     node = make_node(db)
+    instance = stopped_instance(db, customer, "role-matrix")
     ticket = make_ticket(db, customer)
     ledger.post(db=db, user_id=customer.id, type_="credit", amount=Decimal(10), currency="USD")
     charge = ledger.post(
@@ -67,6 +104,7 @@ def objects(db: Session) -> dict[str, str]:
     )
     return {
         "user_id": str(customer.id),
+        "instance_id": str(instance.id),
         "node_id": str(node.id),
         "ticket_id": str(ticket.id),
         "transaction_id": str(charge.id),

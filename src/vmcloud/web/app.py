@@ -13,6 +13,8 @@ from vmcloud.config import Settings
 from vmcloud.core.jobs import libpq_url
 from vmcloud.support import attachments
 from vmcloud.web import errors
+from vmcloud.web.admin import instances as admin_instances
+from vmcloud.web.admin import nodes as admin_nodes
 from vmcloud.web.admin import overview as admin_overview
 from vmcloud.web.customer import (
     account,
@@ -46,7 +48,11 @@ ROUTERS = (
     console.router,
 )
 # The staff panel (``/admin…``).
-ADMIN_ROUTERS = (admin_overview.router,)
+ADMIN_ROUTERS = (
+    admin_overview.router,
+    admin_instances.router,
+    admin_nodes.router,  # its /admin/nodes/new before /admin/nodes/{node_id}
+)
 
 
 def install(app: FastAPI, settings: Settings) -> None:
