@@ -44,6 +44,10 @@ SIGNED_IN = [
 # its owner, {node} the instance's node.
 STAFF_PAGES = [
     "/admin",
+    "/admin/instances",
+    "/admin/nodes",
+    "/admin/nodes/new",
+    "/admin/nodes/{node}",
 ]
 
 
