@@ -184,3 +184,19 @@ def test_a_down_node_is_red_with_its_error_and_since_when(panel: TestClient, db:
 def test_a_fake_node_needs_a_fake_address() -> None:
     assert nodes.uri_problem("fake", "fake://node-1?variant=dies-while-booting") is None
     assert nodes.uri_problem("fake", "qemu:///system") == "fake://<name>"
+
+
+def test_junk_in_the_address_is_a_4xx_page(panel: TestClient, db: Session) -> None:
+    token = _admin(panel, db)
+    gone = "00000000-0000-4000-8000-000000000000"
+    assert panel.get("/admin/nodes", params={"cursor": "junk"}).status_code == 422
+    assert panel.get("/admin/nodes/not-a-node").status_code == 422
+    assert panel.get(f"/admin/nodes/{gone}").status_code == 404
+    for path in (f"/admin/nodes/{gone}", f"/admin/nodes/{gone}/status"):
+        answer = panel.post(path, data={"status": "disabled", "csrftoken": token})
+        assert answer.status_code == 404
+    too_long = panel.post(
+        "/admin/nodes/new", data={**FORM, "uri": "q" * 600, "nonce": "n", "csrftoken": token}
+    )
+    assert too_long.status_code == 422
+    assert _count(db, "hv-panel-1") == 0
