@@ -9,6 +9,7 @@ import uuid
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Annotated, Any
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Form, Query, Request
 from sqlalchemy.orm import Session
@@ -16,6 +17,7 @@ from starlette.responses import Response
 
 from vmcloud.accounts.models import User
 from vmcloud.catalog import service as catalog
+from vmcloud.catalog.models import Region
 from vmcloud.compute import nodes
 from vmcloud.compute.models import Node
 from vmcloud.compute.schemas import NodeCreate, NodeRead, NodeUpdate
@@ -69,7 +71,7 @@ def _bar(label: str, used: int, physical: int, overcommit: Decimal, unit: str) -
 
 
 def _views(db: Session, found: list[Node]) -> list[NodeView]:
-    regions = _regions(db)
+    regions = {region.id: region.name for region in _regions(db)}
     counts = nodes.instance_counts(db=db, node_ids=[node.id for node in found])
     return [
         NodeView(
@@ -86,9 +88,9 @@ def _views(db: Session, found: list[Node]) -> list[NodeView]:
     ]
 
 
-def _regions(db: Session) -> dict[uuid.UUID, str]:
+def _regions(db: Session) -> list[Region]:
     found, _ = catalog.list_regions(db=db, params=PageParams(limit=MAX_LIMIT))
-    return {region.id: region.name for region in found}
+    return found
 
 
 def _list_context(db: Session, cursor: str) -> dict[str, Any]:
@@ -101,7 +103,7 @@ def nodes_page(
     request: Request, db: DbSession, user: AdminPanelUser, cursor: Cursor = ""
 ) -> Response:
     context = _list_context(db, cursor)
-    query = f"?cursor={cursor}" if cursor else ""
+    query = f"?{urlencode({'cursor': cursor})}" if cursor else ""
     return page(
         request,
         "admin/nodes/list.html",
@@ -134,7 +136,7 @@ def _form_page(
     request: Request,
     db: Session,
     user: User,
-    settings_fake: bool,
+    allow_fake: bool,
     form: dict[str, str],
     node: Node | None = None,
     problem: FormError | None = None,
@@ -147,18 +149,13 @@ def _form_page(
             "node": node,
             "form": form,
             "problem": problem,
-            "regions": _region_choices(db) if node is None else [],
-            "allow_fake": settings_fake,
+            "regions": [(r.slug, r.name) for r in _regions(db)] if node is None else [],
+            "allow_fake": allow_fake,
             "statuses": STATUSES,
         },
         area="nodes",
         status=problem.status if problem else 200,
     )
-
-
-def _region_choices(db: Session) -> list[tuple[str, str]]:
-    found, _ = catalog.list_regions(db=db, params=PageParams(limit=MAX_LIMIT))
-    return [(region.slug, region.name) for region in found]
 
 
 NEW_NODE_DEFAULTS = {
