@@ -200,3 +200,20 @@ def test_junk_in_the_address_is_a_4xx_page(panel: TestClient, db: Session) -> No
     )
     assert too_long.status_code == 422
     assert _count(db, "hv-panel-1") == 0
+
+
+def test_the_api_shows_a_down_node_too(client: TestClient, db: Session) -> None:
+    node = make_node(db)
+    driver = nodes.driver_for(node)
+    assert isinstance(driver, FakeDriver)
+    driver.reachable = False
+    try:
+        reconcile.reconcile_node(db, node, stale_after=timedelta(minutes=10))
+    finally:
+        driver.reachable = True
+    admin = make_user(db, role="admin")
+    read = client.get(
+        f"/api/v1/admin/nodes/{node.id}", headers=bearer(login(client, admin.username, PASSWORD))
+    ).json()
+    assert (read["health"], read["health_error"]) == ("down", "cannot connect to the hypervisor")
+    assert read["health_changed_at"] is not None
