@@ -1,11 +1,15 @@
 """Node health: the reconciler marks a node ``down`` when its connection fails and ``up`` when
-it answers again; placement never puts a new instance on a down node."""
+it answers again; placement never puts a new instance on a down node; staff pages hear of
+every change of a node's allocation."""
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 
+import psycopg
 import pytest
+from sqlalchemy import create_engine
 from sqlalchemy.orm import Session
 
 from tests.factories.compute import make_node
@@ -13,6 +17,8 @@ from vmcloud.compute import nodes, reconcile
 from vmcloud.compute.drivers.fake import FakeDriver
 from vmcloud.compute.models import Node
 from vmcloud.compute.nodes import Need, NoCapacityError
+from vmcloud.core import events
+from vmcloud.core.jobs import libpq_url
 
 STALE = timedelta(minutes=10)
 NEED = Need(vcpus=1, memory_mb=512, disk_gb=5)
@@ -75,3 +81,33 @@ def test_a_node_never_checked_yet_takes_instances(db: Session) -> None:
     node = make_node(db)
     assert node.health == "unknown"
     assert nodes.reserve(db=db, region_id=node.region_id, need=NEED).id == node.id
+
+
+def test_reserving_and_releasing_capacity_is_announced_to_staff(fresh_database_url: str) -> None:
+    """The nodes page follows allocation: a committed reserve or release announces the node
+    (staff-only: no user); one rolled back announces nothing."""
+    engine = create_engine(fresh_database_url)
+    try:
+        with (
+            psycopg.connect(libpq_url(fresh_database_url), autocommit=True) as listener,
+            Session(engine) as db,
+        ):
+            listener.execute(f"LISTEN {events.CHANNEL}")
+            node = make_node(db)
+            db.commit()
+            announced = {"kind": "node", "user": None, "id": str(node.id)}
+
+            def heard() -> list[dict[str, str | None]]:
+                return [json.loads(n.payload) for n in listener.notifies(timeout=0.5)]
+
+            nodes.reserve(db=db, region_id=node.region_id, need=NEED)
+            db.rollback()
+            assert heard() == []
+            nodes.reserve(db=db, region_id=node.region_id, need=NEED)
+            db.commit()
+            assert heard() == [announced]
+            nodes.release(db=db, node_id=node.id, need=NEED)
+            db.commit()
+            assert heard() == [announced]
+    finally:
+        engine.dispose()

@@ -23,6 +23,7 @@ from tests.factories.catalog import make_product
 from tests.factories.compute import make_node, make_pool
 from tests.factories.support import make_ticket
 from tests.web.conftest import csrf_of, log_in
+from tests.web.test_admin_instances import stopped_instance
 from tests.web.test_foreign_ids import _walk
 from vmcloud.audit.models import AuditLog
 from vmcloud.billing import ledger
@@ -44,10 +45,32 @@ class Row:
 
 STAFF, ADMIN_ONLY = True, False
 
+NODE_EDIT = {
+    "vcpus": "16",
+    "memory_mb": "32768",
+    "disk_gb": "800",
+    "cpu_overcommit": "4",
+    "ram_overcommit": "1",
+    "disk_overcommit": "1",
+    "status": "enabled",
+}
+NEW_NODE = {
+    **NODE_EDIT,
+    "name": "role-matrix-node",
+    "region": "local",
+    "uri": "qemu+ssh://root@hv-9/system",
+    "driver": "libvirt",
+    "storage_dir": "/var/lib/vmcloud/disks",
+    "network_mode": "user",
+    "virt_type": "kvm",
+    "nonce": "role-matrix-nonce",
+}
+
 # Path parameters come from the ``objects`` fixture: {user_id} a customer with a balance,
 # {ticket_id} their ticket, {node_id} a node, {transaction_id} a charge of the customer,
 # {attachment_id} a file of the ticket's thread, {pool_id} an IP pool (198.18.90.0/28, .5
-# reserved), {key} a setting, {product_id} a plan named "Matrix plan".
+# reserved), {key} a setting, {product_id} a plan named "Matrix plan", {instance_id} the
+# customer's stopped instance (named role-matrix).
 PLAN_FORM = {
     "name": "Matrix plan",
     "vcpus": "1",
@@ -122,6 +145,19 @@ PAGES: dict[tuple[str, str], Row] = {
     ("POST", "/admin/users/{user_id}/sessions/revoke"): Row(ADMIN_ONLY, 303),
     ("GET", "/admin/subscriptions"): Row(STAFF),
     ("GET", "/admin/subscriptions/stream"): Row(STAFF, None),
+    ("GET", "/admin/instances"): Row(STAFF),
+    ("GET", "/admin/instances/stream"): Row(STAFF, None),
+    ("POST", "/admin/instances/{instance_id}/power"): Row(ADMIN_ONLY, 303, {"action": "start"}),
+    ("POST", "/admin/instances/{instance_id}/delete"): Row(
+        ADMIN_ONLY, 303, {"confirm_name": "role-matrix"}
+    ),
+    ("GET", "/admin/nodes"): Row(ADMIN_ONLY),
+    ("GET", "/admin/nodes/stream"): Row(ADMIN_ONLY, None),
+    ("GET", "/admin/nodes/new"): Row(ADMIN_ONLY),
+    ("POST", "/admin/nodes/new"): Row(ADMIN_ONLY, 303, NEW_NODE),
+    ("GET", "/admin/nodes/{node_id}"): Row(ADMIN_ONLY),
+    ("POST", "/admin/nodes/{node_id}"): Row(ADMIN_ONLY, 303, NODE_EDIT),
+    ("POST", "/admin/nodes/{node_id}/status"): Row(ADMIN_ONLY, 303, {"status": "maintenance"}),
 }
 
 
@@ -138,9 +174,10 @@ def test_every_staff_route_has_a_row(app: FastAPI) -> None:
 
 @pytest.fixture
 def objects(db: Session, app_settings: Settings) -> dict[str, str]:
-    customer = make_user(db, role="customer")
+    customer = make_user(db, role="customer", balance="50.00")
     node = make_node(db)
     pool = make_pool(db, "198.18.90.0/28", reserved=["198.18.90.5"])
+    instance = stopped_instance(db, customer, "role-matrix")
     ticket = make_ticket(db, customer)
     upload = Upload(name="log.txt", content_type="text/plain", data=b"boot log")
     message = support.add_message(
@@ -158,6 +195,7 @@ def objects(db: Session, app_settings: Settings) -> dict[str, str]:
     plan = make_product(db, name="Matrix plan")
     return {
         "user_id": str(customer.id),
+        "instance_id": str(instance.id),
         "node_id": str(node.id),
         "ticket_id": str(ticket.id),
         "transaction_id": str(charge.id),

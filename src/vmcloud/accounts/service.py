@@ -65,6 +65,14 @@ def find_by_login(*, db: Session, login: str) -> User | None:
     )
 
 
+def usernames_of(*, db: Session, user_ids: set[uuid.UUID]) -> dict[uuid.UUID, str]:
+    """The usernames of ``user_ids``, in one query (a staff list names each row's owner)."""
+    if not user_ids:
+        return {}
+    rows = db.execute(select(User.id, User.username).where(User.id.in_(user_ids)))
+    return {row.id: row.username for row in rows}
+
+
 def _ensure_unique(db: Session, email: str, username: str) -> None:
     clash = db.scalar(
         select(User.email).where(

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import threading
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
+from urllib.parse import urlsplit
 
 from sqlalchemy import ColumnElement, func, select, update
 from sqlalchemy.orm import Session
@@ -14,7 +16,7 @@ from sqlalchemy.orm import Session
 from vmcloud.catalog import service as catalog
 from vmcloud.compute import drivers
 from vmcloud.compute.drivers.base import ComputeDriver
-from vmcloud.compute.models import Node
+from vmcloud.compute.models import Instance, Node
 from vmcloud.compute.schemas import NodeCreate, NodeUpdate
 from vmcloud.core import events
 from vmcloud.core.clock import utcnow
@@ -137,6 +139,7 @@ def reserve(
         if reserved is not None:
             node = db.get(Node, reserved, populate_existing=True)
             assert node is not None
+            events.announce(db, kind="node", user_id=None, id=node.id)  # its allocation
             return node
     raise NoCapacityError(
         "There is no room for this plan in this region right now; try another region or plan."
@@ -170,9 +173,42 @@ def release(*, db: Session, node_id: uuid.UUID, need: Need) -> None:
         )
         .execution_options(synchronize_session=False)
     )
+    events.announce(db, kind="node", user_id=None, id=node_id)
 
 
 # -- administration --------------------------------------------------------------------------
+
+
+# libvirt URIs the driver can use: QEMU's system or session daemon, on this machine (no host:
+# ``qemu:///system``, or ``qemu+unix:///…?socket=…``) or on another (``qemu+ssh://host/…``,
+# tcp, tls, or no transport, which libvirt takes as tls).
+LOCAL_ONLY, REMOTE_ONLY = {"unix"}, {"ssh", "libssh", "libssh2", "tcp", "tls"}
+LIBVIRT_PATHS = ("/system", "/session")
+
+
+def uri_problem(driver: str, uri: str) -> str | None:
+    """What is wrong with ``uri`` as the address of a ``driver`` node, or None: a libvirt node
+    needs ``qemu[+transport]://[host]/system`` (or ``/session``), e.g. ``qemu:///system`` or
+    ``qemu+ssh://root@host/system``; a fake one ``fake://<name>``."""
+    if any(ch.isspace() or not ch.isprintable() for ch in uri):
+        return "no spaces or control characters"
+    try:
+        parts = urlsplit(uri)
+        parts.port  # noqa: B018 - raises on a port that is not a number
+    except ValueError:
+        return "not a URI"
+    if driver == "fake":
+        return None if parts.scheme == "fake" and parts.netloc else "fake://<name>"
+    scheme, _, transport = parts.scheme.partition("+")
+    if scheme != "qemu" or transport not in {"", *LOCAL_ONLY, *REMOTE_ONLY}:
+        return "qemu:// or qemu+unix|ssh|libssh|libssh2|tcp|tls://"
+    if parts.path not in LIBVIRT_PATHS:
+        return "the path is /system or /session"
+    if transport in REMOTE_ONLY and not parts.hostname:
+        return f"qemu+{transport}:// needs a host"
+    if transport in LOCAL_ONLY and parts.netloc:
+        return "qemu+unix:// names no host (the socket is on this machine)"
+    return None
 
 
 def create_node(*, db: Session, body: NodeCreate, allow_fake: bool) -> Node:
@@ -180,6 +216,12 @@ def create_node(*, db: Session, body: NodeCreate, allow_fake: bool) -> Node:
         raise InvalidInputError(
             "The in-memory driver is for tests only.",
             errors=[{"field": "driver", "message": "not allowed on this installation"}],
+        )
+    problem = uri_problem(body.driver, body.uri)
+    if problem is not None:
+        raise InvalidInputError(
+            "The URI is not one the driver can connect to.",
+            errors=[{"field": "uri", "message": problem}],
         )
     if body.network_mode == "bridge" and not body.bridge:
         raise InvalidInputError(
@@ -239,6 +281,24 @@ def get_node(*, db: Session, node_id: uuid.UUID, lock: bool = False) -> Node:
     if node is None:
         raise NotFoundError("There is no such node.")
     return node
+
+
+def instance_counts(*, db: Session, node_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, int]:
+    """How many live instances each node holds (nodes with none are left out)."""
+    wanted = list(node_ids)
+    if not wanted:
+        return {}
+    rows = db.execute(
+        select(Instance.node_id, func.count())
+        .where(Instance.node_id.in_(wanted), Instance.deleted_at.is_(None))
+        .group_by(Instance.node_id)
+    )
+    return {node_id: count for node_id, count in rows if node_id is not None}
+
+
+def node_names(*, db: Session) -> list[str]:
+    """Every node's name, for choosing one (a filter of the staff instance list)."""
+    return list(db.scalars(select(Node.name).order_by(Node.name)))
 
 
 def list_nodes(*, db: Session, params: PageParams) -> tuple[list[Node], str | None]:

@@ -14,7 +14,9 @@ from vmcloud.core.jobs import libpq_url
 from vmcloud.support import attachments
 from vmcloud.web import errors
 from vmcloud.web.admin import audit as admin_audit
+from vmcloud.web.admin import instances as admin_instances
 from vmcloud.web.admin import ip_pools as admin_ip_pools
+from vmcloud.web.admin import nodes as admin_nodes
 from vmcloud.web.admin import overview as admin_overview
 from vmcloud.web.admin import products as admin_products
 from vmcloud.web.admin import settings as admin_settings
@@ -68,6 +70,8 @@ ADMIN_ROUTERS = (
     admin_users.router,
     admin_users_actions.router,
     admin_subscriptions.router,
+    admin_instances.router,
+    admin_nodes.router,  # its /admin/nodes/new before /admin/nodes/{node_id}
 )
 
 

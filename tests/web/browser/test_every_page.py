@@ -55,6 +55,10 @@ STAFF_PAGES = [
     "/admin/users",
     "/admin/users/{user}",
     "/admin/subscriptions",
+    "/admin/instances",
+    "/admin/nodes",
+    "/admin/nodes/new",
+    "/admin/nodes/{node}",
 ]
 
 
