@@ -183,7 +183,7 @@ def up(host: HostOption = None, port: PortOption = None, workers: WorkersOption 
     """Everything on one machine: database (embedded unless DATABASE_URL is set), migrations,
     seed data, first admin, then serve with a job worker in a supervised child process."""
     settings = _settings(host, port)
-    with database_url(settings) as url:
+    with database_url(settings, archive=True) as url:
         migrate.upgrade(url)
         engine = make_engine(settings, url)
         try:
