@@ -20,6 +20,7 @@ from fastapi import FastAPI
 from vmcloud.accounts import service as accounts
 from vmcloud.accounts.cli import app as users_app
 from vmcloud.app import create_app
+from vmcloud.backup.cli import app as backup_app
 from vmcloud.billing.cli import app as billing_app
 from vmcloud.compute import local
 from vmcloud.compute.cli import app as images_app
@@ -42,6 +43,7 @@ app.add_typer(images_app, name="images")
 app.add_typer(nodes_app, name="nodes")
 app.add_typer(pools_app, name="pools")
 app.add_typer(billing_app, name="billing")
+app.add_typer(backup_app, name="backup")
 
 HostOption = Annotated[str | None, typer.Option(help="Address to listen on.")]
 PortOption = Annotated[int | None, typer.Option(help="Port to listen on.")]

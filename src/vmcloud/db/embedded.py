@@ -99,12 +99,7 @@ class EmbeddedPostgres:
         other process (``vmcloud db current`` beside a running ``vmcloud up``) only connects.
         """
         self._prepare_root()
-        self._lock = open(self.root.parent / f"{self.root.name}.lock", "a")  # noqa: SIM115
-        try:
-            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            self.owned = True
-        except BlockingIOError:
-            self.owned = False
+        self._take_lock()
         if not self.owned:
             if not self.is_running():
                 raise EmbeddedPostgresError(f"{self.root} is locked by another process")
@@ -153,6 +148,30 @@ class EmbeddedPostgres:
         if changed & {"wal_level", "max_wal_senders", "archive_mode"}:
             log.info("embedded_postgres.restart_for_archiving", root=str(self.root))
             self._pg_ctl("restart", "-w", "-t", "60", "-m", "fast", "-l", str(self.log_file))
+
+    def take_over(self) -> None:
+        """Own the cluster and stop it, for work on its files (a restore over it); raises when
+        another process (a running ``vmcloud up``) owns it. :meth:`start` starts it again."""
+        self._prepare_root()
+        self._take_lock()
+        if not self.owned:
+            self.stop()
+            raise EmbeddedPostgresError(
+                f"{self.root} is in use by another process (is `vmcloud up` running?): stop it"
+                " first"
+            )
+        if self.is_running():
+            self._pg_ctl("stop", "-m", "fast", "-w", "-t", "60")
+
+    def _take_lock(self) -> None:
+        if self._lock is not None:
+            return
+        self._lock = open(self.root.parent / f"{self.root.name}.lock", "a")  # noqa: SIM115
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            self.owned = True
+        except BlockingIOError:
+            self.owned = False
 
     def stop(self) -> None:
         if self.owned and self.is_running():

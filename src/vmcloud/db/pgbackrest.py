@@ -104,11 +104,15 @@ class PgBackRest:
     def repos(self) -> list[int]:
         return [1, 2] if self.repo2 else [1]
 
-    def run(self, command: str, *options: str, check: bool = True) -> str:
-        """``pgbackrest <command>`` with our config and stanza; its standard output."""
+    def attempt(self, command: str, *options: str) -> subprocess.CompletedProcess[str]:
+        """``pgbackrest <command>`` with our config and stanza, whatever its exit code."""
         argv = ["pgbackrest", f"--config={self.config}", f"--stanza={STANZA}", *options, command]
-        result = run_as_server(argv)
-        if check and result.returncode != 0:
+        return run_as_server(argv)
+
+    def run(self, command: str, *options: str) -> str:
+        """``pgbackrest <command>``'s standard output; :class:`PgBackRestError` if it failed."""
+        result = self.attempt(command, *options)
+        if result.returncode != 0:
             detail = (result.stderr.strip() or result.stdout.strip()).splitlines()
             raise PgBackRestError(
                 f"pgbackrest {command} failed ({result.returncode}): "
