@@ -76,3 +76,11 @@ def platform(tmp_root: Path) -> Iterator[Platform]:
     started = start_platform(tmp_root / "data")
     yield started
     started.server.stop()
+
+
+@pytest.fixture
+def migrated(tmp_root: Path) -> Iterator[Platform]:
+    """A platform whose database is migrated to the head."""
+    started = start_platform(tmp_root / "data", migrated=True)
+    yield started
+    started.server.stop()

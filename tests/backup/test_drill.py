@@ -3,23 +3,14 @@ when a backup file or a WAL segment is corrupted (found by the text of ``verify`
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from prometheus_client import REGISTRY
 from sqlalchemy import create_engine
 from sqlalchemy.orm import Session
 
-from tests.backup.conftest import Platform, start_platform
+from tests.backup.conftest import Platform
 from vmcloud.backup import drill, metrics, service
-
-
-@pytest.fixture
-def migrated(tmp_root: Path) -> Iterator[Platform]:
-    started = start_platform(tmp_root / "data", migrated=True)
-    yield started
-    started.server.stop()
 
 
 def _record(platform: Platform, result: drill.DrillResult) -> None:
