@@ -146,9 +146,13 @@ def replace_live(*, repo: PgBackRest, settings: Settings, to_time: datetime | No
                 archive=True,
                 targets=target_options(to_time=to_time),
             )
-        except PgBackRestError:
+        except PgBackRestError:  # nothing restored: put everything back as it was
             shutil.rmtree(server.data_dir, ignore_errors=True)
             (aside / "postgres-data").rename(server.data_dir)
+            for name in files.DIRECTORIES:
+                if (aside / name).exists():
+                    (aside / name).rename(data_dir / name)
+            aside.rmdir()
             raise
         if label:
             files.restore(repo=repo, label=label, into=data_dir)
