@@ -15,19 +15,33 @@ from vmcloud.core.clock import utcnow
 
 
 @pytest.mark.parametrize(
-    ("now", "latest", "wanted"),
+    ("now", "latest", "latest_full", "wanted"),
     [
-        ("2026-12-05 13:00", None, "monthly"),  # the first backup at once
-        ("2026-12-01 02:10", "2026-11-30 02:00", "monthly"),  # the 1st, at the hour
-        ("2026-12-05 02:10", "2026-12-04 02:00", "daily"),
-        ("2026-12-05 02:20", "2026-12-05 02:01", None),  # already taken this hour
-        ("2026-12-05 03:10", "2026-12-04 02:00", None),  # not the hour
-        ("2026-12-05 02:10", "2026-12-05 00:30", "daily"),  # a manual one earlier that day
+        ("2026-12-05 13:00", None, None, "monthly"),  # the first backup at once
+        ("2026-12-01 02:10", "2026-11-30 02:00", "2026-11-01 02:00", "monthly"),  # the 1st
+        ("2026-12-01 02:20", "2026-12-01 02:05", "2026-11-01 02:00", "monthly"),  # after a diff
+        ("2026-12-01 02:20", "2026-12-01 02:10", "2026-12-01 02:10", None),  # taken
+        ("2026-12-05 02:10", "2026-12-04 02:00", "2026-12-01 02:00", "daily"),
+        ("2026-12-05 02:20", "2026-12-05 02:01", "2026-12-01 02:00", None),  # taken
+        ("2026-12-05 03:10", "2026-12-04 02:00", "2026-12-01 02:00", None),  # not the hour
+        ("2026-12-05 02:10", "2026-12-05 00:30", "2026-12-01 02:00", "daily"),  # manual at 00:30
     ],
 )
-def test_what_the_schedule_takes(now: str, latest: str | None, wanted: str | None) -> None:
-    parse = datetime.fromisoformat
-    assert due(now=parse(now), hour=2, latest_start=parse(latest) if latest else None) == wanted
+def test_what_the_schedule_takes(
+    now: str, latest: str | None, latest_full: str | None, wanted: str | None
+) -> None:
+    def parse(value: str | None) -> datetime | None:
+        return datetime.fromisoformat(value) if value else None
+
+    assert (
+        due(
+            now=datetime.fromisoformat(now),
+            hour=2,
+            latest=parse(latest),
+            latest_full=parse(latest_full),
+        )
+        == wanted
+    )
 
 
 def test_retention_keeps_the_configured_counts(platform: Platform) -> None:

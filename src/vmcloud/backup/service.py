@@ -77,8 +77,8 @@ class Inventory:
         kept = [b for b in self.backups if self.wal_min and b.wal_start >= self.wal_min]
         return kept[0].stopped_at if kept else None
 
-    def latest(self, kind: str | None = None) -> Backup | None:
-        chosen = [b for b in self.backups if kind is None or b.kind == kind]
+    def latest(self, type_: str | None = None) -> Backup | None:
+        chosen = [b for b in self.backups if type_ is None or b.type == type_]
         return chosen[-1] if chosen else None
 
 

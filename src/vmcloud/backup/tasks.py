@@ -31,14 +31,20 @@ from vmcloud.site_settings.registry import (
 log = get_logger(__name__)
 
 
-def due(*, now: datetime, hour: int, latest_start: datetime | None) -> service.Kind | None:
-    """Which backup the schedule wants at ``now``, if any."""
-    if latest_start is None:
+def due(
+    *, now: datetime, hour: int, latest: datetime | None, latest_full: datetime | None
+) -> service.Kind | None:
+    """Which backup the schedule wants at ``now``, given when the latest backup and the latest
+    full one started (a manual backup earlier in the hour counts; a differential does not
+    stand in for the monthly full)."""
+    if latest is None:
         return "monthly"
-    today = now.replace(hour=0, minute=0, second=0, microsecond=0)
-    if now.hour != hour or latest_start >= today.replace(hour=hour):
+    start = now.replace(hour=hour, minute=0, second=0, microsecond=0)
+    if now.hour != hour:
         return None
-    return "monthly" if now.day == 1 else "daily"
+    if now.day == 1:
+        return "monthly" if latest_full is None or latest_full < start else None
+    return "daily" if latest < start else None
 
 
 @jobs.on_stall(jobs.OnStall.FAIL)
@@ -55,8 +61,14 @@ def scheduled_backup(timestamp: int) -> None:
             full=site_settings.get(db, BACKUP_RETENTION_FULL),
             diff=site_settings.get(db, BACKUP_RETENTION_DIFF),
         )
-    latest = service.inventory(repo).latest()
-    kind = due(now=utcnow(), hour=hour, latest_start=latest.started_at if latest else None)
+    found = service.inventory(repo)
+    latest, latest_full = found.latest(), found.latest(type_="full")
+    kind = due(
+        now=utcnow(),
+        hour=hour,
+        latest=latest.started_at if latest else None,
+        latest_full=latest_full.started_at if latest_full else None,
+    )
     if kind is None:
         return
     outcome = service.take(
