@@ -5,12 +5,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from prometheus_client import REGISTRY
 from sqlalchemy import create_engine
 from sqlalchemy.orm import Session
 
 from tests.backup.conftest import Platform
 from vmcloud.backup import drill, metrics, service
+
+pytestmark = pytest.mark.slow  # real clusters, backups and restores
 
 
 def _record(platform: Platform, result: drill.DrillResult) -> None:

@@ -16,6 +16,8 @@ from vmcloud.core.clock import utcnow
 from vmcloud.db.embedded import EmbeddedPostgres
 from vmcloud.db.pgbackrest import PgBackRest
 
+pytestmark = pytest.mark.slow  # real clusters, backups and restores
+
 
 def test_a_restore_to_an_instant_has_what_was_committed_before_it_and_nothing_after(
     platform: Platform, tmp_root: Path

@@ -22,6 +22,8 @@ from vmcloud.cli import app as cli
 from vmcloud.core.clock import utcnow
 from vmcloud.db.embedded import EmbeddedPostgres
 
+pytestmark = pytest.mark.slow  # real clusters, backups and restores
+
 
 def test_restore_replace_round_trips_a_live_installation(
     migrated: Platform, clean_env: pytest.MonkeyPatch

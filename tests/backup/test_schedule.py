@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import time
 from datetime import datetime, timedelta
 
 import pytest
-from sqlalchemy import create_engine
-from sqlalchemy.orm import Session
+from prometheus_client import REGISTRY
+from sqlalchemy import create_engine, select
+from sqlalchemy.orm import Session, sessionmaker
 
 from tests.backup.conftest import Platform
-from vmcloud.backup import service
+from vmcloud.backup import metrics, service, tasks
+from vmcloud.backup.models import BackupRun
 from vmcloud.backup.tasks import due
+from vmcloud.core import jobs
 from vmcloud.core.clock import utcnow
+from vmcloud.core.mail import make_mailer
 
 
 @pytest.mark.parametrize(
@@ -44,6 +49,7 @@ def test_what_the_schedule_takes(
     )
 
 
+@pytest.mark.slow
 def test_retention_keeps_the_configured_counts(platform: Platform) -> None:
     keep = service.Retention(full=2, diff=1)
 
@@ -85,5 +91,25 @@ def test_problems_name_a_missing_or_old_backup_and_a_failing_archive(migrated: P
                 db.rollback()  # a new snapshot of the statistics
             (failing,) = service.problems(db=db, settings=platform.settings)
             assert failing.startswith("WAL archiving is failing")
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.slow
+def test_the_worker_takes_the_first_backup_at_once_and_reports_it(migrated: Platform) -> None:
+    settings = migrated.settings.model_copy(update={"database_url": migrated.url})
+    engine = create_engine(migrated.url)
+    try:
+        jobs.configure(jobs.Runtime(settings, sessionmaker(engine), make_mailer(settings)))
+        tasks.scheduled_backup(timestamp=0)
+        tasks.scheduled_backup(timestamp=0)  # nothing more is due within the hour
+        with Session(engine) as db:
+            runs = db.scalars(select(BackupRun)).all()
+        assert [(r.kind, r.type, r.outcome) for r in runs] == [("monthly", "full", "ok")]
+        metrics.refresh(engine)
+        stamp = REGISTRY.get_sample_value(
+            "vmcloud_backup_last_success_timestamp_seconds", {"kind": "monthly"}
+        )
+        assert stamp is not None and abs(stamp - time.time()) < 600
     finally:
         engine.dispose()
