@@ -67,6 +67,7 @@ def now(
             full=site_settings.get(db, BACKUP_RETENTION_FULL),
             diff=site_settings.get(db, BACKUP_RETENTION_DIFF),
         )
+        db.rollback()  # no transaction stays open for the minutes a backup takes
         outcome = service.take(
             repo=repo, data_dir=settings.data_dir, kind="manual", full=full, retention=retention
         )
