@@ -142,8 +142,10 @@ def take(
     files the database does not hold (secrets, attachments) beside it. Never raises for a
     failed backup: the outcome says why."""
     started = utcnow()
-    type_ = "full" if full or not inventory(repo).backups else "diff"
+    type_ = "full" if full else "diff"
     try:
+        if not full and not inventory(repo).backups:
+            type_ = "full"
         repo.run(
             "backup",
             f"--type={type_}",
