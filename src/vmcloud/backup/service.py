@@ -151,6 +151,7 @@ def take(
             f"--type={type_}",
             f"--annotation=kind={kind}",
             *retention.options(repo.repos),
+            background=True,
         )
         after = inventory(repo)
         latest = after.latest()
@@ -195,7 +196,7 @@ _BAD_COUNT = re.compile(r"(missing|checksum invalid|size invalid|other): [1-9]")
 def verify(repo: PgBackRest) -> Verification:
     """``pgbackrest verify``, judged by its text (its exit code is 0 even when it finds
     corruption): every stanza ``status: ok`` and no file missing or invalid."""
-    result = repo.attempt("verify", "--output=text", "--verbose")
+    result = repo.attempt("verify", "--output=text", "--verbose", background=True)
     body = result.stdout
     lines = [line.strip() for line in body.splitlines()]
     problems: list[str] = []

@@ -104,14 +104,20 @@ class PgBackRest:
     def repos(self) -> list[int]:
         return [1, 2] if self.repo2 else [1]
 
-    def attempt(self, command: str, *options: str) -> subprocess.CompletedProcess[str]:
-        """``pgbackrest <command>`` with our config and stanza, whatever its exit code."""
+    def attempt(
+        self, command: str, *options: str, background: bool = False
+    ) -> subprocess.CompletedProcess[str]:
+        """``pgbackrest <command>`` with our config and stanza, whatever its exit code. A
+        ``background`` command (a backup, a verification) yields the CPU and the disk to the
+        platform's requests (``nice``, lowest best-effort ``ionice``)."""
         argv = ["pgbackrest", f"--config={self.config}", f"--stanza={STANZA}", *options, command]
+        if background:
+            argv = ["nice", "-n", "10", "ionice", "-c", "2", "-n", "7", *argv]
         return run_as_server(argv)
 
-    def run(self, command: str, *options: str) -> str:
+    def run(self, command: str, *options: str, background: bool = False) -> str:
         """``pgbackrest <command>``'s standard output; :class:`PgBackRestError` if it failed."""
-        result = self.attempt(command, *options)
+        result = self.attempt(command, *options, background=background)
         if result.returncode != 0:
             detail = (result.stderr.strip() or result.stdout.strip()).splitlines()
             raise PgBackRestError(
