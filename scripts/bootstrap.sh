@@ -4,12 +4,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# postgresql-15: the database (embedded by ./run, per test run by ./test).
+# postgresql-15: the database (embedded by ./run, per test run by ./test); pgbackrest: its
+# WAL archiving, backups and restores.
 # qemu/libvirt/busybox/kernel: real VMs, and the tiny guest image built from Debian's parts.
 # libvirt-dev, pkg-config: to build libvirt-python. oathtool: an independent TOTP for the tests.
 # chromium (+ a font): the browser the panel tests drive through Playwright.
 APT_PACKAGES=(
-  postgresql-15 postgresql-client-15
+  postgresql-15 postgresql-client-15 pgbackrest
   qemu-system-x86 qemu-utils libvirt-daemon-system libvirt-clients libvirt-dev pkg-config
   busybox-static linux-image-cloud-amd64
   oathtool wrk

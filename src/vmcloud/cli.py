@@ -20,6 +20,7 @@ from fastapi import FastAPI
 from vmcloud.accounts import service as accounts
 from vmcloud.accounts.cli import app as users_app
 from vmcloud.app import create_app
+from vmcloud.backup.cli import app as backup_app
 from vmcloud.billing.cli import app as billing_app
 from vmcloud.compute import local
 from vmcloud.compute.cli import app as images_app
@@ -42,6 +43,7 @@ app.add_typer(images_app, name="images")
 app.add_typer(nodes_app, name="nodes")
 app.add_typer(pools_app, name="pools")
 app.add_typer(billing_app, name="billing")
+app.add_typer(backup_app, name="backup")
 
 HostOption = Annotated[str | None, typer.Option(help="Address to listen on.")]
 PortOption = Annotated[int | None, typer.Option(help="Port to listen on.")]
@@ -183,7 +185,7 @@ def up(host: HostOption = None, port: PortOption = None, workers: WorkersOption 
     """Everything on one machine: database (embedded unless DATABASE_URL is set), migrations,
     seed data, first admin, then serve with a job worker in a supervised child process."""
     settings = _settings(host, port)
-    with database_url(settings) as url:
+    with database_url(settings, archive=True) as url:
         migrate.upgrade(url)
         engine = make_engine(settings, url)
         try:

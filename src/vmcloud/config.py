@@ -86,6 +86,11 @@ class Settings(BaseSettings):
     max_request_body_bytes: int = Field(default=2 * 1024 * 1024, ge=1024)
     max_request_header_bytes: int = Field(default=16 * 1024, ge=1024, le=1024 * 1024)
 
+    # Backups of the embedded database (docs/operations.md, "Backups"): a second pgBackRest
+    # repository, off the machine, as its repo2-* options without the prefix, in JSON:
+    # {"path": "/mnt/backup/vmcloud"} or {"type": "s3", "s3-bucket": "…", "s3-endpoint": "…", …}.
+    backup_repo2: dict[str, str] = Field(default_factory=dict)
+
     # Payments (see docs/payments.md): Stripe's secret API key and webhook signing secret;
     # stripe_api_base points the SDK at another server (stripe-mock, a test double).
     stripe_secret_key: SecretStr | None = None

@@ -42,6 +42,7 @@ STALLED_JOBS = Counter(
 # Modules that declare tasks; the worker imports them before it starts.
 TASK_MODULES = [
     "vmcloud.accounts.tasks",
+    "vmcloud.backup.tasks",
     "vmcloud.billing.tasks",
     "vmcloud.compute.tasks",
     "vmcloud.ops.tasks",

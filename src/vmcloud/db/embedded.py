@@ -2,7 +2,9 @@
 
 Used when ``DATABASE_URL`` is unset: the cluster lives under ``<data_dir>/postgres``, listens on
 a Unix socket only (no TCP port to collide with or expose), trusts only its owner, and is stopped
-by whoever started it. PostgreSQL refuses to run as root, so under root the server runs as the
+by whoever started it. With ``archive`` (``vmcloud up``), WAL is archived by pgBackRest into
+``<data_dir>/backup`` (see db/pgbackrest.py); the test suite's clusters do not archive unless a
+test asks. PostgreSQL refuses to run as root, so under root the server runs as the
 ``postgres`` system user that Debian's ``postgresql-15`` package creates.
 """
 
@@ -21,6 +23,7 @@ import psycopg
 from psycopg import sql
 
 from vmcloud.core.logging import get_logger
+from vmcloud.db.pgbackrest import PgBackRest
 
 log = get_logger(__name__)
 
@@ -54,6 +57,8 @@ class EmbeddedPostgres:
         durable: bool = True,
         superuser: str = "vmcloud",
         port: int = 5432,
+        archive: bool = False,
+        repo2: dict[str, str] | None = None,
     ) -> None:
         self.root = root.resolve()
         self.data_dir = self.root / "data"
@@ -63,6 +68,14 @@ class EmbeddedPostgres:
         self.port = port
         self.bin_dir = find_bin_dir()
         self.owned = False
+        self.archive = archive
+        self.backup = PgBackRest(
+            self.root.parent / "backup",
+            pg_root=self.root,
+            port=port,
+            superuser=superuser,
+            repo2=repo2,
+        )
         self._lock: IO[str] | None = None
         if len(str(self.root)) > _MAX_SOCKET_DIR:
             raise EmbeddedPostgresError(
@@ -86,24 +99,79 @@ class EmbeddedPostgres:
         other process (``vmcloud db current`` beside a running ``vmcloud up``) only connects.
         """
         self._prepare_root()
+        self._take_lock()
+        if not self.owned:
+            if not self.is_running():
+                raise EmbeddedPostgresError(f"{self.root} is locked by another process")
+            return self
+        if self.archive:
+            self.backup.write_config()
+        if not (self.data_dir / "PG_VERSION").exists():
+            self._initdb()
+        if self.is_running():
+            log.info("embedded_postgres.adopted", root=str(self.root))
+        else:
+            self._pg_ctl("start", "-w", "-t", "60", "-l", str(self.log_file))
+            log.info("embedded_postgres.started", root=str(self.root))
+        if self.archive:
+            self._ensure_archiving()
+            self.backup.create_stanza()
+        return self
+
+    def archive_settings(self) -> dict[str, str]:
+        return {
+            "wal_level": "replica",
+            "max_wal_senders": "10",
+            "archive_mode": "on",
+            "archive_timeout": "60",  # bounds the data lost with the machine on a quiet system
+            "archive_command": self.backup.archive_command,
+        }
+
+    def _ensure_archiving(self) -> None:
+        """Switch archiving on in a cluster made without it (or restored with it off, or moved
+        to another data directory): ``ALTER SYSTEM``, then the restart ``archive_mode`` needs."""
+        wanted = self.archive_settings()
+        with psycopg.connect(self.conninfo(), autocommit=True) as conn:
+            rows = conn.execute(
+                "SELECT name, setting FROM pg_settings WHERE name = ANY(%s)", (list(wanted),)
+            ).fetchall()
+            current: dict[str, str] = dict(rows)
+            changed = {name for name, value in wanted.items() if current.get(name) != value}
+            for name in sorted(changed):
+                conn.execute(
+                    sql.SQL("ALTER SYSTEM SET {} = {}").format(
+                        sql.Identifier(name), sql.Literal(wanted[name])
+                    )
+                )
+            if changed:
+                conn.execute("SELECT pg_reload_conf()")
+        if changed & {"wal_level", "max_wal_senders", "archive_mode"}:
+            log.info("embedded_postgres.restart_for_archiving", root=str(self.root))
+            self._pg_ctl("restart", "-w", "-t", "60", "-m", "fast", "-l", str(self.log_file))
+
+    def take_over(self) -> None:
+        """Own the cluster and stop it, for work on its files (a restore over it); raises when
+        another process (a running ``vmcloud up``) owns it. :meth:`start` starts it again."""
+        self._prepare_root()
+        self._take_lock()
+        if not self.owned:
+            self.stop()
+            raise EmbeddedPostgresError(
+                f"{self.root} is in use by another process (is `vmcloud up` running?): stop it"
+                " first"
+            )
+        if self.is_running():
+            self._pg_ctl("stop", "-m", "fast", "-w", "-t", "60")
+
+    def _take_lock(self) -> None:
+        if self._lock is not None:
+            return
         self._lock = open(self.root.parent / f"{self.root.name}.lock", "a")  # noqa: SIM115
         try:
             fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
             self.owned = True
         except BlockingIOError:
             self.owned = False
-        if not self.owned:
-            if not self.is_running():
-                raise EmbeddedPostgresError(f"{self.root} is locked by another process")
-            return self
-        if not (self.data_dir / "PG_VERSION").exists():
-            self._initdb()
-        if self.is_running():
-            log.info("embedded_postgres.adopted", root=str(self.root))
-            return self
-        self._pg_ctl("start", "-w", "-t", "60", "-l", str(self.log_file))
-        log.info("embedded_postgres.started", root=str(self.root))
-        return self
 
     def stop(self) -> None:
         if self.owned and self.is_running():
@@ -202,6 +270,8 @@ class EmbeddedPostgres:
             "timezone": "'UTC'",
             "log_timezone": "'UTC'",
         }
+        if self.archive:
+            settings |= {k: f"'{v}'" for k, v in self.archive_settings().items()}
         if not self.durable:
             # Throwaway clusters for tests: crash safety buys nothing there.
             settings |= {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}

@@ -10,6 +10,7 @@ from vmcloud.accounts.models import (
     User,
 )
 from vmcloud.audit.models import AuditLog
+from vmcloud.backup.models import BackupDrill, BackupRun
 from vmcloud.billing.models import (
     LedgerCheckpoint,
     LedgerCheckpointSum,
@@ -27,6 +28,8 @@ from vmcloud.support.models import SupportTicket, TicketMessage
 __all__ = [
     "ApiToken",
     "AuditLog",
+    "BackupDrill",
+    "BackupRun",
     "Base",
     "EmailVerification",
     "IdempotencyKey",

@@ -9,6 +9,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import Engine
 from starlette.responses import Response
 
+from vmcloud.backup import metrics as backup_metrics
 from vmcloud.config import Settings
 from vmcloud.core.errors import ServiceUnavailableError
 from vmcloud.core.logging import get_logger
@@ -64,5 +65,6 @@ def _worker_state(engine: Engine, settings: Settings) -> str:
 
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
-def metrics() -> Response:
+def metrics(request: Request) -> Response:
+    backup_metrics.refresh(request.app.state.engine)
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

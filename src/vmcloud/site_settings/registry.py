@@ -117,6 +117,11 @@ ATTACHMENT_TYPES = Setting[list[str]](
 )
 AUTO_CLOSE_DAYS = Setting[int]("support.auto_close_days", 7, ge=0, le=365)
 
+# Backups (backup/schedule.py): the daily backup's hour (UTC) and the native retention counts.
+BACKUP_HOUR = Setting[int]("backup.hour", 2, ge=0, le=23)
+BACKUP_RETENTION_FULL = Setting[int]("backup.retention_full", 12, ge=1, le=9999)
+BACKUP_RETENTION_DIFF = Setting[int]("backup.retention_diff", 30, ge=1, le=9999)
+
 
 class CannedReply(TypedDict):
     """A reply staff can start from on a ticket's page: a title to pick it by, and its text."""
@@ -163,6 +168,9 @@ REGISTRY = _index(
     ATTACHMENT_TYPES,
     AUTO_CLOSE_DAYS,
     CANNED_REPLIES,
+    BACKUP_HOUR,
+    BACKUP_RETENTION_FULL,
+    BACKUP_RETENTION_DIFF,
 )
 
 # Pairs that must stay ordered: (lower, upper).

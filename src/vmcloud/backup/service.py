@@ -1,0 +1,260 @@
+"""Backups of the embedded database: take one, list them, verify the repository, and say what
+is wrong. pgBackRest does the work (db/pgbackrest.py); this module decides the options and
+reads its answers. Commands that take minutes run outside any transaction; their outcome is
+recorded afterwards (:func:`record`)."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Literal
+
+from sqlalchemy import select, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session
+
+from vmcloud.backup import files
+from vmcloud.backup.models import BackupDrill, BackupRun
+from vmcloud.config import Settings
+from vmcloud.core.clock import utcnow
+from vmcloud.core.logging import get_logger
+from vmcloud.db.pgbackrest import PgBackRest, PgBackRestError
+
+log = get_logger(__name__)
+
+Kind = Literal["monthly", "daily", "manual"]
+STALE_AFTER = timedelta(hours=26)
+
+
+class BackupError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class Retention:
+    full: int = 12
+    diff: int = 30
+
+    def options(self, repos: list[int]) -> list[str]:
+        """pgBackRest's native retention, for every repository: ``full`` full backups, ``diff``
+        differentials, and WAL for point-in-time recovery across the differentials kept."""
+        return [
+            option
+            for n in repos
+            for option in (
+                f"--repo{n}-retention-full={self.full}",
+                f"--repo{n}-retention-diff={self.diff}",
+                f"--repo{n}-retention-archive-type=diff",
+                f"--repo{n}-retention-archive={self.diff}",
+            )
+        ]
+
+
+@dataclass(frozen=True)
+class Backup:
+    label: str
+    type: str  # full or diff
+    kind: str
+    started_at: datetime
+    stopped_at: datetime
+    size_bytes: int
+    stored_bytes: int
+    wal_start: str
+
+
+@dataclass(frozen=True)
+class Inventory:
+    backups: list[Backup]  # oldest first
+    wal_min: str | None
+    wal_max: str | None
+
+    @property
+    def pitr_from(self) -> datetime | None:
+        """The earliest instant restorable: the end of the oldest backup whose WAL is kept."""
+        kept = [b for b in self.backups if self.wal_min and b.wal_start >= self.wal_min]
+        return kept[0].stopped_at if kept else None
+
+    def latest(self, type_: str | None = None) -> Backup | None:
+        chosen = [b for b in self.backups if type_ is None or b.type == type_]
+        return chosen[-1] if chosen else None
+
+
+def embedded_repository(settings: Settings) -> PgBackRest | None:
+    """The pgBackRest stanza of this installation's embedded database, or None when the
+    database is another one (``DATABASE_URL``): pgBackRest then runs on the database's host."""
+    pg_root = (settings.data_dir / "postgres").resolve()
+    repo = PgBackRest(settings.data_dir / "backup", pg_root=pg_root, repo2=settings.backup_repo2)
+    if not repo.config.exists():
+        return None
+    if settings.database_url:
+        host = make_url(settings.database_url).query.get("host")
+        if host is None or Path(str(host)).resolve() != pg_root:
+            return None
+    return repo
+
+
+def inventory(repo: PgBackRest) -> Inventory:
+    stanzas: list[dict[str, Any]] = json.loads(repo.run("info", "--output=json") or "[]")
+    if not stanzas:
+        return Inventory([], None, None)
+    stanza = stanzas[0]
+    backups = [_backup(raw) for raw in stanza.get("backup", []) if not raw.get("error")]
+    archives = stanza.get("archive") or []
+    wal_min = min((a["min"] for a in archives if a.get("min")), default=None)
+    wal_max = max((a["max"] for a in archives if a.get("max")), default=None)
+    return Inventory(backups, wal_min, wal_max)
+
+
+def _backup(raw: dict[str, Any]) -> Backup:
+    def when(seconds: int) -> datetime:
+        return datetime.fromtimestamp(seconds, UTC).replace(tzinfo=None)
+
+    return Backup(
+        label=raw["label"],
+        type=raw["type"],
+        kind=(raw.get("annotation") or {}).get("kind", "manual"),
+        started_at=when(raw["timestamp"]["start"]),
+        stopped_at=when(raw["timestamp"]["stop"]),
+        size_bytes=int(raw["info"]["size"]),
+        stored_bytes=int(raw["info"]["repository"]["delta"]),
+        wal_start=raw["archive"]["start"],
+    )
+
+
+@dataclass(frozen=True)
+class Outcome:
+    kind: Kind
+    type: str
+    started_at: datetime
+    finished_at: datetime
+    backup: Backup | None
+    error: str | None
+
+
+def take(
+    *, repo: PgBackRest, data_dir: Path, kind: Kind, full: bool, retention: Retention
+) -> Outcome:
+    """Back up the database (full when asked or when there is none yet, else differential),
+    then expire by ``retention`` (pgBackRest does it after each backup), then archive the
+    files the database does not hold (secrets, attachments) beside it. Never raises for a
+    failed backup: the outcome says why."""
+    started = utcnow()
+    type_ = "full" if full else "diff"
+    try:
+        if not full and not inventory(repo).backups:
+            type_ = "full"
+        repo.run(
+            "backup",
+            f"--type={type_}",
+            f"--annotation=kind={kind}",
+            *retention.options(repo.repos),
+            background=True,
+        )
+        after = inventory(repo)
+        latest = after.latest()
+        if latest is None:
+            raise BackupError("pgbackrest reported no backup after a successful run")
+        files.archive(repo=repo, data_dir=data_dir, label=latest.label)
+        files.prune(repo=repo, keep={b.label for b in after.backups})
+    except (PgBackRestError, BackupError, OSError) as exc:
+        log.error("backup.failed", kind=kind, type=type_, error=str(exc))
+        return Outcome(kind, type_, started, utcnow(), None, str(exc))
+    log.info("backup.done", kind=kind, type=type_, label=latest.label)
+    return Outcome(kind, type_, started, utcnow(), latest, None)
+
+
+def record(*, db: Session, outcome: Outcome) -> BackupRun:
+    run = BackupRun(
+        kind=outcome.kind,
+        type=outcome.type,
+        label=outcome.backup.label if outcome.backup else None,
+        started_at=outcome.started_at,
+        finished_at=outcome.finished_at,
+        size_bytes=outcome.backup.size_bytes if outcome.backup else None,
+        stored_bytes=outcome.backup.stored_bytes if outcome.backup else None,
+        outcome="ok" if outcome.error is None else "failed",
+        error=outcome.error[:4000] if outcome.error else None,
+    )
+    db.add(run)
+    db.flush()
+    return run
+
+
+@dataclass(frozen=True)
+class Verification:
+    ok: bool
+    text: str
+    problems: list[str]
+
+
+_BAD_COUNT = re.compile(r"(missing|checksum invalid|size invalid|other): [1-9]")
+
+
+def verify(repo: PgBackRest) -> Verification:
+    """``pgbackrest verify``, judged by its text (its exit code is 0 even when it finds
+    corruption): every stanza ``status: ok`` and no file missing or invalid."""
+    result = repo.attempt("verify", "--output=text", "--verbose", background=True)
+    body = result.stdout
+    lines = [line.strip() for line in body.splitlines()]
+    problems: list[str] = []
+    context = ""
+    for line in lines:
+        if line.startswith(("backup:", "archiveId:")):
+            context = line
+        if _BAD_COUNT.search(line) or "status: invalid" in line:
+            problems.append(f"{context} — {line}" if context and context != line else line)
+    statuses = [line for line in lines if line.startswith("status:")]
+    if result.returncode != 0:
+        problems.append(f"pgbackrest verify failed: {result.stderr.strip()[-500:]}")
+    if not statuses or any(line != "status: ok" for line in statuses):
+        problems.append("the repository's status is not ok: " + (", ".join(statuses) or "none"))
+    return Verification(not problems, body, problems)
+
+
+def archiver_problem(db: Session) -> str | None:
+    """A failing WAL archive (``pg_stat_archiver``): the last attempt failed."""
+    row = db.execute(
+        text(
+            "SELECT failed_count, last_failed_wal, last_failed_time, last_archived_time"
+            "  FROM pg_stat_archiver"
+        )
+    ).one()
+    failed, wal, failed_at, archived_at = row
+    if failed and failed_at is not None and (archived_at is None or failed_at > archived_at):
+        return (
+            f"WAL archiving is failing: segment {wal} could not be archived"
+            f" (last try {failed_at:%Y-%m-%d %H:%M} UTC)."
+        )
+    return None
+
+
+def problems(*, db: Session, settings: Settings, now: datetime | None = None) -> list[str]:
+    """What the staff should hear about backups, in words: no recent backup, a failing WAL
+    archive, a failed restore drill. Empty when all is well."""
+    now = now or utcnow()
+    repo = embedded_repository(settings)
+    if repo is None:
+        return [
+            "Backups are not managed by this installation (external database): run pgBackRest"
+            " on the database's host (docs/operations.md)."
+        ]
+    found: list[str] = []
+    try:
+        latest = inventory(repo).latest()
+    except PgBackRestError as exc:
+        found.append(f"The backup repository cannot be read: {exc}")
+    else:
+        if latest is None:
+            found.append("There is no backup yet.")
+        elif now - latest.stopped_at > STALE_AFTER:
+            hours = (now - latest.stopped_at).total_seconds() / 3600
+            found.append(f"The latest backup ({latest.label}) is {hours:.0f} hours old.")
+    if archiving := archiver_problem(db):
+        found.append(archiving)
+    drill = db.scalars(select(BackupDrill).order_by(BackupDrill.started_at.desc()).limit(1)).first()
+    if drill is not None and drill.outcome == "failed":
+        found.append(f"The last restore drill ({drill.started_at:%Y-%m-%d}) failed: {drill.reason}")
+    return found
