@@ -21,6 +21,7 @@ from vmcloud.billing import flows, ledger
 from vmcloud.billing.models import Subscription
 from vmcloud.compute import nodes
 from vmcloud.compute.schemas import InstanceCreate
+from vmcloud.config import Settings
 from vmcloud.core import jobs
 from vmcloud.core.jobs import libpq_url
 from vmcloud.web.admin import overview
@@ -126,20 +127,35 @@ def test_only_admins_see_the_recent_audit_rows(panel: TestClient, db: Session) -
     assert "user.login" in page.text  # the admin's own login, a moment ago
 
 
-def test_the_stream_re_renders_the_counters_out_of_band(panel: TestClient, db: Session) -> None:
+def test_admins_see_the_backup_problems(panel: TestClient, db: Session) -> None:
+    staff(panel, db, role="support")
+    assert 'id="stat-backups"' not in panel.get("/admin").text
+    panel.cookies.clear()
+    staff(panel, db, role="admin")
+    page = panel.get("/admin").text
+    assert 'id="stat-backups"' in page
+    # The test database is not this installation's embedded one: nothing backs it up here.
+    assert "Backups are not managed by this installation" in page
+
+
+def test_the_stream_re_renders_the_counters_out_of_band(
+    panel: TestClient, db: Session, app_settings: Settings
+) -> None:
     agent = staff(panel, db, role="support")
     raw = panel.cookies.get("__Host-vmc_session")
-    html = overview.live_counters(db, raw) or ""
+    html = overview.live_counters(db, raw, app_settings) or ""
     assert html.startswith('<section id="overview-counters"') or 'id="overview-counters"' in html
     assert 'hx-swap-oob="true"' in html
     assert 'id="recent-audit"' not in html
     before = counts(html)["tickets-open"]
     make_ticket(db, make_user(db))
-    assert counts(overview.live_counters(db, raw) or "")["tickets-open"] == str(int(before) + 1)
-    assert overview.live_counters(db, "not-a-session") is None
+    assert counts(overview.live_counters(db, raw, app_settings) or "")["tickets-open"] == str(
+        int(before) + 1
+    )
+    assert overview.live_counters(db, "not-a-session", app_settings) is None
     agent.role = "customer"  # demoted while the stream is open: it renders nothing more
     db.flush()
-    assert overview.live_counters(db, raw) is None
+    assert overview.live_counters(db, raw, app_settings) is None
 
 
 def test_the_stream_refuses_customers(panel: TestClient, db: Session) -> None:

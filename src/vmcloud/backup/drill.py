@@ -34,6 +34,7 @@ from vmcloud.backup import service
 from vmcloud.backup.models import BackupDrill
 from vmcloud.backup.restore import restore_cluster, target_options, wait_until_writable
 from vmcloud.billing import verification
+from vmcloud.core import events
 from vmcloud.core.clock import utcnow
 from vmcloud.core.logging import get_logger
 from vmcloud.db import migrate
@@ -163,6 +164,7 @@ def record(*, db: Session, result: DrillResult) -> BackupDrill:
     )
     db.add(drill)
     db.flush()
+    events.announce(db, kind="backup", user_id=None, id=drill.id)
     return drill
 
 

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from vmcloud.backup import files
 from vmcloud.backup.models import BackupDrill, BackupRun
 from vmcloud.config import Settings
+from vmcloud.core import events
 from vmcloud.core.clock import utcnow
 from vmcloud.core.logging import get_logger
 from vmcloud.db.pgbackrest import PgBackRest, PgBackRestError
@@ -180,6 +181,7 @@ def record(*, db: Session, outcome: Outcome) -> BackupRun:
     )
     db.add(run)
     db.flush()
+    events.announce(db, kind="backup", user_id=None, id=run.id)
     return run
 
 
@@ -231,6 +233,45 @@ def archiver_problem(db: Session) -> str | None:
     return None
 
 
+def _age_problem(label: str | None, stopped_at: datetime, now: datetime) -> str | None:
+    if now - stopped_at <= STALE_AFTER:
+        return None
+    hours = (now - stopped_at).total_seconds() / 3600
+    return f"The latest backup ({label}) is {hours:.0f} hours old."
+
+
+def _drill_problem(db: Session) -> str | None:
+    drill = db.scalars(select(BackupDrill).order_by(BackupDrill.started_at.desc()).limit(1)).first()
+    if drill is not None and drill.outcome == "failed":
+        return f"The last restore drill ({drill.started_at:%Y-%m-%d}) failed: {drill.reason}"
+    return None
+
+
+def recorded_problems(*, db: Session, managed: bool, now: datetime | None = None) -> list[str]:
+    """:func:`problems` from the database alone (no pgBackRest call, so cheap enough for a
+    live page): the newest successful backup the platform recorded, the archiver, the last
+    drill. ``managed``: this installation backs its database up (``embedded_repository``)."""
+    if not managed:
+        return [
+            "Backups are not managed by this installation (external database): run pgBackRest"
+            " on the database's host (docs/operations.md)."
+        ]
+    now = now or utcnow()
+    found: list[str] = []
+    latest = db.scalars(
+        select(BackupRun)
+        .where(BackupRun.outcome == "ok")
+        .order_by(BackupRun.finished_at.desc())
+        .limit(1)
+    ).first()
+    if latest is None:
+        found.append("There is no backup yet.")
+    elif stale := _age_problem(latest.label, latest.finished_at, now):
+        found.append(stale)
+    found += [p for p in (archiver_problem(db), _drill_problem(db)) if p]
+    return found
+
+
 def problems(*, db: Session, settings: Settings, now: datetime | None = None) -> list[str]:
     """What the staff should hear about backups, in words: no recent backup, a failing WAL
     archive, a failed restore drill. Empty when all is well."""
@@ -249,12 +290,7 @@ def problems(*, db: Session, settings: Settings, now: datetime | None = None) ->
     else:
         if latest is None:
             found.append("There is no backup yet.")
-        elif now - latest.stopped_at > STALE_AFTER:
-            hours = (now - latest.stopped_at).total_seconds() / 3600
-            found.append(f"The latest backup ({latest.label}) is {hours:.0f} hours old.")
-    if archiving := archiver_problem(db):
-        found.append(archiving)
-    drill = db.scalars(select(BackupDrill).order_by(BackupDrill.started_at.desc()).limit(1)).first()
-    if drill is not None and drill.outcome == "failed":
-        found.append(f"The last restore drill ({drill.started_at:%Y-%m-%d}) failed: {drill.reason}")
+        elif stale := _age_problem(latest.label, latest.stopped_at, now):
+            found.append(stale)
+    found += [p for p in (archiver_problem(db), _drill_problem(db)) if p]
     return found

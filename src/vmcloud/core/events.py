@@ -22,9 +22,12 @@ from sqlalchemy.orm import Session
 
 CHANNEL = "vmcloud_events"
 # Staff-only kinds (announced with no user): ``node`` (health, allocation), ``audit`` (a new
-# audit row), ``job`` (a background job failed).
+# audit row), ``job`` (a background job failed), ``backup`` (a backup or drill recorded).
 KINDS = frozenset(
-    {"instance", "balance", "top_up", "subscription", "metric", "ticket", "node", "audit", "job"}
+    {
+        *("instance", "balance", "top_up", "subscription", "metric", "ticket"),
+        *("node", "audit", "job", "backup"),
+    }
 )
 
 _NOTIFY = text("SELECT pg_notify(:channel, :payload)")

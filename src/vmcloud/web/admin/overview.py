@@ -14,12 +14,15 @@ from starlette.responses import Response
 from vmcloud.accounts.deps import is_admin
 from vmcloud.accounts.models import STAFF_ROLES
 from vmcloud.audit import service as audit
+from vmcloud.backup import service as backups
 from vmcloud.billing import subscriptions
 from vmcloud.billing.payments import service as payments
 from vmcloud.compute import nodes
 from vmcloud.compute import service as compute
 from vmcloud.compute.models import INSTANCE_STATUSES
+from vmcloud.config import Settings
 from vmcloud.core import jobs
+from vmcloud.core.deps import AppSettings
 from vmcloud.db.session import DbSession
 from vmcloud.site_settings import service as site_settings
 from vmcloud.site_settings.registry import CURRENCY
@@ -32,13 +35,13 @@ router = APIRouter(include_in_schema=False)
 
 # What the counters depend on (``metric`` samples change none of them).
 LIVE_KINDS = frozenset(
-    {"instance", "node", "ticket", "top_up", "balance", "subscription", "audit", "job"}
+    {"instance", "node", "ticket", "top_up", "balance", "subscription", "audit", "job", "backup"}
 )
 RECENT_AUDIT = 10
 
 
-def counters(db: Session, *, can_admin: bool) -> dict[str, Any]:
-    """Everything the overview shows."""
+def counters(db: Session, *, can_admin: bool, settings: Settings) -> dict[str, Any]:
+    """Everything the overview shows (backups: to admins, who run the installation)."""
     by_status = compute.status_counts(db=db)
     open_tickets, unassigned = support.queue_counts(db=db)
     return {
@@ -52,33 +55,42 @@ def counters(db: Session, *, can_admin: bool) -> dict[str, Any]:
         "failed_jobs": jobs.failed_count(db=db),
         "past_due": subscriptions.past_due_count(db=db),
         "audit": audit.recent(db, limit=RECENT_AUDIT) if can_admin else None,
+        "backup_problems": (
+            backups.recorded_problems(
+                db=db, managed=backups.embedded_repository(settings) is not None
+            )
+            if can_admin
+            else None
+        ),
         "can_admin": can_admin,
     }
 
 
 @router.get("/admin")
-def overview_page(request: Request, db: DbSession, user: StaffPanelUser) -> Response:
-    context = counters(db, can_admin=is_admin(user))
+def overview_page(
+    request: Request, db: DbSession, user: StaffPanelUser, settings: AppSettings
+) -> Response:
+    context = counters(db, can_admin=is_admin(user), settings=settings)
     return page(request, "admin/overview.html", user, context, area="overview")
 
 
-def live_counters(db: Session, raw: str | None) -> str | None:
+def live_counters(db: Session, raw: str | None, settings: Settings) -> str | None:
     # The viewer's role is read again with each render: an admin demoted to support stops
     # seeing the audit rows at once, and someone no longer staff sees nothing more.
     login = login_of(db, raw)
     if login is None or login.user.role not in STAFF_ROLES:
         return None
-    context = counters(db, can_admin=is_admin(login.user))
+    context = counters(db, can_admin=is_admin(login.user), settings=settings)
     return fragment("admin/_overview_counters.html", oob=True, **context)
 
 
 @router.get("/admin/stream")
-async def overview_stream(request: Request, _: StaffPanelUser) -> Response:
+async def overview_stream(request: Request, _: StaffPanelUser, settings: AppSettings) -> Response:
     raw = cookie_secret(request)
     return await stream(
         request,
-        resync=lambda db: live_counters(db, raw),
+        resync=lambda db: live_counters(db, raw, settings),
         render=lambda db, event: (
-            live_counters(db, raw) if event.get("kind") in LIVE_KINDS else None
+            live_counters(db, raw, settings) if event.get("kind") in LIVE_KINDS else None
         ),
     )
