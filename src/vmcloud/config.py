@@ -25,6 +25,10 @@ class Settings(BaseSettings):
     database_url: str | None = Field(
         default=None, validation_alias=AliasChoices("DATABASE_URL", "VMCLOUD_DATABASE_URL")
     )
+    # Routed reads (docs/operations.md, "Read replica"): libpq multi-host with
+    # target_session_attrs=prefer-standby, so they fall back to the primary when the standby is
+    # down. Unset: every read goes to database_url.
+    database_read_url: str | None = None
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     base_url: str | None = None
@@ -97,7 +101,7 @@ class Settings(BaseSettings):
     stripe_webhook_secret: SecretStr | None = None
     stripe_api_base: str | None = None
 
-    @field_validator("database_url")
+    @field_validator("database_url", "database_read_url")
     @classmethod
     def _normalise_url(cls, value: str | None) -> str | None:
         return normalise_database_url(value) if value else None

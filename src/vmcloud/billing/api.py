@@ -25,7 +25,7 @@ from vmcloud.billing.schemas import (
 from vmcloud.core import idempotency
 from vmcloud.core.idempotency import KeyHeader
 from vmcloud.core.pagination import Page, PageQuery, page_of
-from vmcloud.db.session import DbSession
+from vmcloud.db.session import DbSession, ReadDbSession
 
 router = APIRouter(prefix="/billing", tags=["billing"])
 subscriptions = APIRouter(prefix="/subscriptions", tags=["billing"])
@@ -39,7 +39,9 @@ def get_balance(db: DbSession, user: CurrentUser) -> Balance:
 
 
 @router.get("/transactions", response_model=Page[TransactionRead], summary="Your ledger")
-def list_transactions(db: DbSession, user: CurrentUser, page: PageQuery) -> Page[TransactionRead]:
+def list_transactions(
+    db: ReadDbSession, user: CurrentUser, page: PageQuery
+) -> Page[TransactionRead]:
     items, cursor = service.list_transactions(db=db, user=user, params=page)
     return page_of(TransactionRead, items, cursor)
 
@@ -114,7 +116,7 @@ TransactionStatus = Literal["pending", "completed", "failed", "cancelled"]
 
 @admin.get("/transactions", response_model=Page[AdminTransactionRead], summary="The whole ledger")
 def admin_transactions(
-    db: DbSession,
+    db: ReadDbSession,
     user: StaffUser,
     page: PageQuery,
     user_id: uuid.UUID | None = None,
