@@ -4,20 +4,25 @@ One standby of the suite's cluster serves the module (building it is the slow pa
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from decimal import Decimal
+from pathlib import Path
 
 import psycopg
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import make_url
 from sqlalchemy.orm import Session
+from typer.testing import CliRunner
 
 from tests.factories.accounts import PASSWORD, fund, make_user
 from tests.helpers import bearer, login
 from vmcloud.accounts.models import User
 from vmcloud.app import create_app
+from vmcloud.cli import app
 from vmcloud.config import Settings
 from vmcloud.db.embedded import EmbeddedPostgres
 from vmcloud.db.replica import Replica, status
@@ -128,3 +133,51 @@ def test_list_routes_read_from_the_replica_and_fall_back_to_the_primary(
                     standby.execute("SELECT pg_wal_replay_resume()")
     finally:
         engine.dispose()
+
+
+runner = CliRunner()
+
+
+def test_replica_commands_start_report_and_stop_a_standby(
+    clean_env: pytest.MonkeyPatch,
+) -> None:
+    data_dir = Path(tempfile.mkdtemp(prefix="vmc-rep-", dir="/tmp"))
+    data_dir.chmod(0o711)
+    clean_env.setenv("VMCLOUD_DATA_DIR", str(data_dir))
+    primary = EmbeddedPostgres(data_dir / "postgres", durable=False)
+    try:
+        refused = runner.invoke(app, ["db", "replica", "start"])
+        assert refused.exit_code == 1
+        assert "not running" in refused.output
+        primary.start()
+
+        started = runner.invoke(app, ["db", "replica", "start"])
+        assert started.exit_code == 0, started.output
+        assert "VMCLOUD_DATABASE_READ_URL=" in started.output
+        _eventually(
+            lambda: "streaming:  yes" in runner.invoke(app, ["db", "replica", "status"]).output
+        )
+        report = runner.invoke(app, ["db", "replica", "status"])
+        assert report.exit_code == 0
+        assert "running:    yes" in report.output
+        assert "lag:        " in report.output
+
+        stopped = runner.invoke(app, ["db", "replica", "stop"])
+        assert stopped.exit_code == 0, stopped.output
+        report = runner.invoke(app, ["db", "replica", "status"])
+        assert report.exit_code == 1
+        assert "running:    no" in report.output
+    finally:
+        standby = Replica(primary)
+        standby.take_over()  # stops it if a failed step left it running
+        standby.destroy()
+        primary.stop()
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def test_replica_commands_refuse_an_external_database(clean_env: pytest.MonkeyPatch) -> None:
+    clean_env.setenv("DATABASE_URL", "postgresql://vmcloud@db.example/vmcloud")
+    for command in ("start", "stop", "status"):
+        result = runner.invoke(app, ["db", "replica", command])
+        assert result.exit_code == 1
+        assert "DATABASE_URL is set" in result.output

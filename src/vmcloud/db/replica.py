@@ -11,9 +11,11 @@ from __future__ import annotations
 import shutil
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any
 
 import psycopg
 
+from vmcloud.config import Settings
 from vmcloud.db.embedded import EmbeddedPostgres, EmbeddedPostgresError
 from vmcloud.db.runtime import EMBEDDED_DBNAME
 
@@ -76,11 +78,29 @@ class Replica(EmbeddedPostgres):
         with open(self.data_dir / "postgresql.auto.conf", "a") as conf:
             conf.write("".join(f"{key} = {value}\n" for key, value in overrides.items()))
 
+    def detach(self) -> None:
+        """Leave the standby running after this process exits (``vmcloud db replica start``):
+        give up ownership without stopping it."""
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
+        self.owned = False
+
     def destroy(self) -> None:
         """Stop the standby if this process owns it and remove its files (the next start
         builds a fresh one)."""
         self.stop()
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+def embedded_replica(settings: Settings) -> Replica:
+    """The replica of this installation's embedded database (``<data dir>/replica``)."""
+    if settings.database_url:
+        raise EmbeddedPostgresError(
+            "DATABASE_URL is set: give that database its own standby and point"
+            ' VMCLOUD_DATABASE_READ_URL at both (docs/operations.md, "Read replica").'
+        )
+    return Replica(EmbeddedPostgres(settings.data_dir / "postgres"))
 
 
 @dataclass(frozen=True)
@@ -96,25 +116,34 @@ class ReplicaStatus:
 def status(replica: Replica) -> ReplicaStatus:
     """Streaming state and lag: ``pg_stat_replication`` on the primary,
     ``pg_last_wal_replay_lsn()`` on the standby."""
-    streaming, lag_bytes, lag_seconds = False, None, None
-    if replica.primary.is_running():
-        with psycopg.connect(replica.primary.conninfo(), autocommit=True) as conn:
-            row = conn.execute(
-                "SELECT state, pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn)::bigint,"
-                "       extract(epoch FROM replay_lag)"
-                "  FROM pg_stat_replication WHERE application_name = %s"
-                " ORDER BY backend_start DESC LIMIT 1",
-                (APPLICATION_NAME,),
-            ).fetchone()
-        if row is not None:
-            streaming, lag_bytes, lag_seconds = row[0] == "streaming", row[1], row[2]
-    in_recovery, replayed = None, None
+    sender = _ask(
+        replica.primary,
+        "SELECT state, pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn)::bigint,"
+        "       extract(epoch FROM replay_lag)"
+        "  FROM pg_stat_replication WHERE application_name = %s"
+        " ORDER BY backend_start DESC LIMIT 1",
+        (APPLICATION_NAME,),
+    )
     running = replica.is_running()
-    if running:
-        with psycopg.connect(replica.conninfo(), autocommit=True) as conn:
-            standby = conn.execute(
-                "SELECT pg_is_in_recovery(), pg_last_wal_replay_lsn()::text"
-            ).fetchone()
-        if standby is not None:
-            in_recovery, replayed = standby
-    return ReplicaStatus(running, streaming, in_recovery, lag_bytes, lag_seconds, replayed)
+    standby = _ask(replica, "SELECT pg_is_in_recovery(), pg_last_wal_replay_lsn()::text")
+    return ReplicaStatus(
+        running=running,
+        streaming=sender is not None and sender[0] == "streaming",
+        in_recovery=standby[0] if standby else None,
+        lag_bytes=sender[1] if sender else None,
+        replay_lag_seconds=sender[2] if sender else None,
+        replayed_lsn=standby[1] if standby else None,
+    )
+
+
+def _ask(
+    server: EmbeddedPostgres, query: str, params: tuple[Any, ...] = ()
+) -> tuple[Any, ...] | None:
+    """One row from ``server``, or None when it is down or not yet accepting connections."""
+    if not server.is_running():
+        return None
+    try:
+        with psycopg.connect(server.conninfo(), autocommit=True) as conn:
+            return conn.execute(query, params).fetchone()
+    except psycopg.OperationalError:
+        return None
