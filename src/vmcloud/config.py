@@ -94,6 +94,9 @@ class Settings(BaseSettings):
     # repository, off the machine, as its repo2-* options without the prefix, in JSON:
     # {"path": "/mnt/backup/vmcloud"} or {"type": "s3", "s3-bucket": "…", "s3-endpoint": "…", …}.
     backup_repo2: dict[str, str] = Field(default_factory=dict)
+    # An external database's backups (docs/operations.md, "External database"): a
+    # pgbackrest.conf on this machine that reaches that database's repository, read for status.
+    pgbackrest_config: Path | None = None
 
     # Payments (see docs/payments.md): Stripe's secret API key and webhook signing secret;
     # stripe_api_base points the SDK at another server (stripe-mock, a test double).
