@@ -42,14 +42,23 @@ def test_status_reads_the_archiver_and_the_repository(platform: Platform, tmp_pa
     assert unreachable.repository_error and "cannot be read" in unreachable.repository_error
 
 
-def test_backup_status_command(platform: Platform, clean_env: pytest.MonkeyPatch) -> None:
+def test_the_status_command(platform: Platform, clean_env: pytest.MonkeyPatch) -> None:
     clean_env.setenv("DATABASE_URL", platform.url)
-    nothing = runner.invoke(app, ["db", "backup-status"])
+    nothing = runner.invoke(app, ["backup", "status"])
     assert nothing.exit_code == 1
     assert "VMCLOUD_PGBACKREST_CONFIG" in nothing.output
 
     label = platform.backup(full=True)
     clean_env.setenv("VMCLOUD_PGBACKREST_CONFIG", str(platform.repo.config))
-    found = runner.invoke(app, ["db", "backup-status"])
+    found = runner.invoke(app, ["backup", "status"])
     assert found.exit_code == 0, found.output
     assert f"latest backup:  {label} (full, manual)" in found.output
+
+
+def test_the_status_command_says_when_the_database_cannot_be_reached(
+    clean_env: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    clean_env.setenv("DATABASE_URL", f"postgresql://vmcloud@/vmcloud?host={tmp_path}&port=1")
+    result = runner.invoke(app, ["backup", "status"])
+    assert result.exit_code == 1
+    assert "The database cannot be reached" in result.output

@@ -6,15 +6,12 @@ from typing import Annotated
 
 import typer
 from alembic import command
-from sqlalchemy.orm import Session
 
-from vmcloud.backup import service as backups
 from vmcloud.config import get_settings
 from vmcloud.db.embedded import EmbeddedPostgresError
 from vmcloud.db.migrate import alembic_config
 from vmcloud.db.replica import Replica, embedded_replica, status
 from vmcloud.db.runtime import database_url
-from vmcloud.db.session import make_engine
 
 app = typer.Typer(help="Database migrations (Alembic).", no_args_is_help=True)
 
@@ -127,37 +124,4 @@ def replica_status() -> None:
     typer.echo(f"replayed:   {state.replayed_lsn or '-'}")
     typer.echo(f"lag:        {lag}")
     if not (state.running and state.streaming):
-        raise typer.Exit(1)
-
-
-@app.command("backup-status")
-def backup_status() -> None:
-    """WAL archiving (pg_stat_archiver) and the latest backup (pgbackrest info, when
-    VMCLOUD_PGBACKREST_CONFIG reaches the repository): for a database this installation does
-    not back up itself (DATABASE_URL). Exits 1 when something is wrong or cannot be read."""
-    settings = get_settings()
-    with database_url(settings) as url:
-        engine = make_engine(settings, url)
-        try:
-            with Session(engine) as db:
-                state = backups.external_status(db=db, config=settings.pgbackrest_config)
-        finally:
-            engine.dispose()
-    archived = state.last_archived_at and f"{state.last_archived_at:%Y-%m-%d %H:%M:%S %Z}"
-    typer.echo(
-        f"archived WAL:   {state.archived_count} (last {state.last_archived_wal or '-'}"
-        f" at {archived or '-'}), {state.failed_count} failed attempts"
-    )
-    latest = state.latest
-    if latest is not None:
-        typer.echo(
-            f"latest backup:  {latest.label} ({latest.type}, {latest.kind}),"
-            f" finished {latest.stopped_at:%Y-%m-%d %H:%M:%S} UTC"
-        )
-    else:
-        typer.echo(f"latest backup:  {state.repository_error or 'none in the repository'}")
-    for problem in (state.archiving_problem, state.repository_error):
-        if problem:
-            typer.echo(problem, err=True)
-    if state.archiving_problem or state.repository_error or latest is None:
         raise typer.Exit(1)
