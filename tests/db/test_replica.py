@@ -14,7 +14,8 @@ from pathlib import Path
 import psycopg
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import make_url
+from sqlalchemy import make_url, text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
@@ -26,7 +27,7 @@ from vmcloud.cli import app
 from vmcloud.config import Settings
 from vmcloud.db.embedded import EmbeddedPostgres
 from vmcloud.db.replica import Replica, status
-from vmcloud.db.session import make_engine
+from vmcloud.db.session import make_engine, make_read_engine
 
 pytestmark = pytest.mark.slow
 
@@ -181,3 +182,42 @@ def test_replica_commands_refuse_an_external_database(clean_env: pytest.MonkeyPa
         result = runner.invoke(app, ["db", "replica", command])
         assert result.exit_code == 1
         assert "DATABASE_URL is set" in result.output
+
+
+def test_a_read_url_that_answers_nowhere_is_503_not_500(
+    fresh_database_url: str, app_settings: Settings, tmp_path: Path
+) -> None:
+    settings = app_settings.model_copy(
+        update={
+            "database_url": fresh_database_url,
+            "database_read_url": f"postgresql://vmcloud@/vmcloud?host={tmp_path}&port=1",
+        }
+    )
+    engine = make_engine(settings)
+    with Session(engine) as db:
+        make_user(db, username="replica-nowhere")
+        db.commit()
+    engine.dispose()
+    with TestClient(create_app(settings), client=("198.51.100.9", 50000)) as client:
+        headers = bearer(login(client, "replica-nowhere", PASSWORD))
+        response = client.get("/api/v1/billing/transactions", headers=headers)
+        assert response.status_code == 503, response.text
+        assert response.headers["content-type"].startswith("application/problem+json")
+        assert client.get("/api/v1/billing/balance", headers=headers).status_code == 200
+
+
+def test_the_read_engine_writes_nothing_even_on_the_primary(
+    fresh_database_url: str, app_settings: Settings
+) -> None:
+    settings = app_settings.model_copy(
+        update={"database_url": fresh_database_url, "database_read_url": fresh_database_url}
+    )
+    engine = make_read_engine(settings)
+    assert engine is not None
+    try:
+        with engine.connect() as conn, pytest.raises(DBAPIError) as refused:
+            conn.execute(text("CREATE TABLE nope (n int)"))
+        assert isinstance(refused.value.orig, psycopg.errors.ReadOnlySqlTransaction)
+    finally:
+        engine.dispose()
+    assert make_read_engine(app_settings.model_copy(update={"database_read_url": None})) is None
