@@ -31,7 +31,13 @@ from vmcloud.core.ratelimit import RateLimiter
 from vmcloud.core.size_limits import RequestSizeLimitMiddleware
 from vmcloud.core.worker import WorkerHealth, supervise
 from vmcloud.db import migrate
-from vmcloud.db.session import RequestSlots, make_engine, make_session_factory, pool_capacity
+from vmcloud.db.session import (
+    RequestSlots,
+    make_engine,
+    make_read_engine,
+    make_session_factory,
+    pool_capacity,
+)
 from vmcloud.ops.api import router as ops_router
 from vmcloud.site_settings import api as settings_api
 from vmcloud.support import api as support_api
@@ -78,6 +84,7 @@ def create_app(
     owns_engine = engine is None
     engine = engine or make_engine(settings)
     session_factory = session_factory or make_session_factory(engine)
+    read_engine = make_read_engine(settings)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -88,6 +95,8 @@ def create_app(
         limiter.engine.dispose()
         if owns_engine:
             engine.dispose()
+        if read_engine is not None:
+            read_engine.dispose()
 
     app = FastAPI(
         title="VMCloud API",
@@ -101,6 +110,8 @@ def create_app(
     app.state.engine = engine
     app.state.session_factory = session_factory
     app.state.db_slots = RequestSlots(pool_capacity(settings))
+    app.state.read_session_factory = read_engine and make_session_factory(read_engine)
+    app.state.read_slots = RequestSlots(pool_capacity(settings))
     app.state.migration_heads = migrate.head_revisions()
     app.state.trusted_proxies = parse_networks(settings.trusted_proxies)
     app.state.worker_health = WorkerHealth() if settings.run_worker else None

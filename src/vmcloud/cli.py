@@ -33,6 +33,8 @@ from vmcloud.core.processes import SUPERVISOR_PID_ENV, SupervisedChild, stop_whe
 from vmcloud.core.worker import WorkerFailedError, WorkerHealth, supervise
 from vmcloud.db import migrate
 from vmcloud.db.cli import app as db_app
+from vmcloud.db.embedded import EmbeddedPostgresError
+from vmcloud.db.replica import embedded_replica
 from vmcloud.db.runtime import database_url
 from vmcloud.db.session import make_engine, make_session_factory, unit_of_work
 
@@ -146,7 +148,9 @@ def _chain(handler: Any, stopping: threading.Event) -> Callable[[int, FrameType 
 
 def _child_environment(settings: Settings) -> dict[str, str]:
     assert settings.database_url
+    read = {"VMCLOUD_DATABASE_READ_URL": settings.database_read_url}
     return {
+        **{key: value for key, value in read.items() if value},
         "DATABASE_URL": settings.database_url,
         "VMCLOUD_HOST": settings.host,
         "VMCLOUD_PORT": str(settings.port),
@@ -180,12 +184,28 @@ WorkersOption = Annotated[
 ]
 
 
+ReplicaOption = Annotated[
+    bool,
+    typer.Option(
+        "--replica",
+        help="Also run the embedded database's read replica and route the list pages to it.",
+    ),
+]
+
+
 @app.command()
-def up(host: HostOption = None, port: PortOption = None, workers: WorkersOption = None) -> None:
+def up(
+    host: HostOption = None,
+    port: PortOption = None,
+    workers: WorkersOption = None,
+    replica: ReplicaOption = False,
+) -> None:
     """Everything on one machine: database (embedded unless DATABASE_URL is set), migrations,
     seed data, first admin, then serve with a job worker in a supervised child process."""
     settings = _settings(host, port)
-    with database_url(settings, archive=True) as url:
+    with database_url(settings, archive=True) as url, contextlib.ExitStack() as stack:
+        if replica:
+            settings = _start_replica(settings, stack)
         migrate.upgrade(url)
         engine = make_engine(settings, url)
         try:
@@ -220,6 +240,21 @@ def up(host: HostOption = None, port: PortOption = None, workers: WorkersOption 
         if not settings.smtp_host:
             typer.echo(f"  No SMTP server configured: mail goes to {settings.data_dir / 'mail'}")
         _serve(settings, url, worker=True, processes=workers)
+
+
+def _start_replica(settings: Settings, stack: contextlib.ExitStack) -> Settings:
+    """Start the read replica (stopped when ``up`` ends) and, unless a read URL is configured,
+    route reads to it (falling back to the primary)."""
+    try:
+        standby = embedded_replica(settings)
+        stack.enter_context(standby)
+    except EmbeddedPostgresError as exc:
+        typer.echo(f"The read replica cannot start: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"  Read replica: {standby.root} (port {standby.port})")
+    if settings.database_read_url:
+        return settings
+    return settings.model_copy(update={"database_read_url": standby.read_url()})
 
 
 @app.command()

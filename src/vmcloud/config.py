@@ -25,6 +25,10 @@ class Settings(BaseSettings):
     database_url: str | None = Field(
         default=None, validation_alias=AliasChoices("DATABASE_URL", "VMCLOUD_DATABASE_URL")
     )
+    # Routed reads (docs/operations.md, "Read replica"): libpq multi-host with
+    # target_session_attrs=prefer-standby, so they fall back to the primary when the standby is
+    # down. Unset: every read goes to database_url.
+    database_read_url: str | None = None
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     base_url: str | None = None
@@ -90,6 +94,9 @@ class Settings(BaseSettings):
     # repository, off the machine, as its repo2-* options without the prefix, in JSON:
     # {"path": "/mnt/backup/vmcloud"} or {"type": "s3", "s3-bucket": "…", "s3-endpoint": "…", …}.
     backup_repo2: dict[str, str] = Field(default_factory=dict)
+    # An external database's backups (docs/operations.md, "External database"): a
+    # pgbackrest.conf on this machine that reaches that database's repository, read for status.
+    pgbackrest_config: Path | None = None
 
     # Payments (see docs/payments.md): Stripe's secret API key and webhook signing secret;
     # stripe_api_base points the SDK at another server (stripe-mock, a test double).
@@ -97,7 +104,7 @@ class Settings(BaseSettings):
     stripe_webhook_secret: SecretStr | None = None
     stripe_api_base: str | None = None
 
-    @field_validator("database_url")
+    @field_validator("database_url", "database_read_url")
     @classmethod
     def _normalise_url(cls, value: str | None) -> str | None:
         return normalise_database_url(value) if value else None

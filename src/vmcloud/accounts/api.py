@@ -49,7 +49,7 @@ from vmcloud.core import idempotency
 from vmcloud.core.deps import app_settings
 from vmcloud.core.net import ClientMeta
 from vmcloud.core.pagination import Page, PageQuery, page_of
-from vmcloud.db.session import DbSession
+from vmcloud.db.session import DbSession, ReadDbSession
 
 auth = APIRouter(prefix="/auth", tags=["auth"])
 me = APIRouter(prefix="/me", tags=["account"])
@@ -282,7 +282,7 @@ def revoke_api_token(token_id: uuid.UUID, user: CurrentUser, db: DbSession) -> N
 
 @admin.get("", response_model=Page[UserAdminRead], summary="Find users")
 def admin_list_users(
-    db: DbSession,
+    db: ReadDbSession,
     _: StaffUser,
     page: PageQuery,
     q: Annotated[str | None, Query(max_length=255, description="part of email or username")] = None,

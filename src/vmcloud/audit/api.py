@@ -12,14 +12,14 @@ from vmcloud.audit import service
 from vmcloud.audit.schemas import AuditLogRead
 from vmcloud.core.pagination import Page, PageQuery, page_of
 from vmcloud.core.schemas import UTCInput
-from vmcloud.db.session import DbSession
+from vmcloud.db.session import ReadDbSession
 
 router = APIRouter(prefix="/admin/audit-logs", tags=["admin: audit"])
 
 
 @router.get("", response_model=Page[AuditLogRead], summary="The audit trail, newest first")
 def list_audit_logs(
-    db: DbSession,
+    db: ReadDbSession,
     _: AdminUser,
     page: PageQuery,
     user_id: uuid.UUID | None = None,

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from vmcloud.backup import drill, restore, service
@@ -185,3 +186,38 @@ def restore_command(
             typer.echo(f"Run it with VMCLOUD_DATA_DIR={into} vmcloud up")
     except (service.BackupError, PgBackRestError, EmbeddedPostgresError) as exc:
         raise _fail(f"The restore failed: {exc}") from None
+
+
+@app.command("status")
+def external_status() -> None:
+    """WAL archiving (pg_stat_archiver) and the latest backup (pgbackrest info, when
+    VMCLOUD_PGBACKREST_CONFIG reaches the repository): for a database this installation does
+    not back up itself (DATABASE_URL). Exits 1 when something is wrong or cannot be read."""
+    settings = get_settings()
+    with database_url(settings) as url:
+        engine = make_engine(settings, url)
+        try:
+            with Session(engine) as db:
+                state = service.external_status(db=db, config=settings.pgbackrest_config)
+        except OperationalError as exc:
+            raise _fail(f"The database cannot be reached: {exc.orig}") from None
+        finally:
+            engine.dispose()
+    archived = state.last_archived_at and f"{state.last_archived_at:%Y-%m-%d %H:%M:%S %Z}"
+    typer.echo(
+        f"archived WAL:   {state.archived_count} (last {state.last_archived_wal or '-'}"
+        f" at {archived or '-'}), {state.failed_count} failed attempts"
+    )
+    latest = state.latest
+    if latest is not None:
+        typer.echo(
+            f"latest backup:  {latest.label} ({latest.type}, {latest.kind}),"
+            f" finished {latest.stopped_at:%Y-%m-%d %H:%M:%S} UTC"
+        )
+    else:
+        typer.echo(f"latest backup:  {state.repository_error or 'none in the repository'}")
+    for problem in (state.archiving_problem, state.repository_error):
+        if problem:
+            typer.echo(problem, err=True)
+    if state.archiving_problem or state.repository_error or latest is None:
+        raise typer.Exit(1)

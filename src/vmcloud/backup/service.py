@@ -294,3 +294,47 @@ def problems(*, db: Session, settings: Settings, now: datetime | None = None) ->
             found.append(stale)
     found += [p for p in (archiver_problem(db), _drill_problem(db)) if p]
     return found
+
+
+@dataclass(frozen=True)
+class ExternalStatus:
+    """What the platform can read of an external database's backups (``DATABASE_URL``)."""
+
+    archived_count: int
+    last_archived_wal: str | None
+    last_archived_at: datetime | None
+    failed_count: int
+    archiving_problem: str | None
+    latest: Backup | None  # the newest backup in the repository, when it could be read
+    repository_error: str | None  # why the repository could not be read, else None
+
+
+def external_status(*, db: Session, config: Path | None) -> ExternalStatus:
+    """``pg_stat_archiver`` of the database behind ``db`` and, when ``config`` names a
+    pgBackRest configuration that reaches its repository (stanza ``vmcloud``), the latest
+    backup from ``pgbackrest info``. Never raises for an unreachable repository."""
+    archived, wal, archived_at, failed = db.execute(
+        text(
+            "SELECT archived_count, last_archived_wal, last_archived_time, failed_count"
+            "  FROM pg_stat_archiver"
+        )
+    ).one()
+    latest: Backup | None = None
+    error: str | None = "no pgBackRest configuration given (VMCLOUD_PGBACKREST_CONFIG)"
+    if config is not None:
+        repo = PgBackRest(config.parent, pg_root=config.parent)
+        repo.config = config
+        try:
+            latest = inventory(repo).latest()
+            error = None
+        except (PgBackRestError, ValueError, KeyError) as exc:
+            error = f"the backup repository cannot be read: {exc}"
+    return ExternalStatus(
+        archived_count=archived,
+        last_archived_wal=wal,
+        last_archived_at=archived_at,
+        failed_count=failed,
+        archiving_problem=archiver_problem(db),
+        latest=latest,
+        repository_error=error,
+    )

@@ -26,7 +26,7 @@ from vmcloud.core import idempotency
 from vmcloud.core.idempotency import KeyHeader
 from vmcloud.core.pagination import Page, PageQuery, page_of
 from vmcloud.core.schemas import UTCInput
-from vmcloud.db.session import DbSession
+from vmcloud.db.session import DbSession, ReadDbSession
 
 router = APIRouter(prefix="/billing", tags=["billing"])
 subscriptions = APIRouter(prefix="/subscriptions", tags=["billing"])
@@ -40,7 +40,9 @@ def get_balance(db: DbSession, user: CurrentUser) -> Balance:
 
 
 @router.get("/transactions", response_model=Page[TransactionRead], summary="Your ledger")
-def list_transactions(db: DbSession, user: CurrentUser, page: PageQuery) -> Page[TransactionRead]:
+def list_transactions(
+    db: ReadDbSession, user: CurrentUser, page: PageQuery
+) -> Page[TransactionRead]:
     items, cursor = service.list_transactions(db=db, user=user, params=page)
     return page_of(TransactionRead, items, cursor)
 
@@ -115,7 +117,7 @@ TransactionStatus = Literal["pending", "completed", "failed", "cancelled"]
 
 @admin.get("/transactions", response_model=Page[AdminTransactionRead], summary="The whole ledger")
 def admin_transactions(
-    db: DbSession,
+    db: ReadDbSession,
     user: StaffUser,
     page: PageQuery,
     user_id: uuid.UUID | None = None,

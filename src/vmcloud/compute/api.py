@@ -46,7 +46,7 @@ from vmcloud.core.deps import AppSettings
 from vmcloud.core.errors import ProblemError, UnauthorizedError, problem_response
 from vmcloud.core.pagination import Page, PageQuery, page_of, page_response
 from vmcloud.core.schemas import UTCInput
-from vmcloud.db.session import DbSession, read_only
+from vmcloud.db.session import DbSession, ReadDbSession, read_only
 
 router = APIRouter(prefix="/instances", tags=["instances"])
 admin = APIRouter(prefix="/admin", tags=["admin: compute"])
@@ -57,7 +57,7 @@ Status = Literal[INSTANCE_STATUSES]  # type: ignore[valid-type]
 @router.get("", response_model=Page[InstanceRead], summary="Your instances")
 @read_only
 def list_instances(
-    db: DbSession, user: CurrentUser, page: PageQuery, status: Status | None = None
+    db: ReadDbSession, user: CurrentUser, page: PageQuery, status: Status | None = None
 ) -> Response:
     items, cursor = service.list_instance_views(db=db, params=page, user_id=user.id, status=status)
     return page_response(InstanceRead, items, cursor)
@@ -196,7 +196,7 @@ async def instance_console(websocket: WebSocket, instance_id: uuid.UUID) -> None
 @admin.get("/instances", response_model=Page[InstanceAdminRead], summary="Every instance")
 @read_only
 def admin_list_instances(
-    db: DbSession,
+    db: ReadDbSession,
     _: StaffUser,
     page: PageQuery,
     user_id: uuid.UUID | None = None,

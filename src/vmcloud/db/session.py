@@ -31,7 +31,9 @@ def pool_capacity(settings: Settings) -> int:
     return 2 * settings.db_pool_size
 
 
-def make_engine(settings: Settings, url: str | None = None) -> Engine:
+def make_engine(
+    settings: Settings, url: str | None = None, *, read_only: bool = False, pre_ping: bool = False
+) -> Engine:
     target = url or settings.database_url
     if not target:
         raise RuntimeError("no database configured: set DATABASE_URL or use `vmcloud up`")
@@ -46,16 +48,27 @@ def make_engine(settings: Settings, url: str | None = None) -> Engine:
         # No ping before each checkout (a round trip on every request): a connection the
         # server dropped fails its first statement instead, which is a disconnect, so that
         # request answers 503 and the whole pool is replaced at once (tests/faults).
-        pool_pre_ping=False,
+        pool_pre_ping=pre_ping,
         pool_recycle=1800,
         # Bound values (password hashes, token hashes) never appear in error messages or logs.
         hide_parameters=True,
         connect_args={
             "connect_timeout": settings.db_connect_timeout,
-            "options": "-c timezone=UTC -c plan_cache_mode=force_custom_plan",
+            "options": "-c timezone=UTC -c plan_cache_mode=force_custom_plan"
+            + (" -c default_transaction_read_only=on" if read_only else ""),
             "application_name": "vmcloud",
         },
     )
+
+
+def make_read_engine(settings: Settings) -> Engine | None:
+    """The engine of the routed reads (``database_read_url``), or None when reads go to the
+    primary. Its transactions are read-only wherever they land, the primary included (libpq
+    falls back to it when the standby is down), and a pooled connection is checked before use:
+    the standby may have gone away since, and the next connection then finds the primary."""
+    if not settings.database_read_url:
+        return None
+    return make_engine(settings, settings.database_read_url, read_only=True, pre_ping=True)
 
 
 def make_session_factory(bind: Engine | Connection, **options: Any) -> sessionmaker[Session]:
@@ -185,3 +198,24 @@ async def _db_session(request: Request, meta: ClientMeta) -> AsyncIterator[Sessi
 
 
 DbSession = Annotated[Session, Depends(_db_session, scope="function")]
+
+
+async def _read_db_session(request: Request, primary: DbSession) -> AsyncIterator[Session]:
+    """A session on the read replica (``app.state.read_session_factory``), or the request's
+    own session when none is configured. It reads committed rows only, some milliseconds
+    behind the primary: for list routes, never for a page shown right after a change."""
+    factory: sessionmaker[Session] | None = request.app.state.read_session_factory
+    if factory is None:
+        yield primary
+        return
+    async with request.app.state.read_slots:
+        session = factory()
+        try:
+            yield session
+        finally:
+            # Ends the read-only transaction (a ROLLBACK, I/O) and hands the connection back.
+            await run_in_threadpool(session.close)
+
+
+ReadDbSession = Annotated[Session, Depends(_read_db_session, scope="function")]
+"""For read-only routes that may read from a replica (docs/operations.md, "Read replica")."""
