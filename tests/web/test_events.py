@@ -4,6 +4,7 @@ never do, and a lost LISTEN connection comes back and tells every stream to resy
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import uuid
 from collections.abc import Iterator
@@ -11,6 +12,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import httpx
+import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.orm import Session
 
@@ -30,6 +32,7 @@ from vmcloud.db.session import RequestSlots, make_engine, make_session_factory
 from vmcloud.support import service
 from vmcloud.support.schemas import MessageCreate
 from vmcloud.support.storage import LocalStorage
+from vmcloud.web import events as web_events
 from vmcloud.web.events import Hub, Stream, _events
 
 
@@ -346,3 +349,47 @@ def test_staff_on_a_customers_pages_get_their_live_updates(
     finally:
         app_engine.dispose()
         engine.dispose()
+
+
+def test_a_busy_stream_still_ends_when_its_viewer_loses_the_right(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The login and role are checked every CHECK_EVERY seconds even while events keep coming
+    (a staff page hears node passes, audit rows and balances all the time): a demoted or
+    logged-out viewer gets at most that long of further updates."""
+    monkeypatch.setattr(web_events, "CHECK_EVERY", 0.3)
+    allowed = {"ok": True}
+
+    async def scenario() -> tuple[int, bool]:
+        hub = Hub("dbname=none")
+        hub._task = asyncio.ensure_future(asyncio.sleep(10))  # no LISTEN connection here
+        hub.listening.set()
+        stream = Stream(
+            resync=lambda: "all", render=lambda _: "rows", still_allowed=lambda: allowed["ok"]
+        )
+        updates = web_events._events(hub, None, stream, contextlib.nullcontext())
+        assert (await updates.__anext__())["data"] == "all"
+        allowed["ok"] = False  # logged out, or no longer staff
+
+        async def feed() -> None:
+            for _ in range(40):  # an event every 0.05 s for 2 s: never quiet for CHECK_EVERY
+                await asyncio.sleep(0.05)
+                hub.dispatch({"kind": "audit", "user": None, "id": "x"})
+
+        feeder = asyncio.create_task(feed())
+        renders, ended = 0, False
+        try:
+            while True:
+                await asyncio.wait_for(updates.__anext__(), 1)
+                renders += 1
+        except StopAsyncIteration:
+            ended = not feeder.done()  # it ended while the events still flowed
+        except TimeoutError:
+            pass
+        await feeder
+        hub._task.cancel()
+        return renders, ended
+
+    renders, ended = asyncio.run(scenario())
+    assert ended
+    assert renders <= 8  # about CHECK_EVERY's worth of events, not the whole flow (40)

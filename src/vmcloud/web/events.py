@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
@@ -183,13 +184,21 @@ async def _events(
             # No ``event:`` line: htmx's hx-sse swaps unnamed messages only (a named one, even
             # "message", is dispatched as a DOM event and never swapped).
             yield {"data": html}
+        checked = time.monotonic()
         while True:
             try:
-                event = await asyncio.wait_for(subscription.queue.get(), CHECK_EVERY)
+                event: dict[str, str | None] | None = await asyncio.wait_for(
+                    subscription.queue.get(), CHECK_EVERY
+                )
             except TimeoutError:
-                # A login that ended (logout, suspension) ends its streams too.
+                event = None
+            # A login that ended (logout, suspension, a role taken away) ends its streams too:
+            # checked every CHECK_EVERY seconds however busy the stream is, before it renders.
+            if time.monotonic() - checked >= CHECK_EVERY:
                 if not await run(stream.still_allowed):
                     return
+                checked = time.monotonic()
+            if event is None:
                 continue
             if event.get("kind") == "resync":
                 html = await run(stream.resync)
