@@ -113,3 +113,36 @@ def test_reserving_and_releasing_capacity_is_announced_to_staff(fresh_database_u
             assert heard() == [announced]
     finally:
         engine.dispose()
+
+
+def test_a_pass_announces_a_health_change_as_node_and_a_plain_sighting_as_node_seen(
+    fresh_database_url: str,
+) -> None:
+    """The overview re-counts on ``node`` only: a pass that changed nothing is ``node_seen``
+    (the nodes page's "last seen"), so every node's minute does not re-render every overview."""
+    engine = create_engine(fresh_database_url)
+    try:
+        with (
+            psycopg.connect(libpq_url(fresh_database_url), autocommit=True) as listener,
+            Session(engine) as db,
+        ):
+            listener.execute(f"LISTEN {events.CHANNEL}")
+            node = make_node(db)
+            db.commit()
+
+            def kinds() -> list[str]:
+                payloads = [json.loads(n.payload) for n in listener.notifies(timeout=0.5)]
+                return [p["kind"] for p in payloads if p["kind"].startswith("node")]
+
+            kinds()
+            for up, want in (
+                (True, "node"),
+                (True, "node_seen"),
+                (False, "node"),
+                (False, "node_seen"),
+            ):
+                nodes.record_health(db=db, node=node, up=up, error=None if up else "gone")
+                db.commit()
+                assert kinds() == [want], (up, want)
+    finally:
+        engine.dispose()

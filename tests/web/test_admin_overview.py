@@ -204,3 +204,30 @@ def test_a_job_that_ends_failed_is_announced_to_staff_streams(fresh_database_url
         asyncio.run(scenario())
     finally:
         engine.dispose()
+
+
+def test_the_failed_job_trigger_does_not_pin_the_status_column(fresh_database_url: str) -> None:
+    """procrastinate's own schema migrations have changed ``procrastinate_jobs.status``'s type
+    (dropping and re-creating their own triggers around it); a trigger of ours that named the
+    column (``UPDATE OF status``, a ``WHEN`` on it) would make PostgreSQL refuse that change,
+    and the upgrade with it. Ours depends on the table only, never on one of its columns."""
+    engine = create_engine(fresh_database_url)
+    try:
+        with engine.connect() as conn:
+            pinned = conn.execute(
+                text(
+                    "SELECT t.tgname, a.attname FROM pg_trigger AS t"
+                    " JOIN pg_depend AS d ON d.classid = 'pg_trigger'::regclass"
+                    "  AND d.objid = t.oid AND d.refobjsubid > 0"
+                    " JOIN pg_attribute AS a ON a.attrelid = d.refobjid"
+                    "  AND a.attnum = d.refobjsubid"
+                    " WHERE t.tgname LIKE 'vmcloud%'"
+                )
+            ).all()
+            ours = conn.execute(
+                text("SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'vmcloud%'")
+            ).scalar_one()
+    finally:
+        engine.dispose()
+    assert ours >= 1
+    assert pinned == []

@@ -148,18 +148,20 @@ def reserve(
 
 def record_health(*, db: Session, node: Node, up: bool, error: str | None = None) -> None:
     """What a reconcile pass saw of ``node``: its libvirt connection answered (``up``, and it
-    was seen now) or failed (``down``, with the error). Placement skips a down node; staff
-    pages hear of every pass (last seen, health)."""
+    was seen now) or failed (``down``, with the error). Placement skips a down node. Staff
+    pages hear of it: ``node`` when its health changed (the overview counts it), else
+    ``node_seen`` (a new "last seen", for the nodes page alone)."""
     health = "up" if up else "down"
     now = utcnow()
-    if node.health != health:
+    changed = node.health != health
+    if changed:
         log.warning("node.health_changed", node=node.name, health=health, error=error)
         node.health = health
         node.health_changed_at = now
     node.health_error = None if up else (error or "unreachable")[:500]
     if up:
         node.last_seen_at = now
-    events.announce(db, kind="node", user_id=None, id=node.id)
+    events.announce(db, kind="node" if changed else "node_seen", user_id=None, id=node.id)
 
 
 def release(*, db: Session, node_id: uuid.UUID, need: Need) -> None:

@@ -21,12 +21,13 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 CHANNEL = "vmcloud_events"
-# Staff-only kinds (announced with no user): ``node`` (health, allocation), ``audit`` (a new
-# audit row), ``job`` (a background job failed), ``backup`` (a backup or drill recorded).
+# Staff-only kinds (announced with no user): ``node`` (health or allocation changed),
+# ``node_seen`` (a reconcile pass saw a node, nothing else changed), ``audit`` (a new audit
+# row), ``job`` (a background job failed), ``backup`` (a backup or drill recorded).
 KINDS = frozenset(
     {
         *("instance", "balance", "top_up", "subscription", "metric", "ticket"),
-        *("node", "audit", "job", "backup"),
+        *("node", "node_seen", "audit", "job", "backup"),
     }
 )
 

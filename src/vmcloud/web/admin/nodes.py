@@ -124,7 +124,7 @@ async def nodes_stream(request: Request, _: AdminPanelUser, cursor: Cursor = "")
         )
 
     def render_event(db: Session, event: live.Event) -> str | None:
-        return resync(db) if event.get("kind") == "node" else None
+        return resync(db) if event.get("kind") in ("node", "node_seen") else None
 
     return await stream(request, resync=resync, render=render_event, admin_only=True)
 

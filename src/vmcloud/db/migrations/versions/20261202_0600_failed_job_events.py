@@ -23,17 +23,28 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
+    # No ``UPDATE OF status`` and no ``WHEN`` on the column: either would make the trigger
+    # depend on ``procrastinate_jobs.status``, and PostgreSQL then refuses the column type
+    # change a procrastinate schema migration may make. The test is in the body instead, on
+    # the status as text.
     op.execute(
         """
         CREATE FUNCTION vmcloud_announce_failed_job() RETURNS trigger
         LANGUAGE plpgsql AS $$
         DECLARE
-            job procrastinate_jobs%ROWTYPE;
+            was_failed boolean := OLD.status::text = 'failed';
+            job_id bigint := OLD.id;
         BEGIN
-            IF TG_OP = 'DELETE' THEN job := OLD; ELSE job := NEW; END IF;
+            IF TG_OP = 'UPDATE' THEN
+                IF was_failed = (NEW.status::text = 'failed') THEN
+                    RETURN NULL;
+                END IF;
+            ELSIF NOT was_failed THEN
+                RETURN NULL;
+            END IF;
             PERFORM pg_notify(
                 'vmcloud_events',
-                json_build_object('kind', 'job', 'user', NULL, 'id', job.id::text)::text
+                json_build_object('kind', 'job', 'user', NULL, 'id', job_id::text)::text
             );
             RETURN NULL;
         END $$
@@ -42,23 +53,13 @@ def upgrade() -> None:
     op.execute(
         """
         CREATE TRIGGER vmcloud_job_failed_changed
-            AFTER UPDATE OF status ON procrastinate_jobs
+            AFTER UPDATE OR DELETE ON procrastinate_jobs
             FOR EACH ROW
-            WHEN ((OLD.status = 'failed') IS DISTINCT FROM (NEW.status = 'failed'))
-            EXECUTE FUNCTION vmcloud_announce_failed_job()
-        """
-    )
-    op.execute(
-        """
-        CREATE TRIGGER vmcloud_job_failed_deleted
-            AFTER DELETE ON procrastinate_jobs
-            FOR EACH ROW WHEN (OLD.status = 'failed')
             EXECUTE FUNCTION vmcloud_announce_failed_job()
         """
     )
 
 
 def downgrade() -> None:
-    op.execute("DROP TRIGGER vmcloud_job_failed_deleted ON procrastinate_jobs")
     op.execute("DROP TRIGGER vmcloud_job_failed_changed ON procrastinate_jobs")
     op.execute("DROP FUNCTION vmcloud_announce_failed_job()")
