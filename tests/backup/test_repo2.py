@@ -38,3 +38,15 @@ def test_every_backup_goes_to_both_repositories(two_repos: Platform) -> None:
     checked = service.verify(two_repos.repo)
     assert checked.ok, checked.problems
     assert "repository 2" in checked.text
+
+
+def test_an_unreachable_second_repository_does_not_stop_the_start(tmp_root: Path) -> None:
+    blocked = tmp_root / "not-a-directory"
+    blocked.write_text("")
+    started = start_platform(tmp_root / "data", repo2={"path": str(blocked / "repo")})
+    try:
+        assert started.server.is_running()
+        found = service.inventory(started.repo)
+        assert any(p.startswith("Backup repository 2") for p in found.repo_problems)
+    finally:
+        started.server.stop()
