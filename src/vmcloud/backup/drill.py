@@ -43,7 +43,9 @@ from vmcloud.db.pgbackrest import PgBackRest, PgBackRestError
 
 log = get_logger(__name__)
 DRILL_PORT = 5433
-LOCK_TIMEOUT = "10s"
+LOCK_TIMEOUT = "200ms"  # per table: a writer waits at most this long for the drill
+LOCK_ATTEMPTS = 8
+LOCK_BACKOFF = 0.25  # seconds, doubled after each failed attempt (about half a minute in all)
 
 _TABLES = """
     SELECT format('%I.%I', n.nspname, c.relname)
@@ -199,7 +201,24 @@ def _fingerprints(conninfo: str) -> Fingerprints:
 
 def _fingerprint_and_mark(conninfo: str, point: str) -> Fingerprints:
     """Fingerprints of the source with its tables held still, and a restore point at that
-    instant (writers wait a moment; none is refused unless the lock cannot be had)."""
+    instant. The locks are taken with a short ``lock_timeout``: a writer holding one table and
+    wanting another would otherwise deadlock with the drill; the drill lets go of them all,
+    waits a little longer each time and tries again, and fails only after ``LOCK_ATTEMPTS``."""
+    for attempt in range(1, LOCK_ATTEMPTS + 1):
+        try:
+            return _hold_still_and_mark(conninfo, point)
+        except (psycopg.errors.LockNotAvailable, psycopg.errors.DeadlockDetected) as exc:
+            if attempt == LOCK_ATTEMPTS:
+                raise DrillFailedError(
+                    f"the tables could not be held still for the fingerprints after"
+                    f" {LOCK_ATTEMPTS} tries (writers kept them busy): {exc}"
+                ) from exc
+            log.info("backup.drill_lock_retry", attempt=attempt, error=str(exc))
+            time.sleep(LOCK_BACKOFF * 2 ** (attempt - 1))
+    raise AssertionError("unreachable")
+
+
+def _hold_still_and_mark(conninfo: str, point: str) -> Fingerprints:
     with psycopg.connect(conninfo) as conn, conn.transaction():
         conn.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(LOCK_TIMEOUT)))
         tables = [str(row[0]) for row in conn.execute(_TABLES).fetchall()]
