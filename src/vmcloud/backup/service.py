@@ -29,6 +29,7 @@ log = get_logger(__name__)
 
 Kind = Literal["monthly", "daily", "manual"]
 STALE_AFTER = timedelta(hours=26)
+_NO_BACKUP = "no valid backups"  # pgbackrest info's status message for a repository
 
 
 class BackupError(RuntimeError):
@@ -336,12 +337,13 @@ def problems(*, db: Session, settings: Settings, now: datetime | None = None) ->
     except PgBackRestError as exc:
         found.append(f"The backup repository cannot be read: {exc}")
     else:
-        found += found_inventory.repo_problems
         latest = found_inventory.latest()
         if latest is None:
             found.append("There is no backup yet.")
         elif stale := _age_problem(latest.label, latest.stopped_at, now):
             found.append(stale)
+        # With no backup at all, each repository's "no valid backups" would only repeat it.
+        found += [p for p in found_inventory.repo_problems if latest or _NO_BACKUP not in p]
     found += [p for p in (archiver_problem(db), _drill_problem(db)) if p]
     return found
 
