@@ -58,11 +58,17 @@ class Platform:
         return outcome.backup.label
 
 
-def start_platform(data_dir: Path, *, migrated: bool = False) -> Platform:
+def start_platform(
+    data_dir: Path, *, migrated: bool = False, repo2: dict[str, str] | None = None
+) -> Platform:
     data_dir.mkdir(exist_ok=True)
     data_dir.chmod(0o711)
-    settings = Settings(data_dir=data_dir, jwt_secret="test-jwt-secret-" + "x" * 48)
-    server = EmbeddedPostgres(data_dir / "postgres", durable=False, archive=True).start()
+    settings = Settings(
+        data_dir=data_dir, jwt_secret="test-jwt-secret-" + "x" * 48, backup_repo2=repo2 or {}
+    )
+    server = EmbeddedPostgres(
+        data_dir / "postgres", durable=False, archive=True, repo2=settings.backup_repo2
+    ).start()
     server.create_database("vmcloud")
     if migrated:
         migrate.upgrade(server.url("vmcloud"))

@@ -37,7 +37,9 @@ def _flip_bytes(path: Path) -> bytes:
     return original
 
 
-def test_the_drill_passes_records_its_rto_and_fails_on_corruption(migrated: Platform) -> None:
+def test_the_drill_passes_records_its_rto_and_fails_on_corruption(
+    migrated: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
     migrated.execute("CREATE TABLE payments_seen (id int PRIMARY KEY)")
     label = migrated.backup(full=True)
     migrated.execute("INSERT INTO payments_seen SELECT generate_series(1, 100)")
@@ -48,6 +50,13 @@ def test_the_drill_passes_records_its_rto_and_fails_on_corruption(migrated: Plat
     assert result.backup_label == label
     assert result.rto_seconds is not None and result.rto_seconds > 0
     assert any("fingerprints" in step for step in result.steps)
+    scratch_parent = migrated.settings.data_dir / "backup" / "drill"  # not /tmp
+    assert scratch_parent.is_dir() and not list(scratch_parent.iterdir())
+
+    monkeypatch.setattr(drill, "free_bytes", lambda path: 2**20)
+    short = drill.run(repo=migrated.repo, conninfo=migrated.conninfo)
+    assert short.reason is not None and "not enough free space" in short.reason
+    monkeypatch.undo()
     _record(migrated, result)
     assert REGISTRY.get_sample_value("vmcloud_backup_drill_passed") == 1
     assert REGISTRY.get_sample_value("vmcloud_backup_drill_rto_seconds") == result.rto_seconds

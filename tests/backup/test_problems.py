@@ -22,6 +22,7 @@ def _run(db: Session, *, hours_ago: float, outcome: str = "ok") -> None:
             started_at=finished - timedelta(minutes=1),
             finished_at=finished,
             outcome=outcome,
+            error=None if outcome == "ok" else "repository 2: down",
         )
     )
     db.flush()
@@ -31,10 +32,12 @@ def test_no_backup_then_a_stale_one_then_a_fresh_one(db: Session) -> None:
     assert service.recorded_problems(db=db, managed=True) == ["There is no backup yet."]
     _run(db, hours_ago=30)
     _run(db, hours_ago=1, outcome="failed")  # a failed run is no backup
-    assert service.recorded_problems(db=db, managed=True) == [
-        "The latest backup (label-30) is 30 hours old."
-    ]
+    stale, failed = service.recorded_problems(db=db, managed=True)
+    assert stale == "The latest backup (label-30) is 30 hours old."
+    assert "The latest backup run" in failed and failed.endswith("failed: repository 2: down")
     _run(db, hours_ago=2)
+    [failed] = service.recorded_problems(db=db, managed=True)  # e.g. the second repository
+    _run(db, hours_ago=0.5)
     assert service.recorded_problems(db=db, managed=True) == []
 
 

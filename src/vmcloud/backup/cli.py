@@ -94,10 +94,13 @@ def list_backups() -> None:
     with _platform() as (settings, repo, _, db):
         found = service.inventory(repo)
         problems = service.problems(db=db, settings=settings)
-    typer.echo(f"{'label':36} {'kind':8} {'type':5} {'start (UTC)':19}  {'stop':8}  size / stored")
+    typer.echo(
+        f"{'label':36} {'repo':4} {'kind':8} {'type':5} {'start (UTC)':19}  {'stop':8}"
+        "  size / stored"
+    )
     for b in found.backups:
         typer.echo(
-            f"{b.label:36} {b.kind:8} {b.type:5} {b.started_at:%Y-%m-%d %H:%M:%S}  "
+            f"{b.label:36} {b.repo:<4} {b.kind:8} {b.type:5} {b.started_at:%Y-%m-%d %H:%M:%S}  "
             f"{b.stopped_at:%H:%M:%S}  {_size(b.size_bytes)} / {_size(b.stored_bytes)}"
         )
     if found.pitr_from is not None:

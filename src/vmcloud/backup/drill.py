@@ -43,7 +43,10 @@ from vmcloud.db.pgbackrest import PgBackRest, PgBackRestError
 
 log = get_logger(__name__)
 DRILL_PORT = 5433
-LOCK_TIMEOUT = "10s"
+LOCK_TIMEOUT = "200ms"  # per table: a writer waits at most this long for the drill
+LOCK_ATTEMPTS = 8
+SPACE_MARGIN = 64 * 2**20  # WAL replayed into the copy, its logs
+LOCK_BACKOFF = 0.25  # seconds, doubled after each failed attempt (about half a minute in all)
 
 _TABLES = """
     SELECT format('%I.%I', n.nspname, c.relname)
@@ -93,10 +96,10 @@ def run(
     """Drill against the source database at ``conninfo`` (libpq); never raises for a failed
     drill, the result says why. The scratch copy is removed unless ``keep``."""
     result = DrillResult(started_at=utcnow())
-    scratch = Path(tempfile.mkdtemp(prefix="vmc-drill-", dir=scratch_parent))
-    scratch.chmod(0o711)
+    scratch: Path | None = None
     copy: EmbeddedPostgres | None = None
     try:
+        scratch = _scratch(repo, scratch_parent or repo.root / "drill")
         verified = service.verify(repo)
         if not verified.ok:
             raise DrillFailedError("verify: " + "; ".join(verified.problems)[:2000])
@@ -139,7 +142,7 @@ def run(
                 copy.stop()
             except EmbeddedPostgresError as exc:
                 log.warning("drill.stop_failed", error=str(exc))
-        if not keep:
+        if scratch is not None and not keep:
             shutil.rmtree(scratch, ignore_errors=True)
         result.finished_at = utcnow()
     log.info(
@@ -179,6 +182,29 @@ def _archive_age(conninfo: str) -> float | None:
 Fingerprints = dict[str, tuple[int, int]]
 
 
+def _scratch(repo: PgBackRest, parent: Path) -> Path:
+    """A scratch directory under ``parent`` (``<data dir>/backup/drill`` by default, on the
+    installation's own disk, not /tmp), once there is room for the latest backup restored."""
+    parent.mkdir(parents=True, exist_ok=True)
+    parent.chmod(0o711)
+    latest = service.inventory(repo).latest()
+    needed = int(latest.size_bytes * 1.1) + SPACE_MARGIN if latest else 0
+    free = free_bytes(parent)
+    if free < needed:
+        raise DrillFailedError(
+            f"not enough free space in {parent} for the restored copy: {free // 2**20} MiB"
+            f" free, {needed // 2**20} MiB needed (the latest backup, {latest and latest.label},"
+            " restores to its database size)"
+        )
+    scratch = Path(tempfile.mkdtemp(prefix="vmc-drill-", dir=parent))
+    scratch.chmod(0o711)
+    return scratch
+
+
+def free_bytes(path: Path) -> int:
+    return shutil.disk_usage(path).free
+
+
 def _fingerprints_in(conn: psycopg.Connection[tuple[object, ...]]) -> Fingerprints:
     tables = [str(row[0]) for row in conn.execute(_TABLES).fetchall()]
     found: Fingerprints = {}
@@ -199,7 +225,24 @@ def _fingerprints(conninfo: str) -> Fingerprints:
 
 def _fingerprint_and_mark(conninfo: str, point: str) -> Fingerprints:
     """Fingerprints of the source with its tables held still, and a restore point at that
-    instant (writers wait a moment; none is refused unless the lock cannot be had)."""
+    instant. The locks are taken with a short ``lock_timeout``: a writer holding one table and
+    wanting another would otherwise deadlock with the drill; the drill lets go of them all,
+    waits a little longer each time and tries again, and fails only after ``LOCK_ATTEMPTS``."""
+    for attempt in range(1, LOCK_ATTEMPTS + 1):
+        try:
+            return _hold_still_and_mark(conninfo, point)
+        except (psycopg.errors.LockNotAvailable, psycopg.errors.DeadlockDetected) as exc:
+            if attempt == LOCK_ATTEMPTS:
+                raise DrillFailedError(
+                    f"the tables could not be held still for the fingerprints after"
+                    f" {LOCK_ATTEMPTS} tries (writers kept them busy): {exc}"
+                ) from exc
+            log.info("backup.drill_lock_retry", attempt=attempt, error=str(exc))
+            time.sleep(LOCK_BACKOFF * 2 ** (attempt - 1))
+    raise AssertionError("unreachable")
+
+
+def _hold_still_and_mark(conninfo: str, point: str) -> Fingerprints:
     with psycopg.connect(conninfo) as conn, conn.transaction():
         conn.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(LOCK_TIMEOUT)))
         tables = [str(row[0]) for row in conn.execute(_TABLES).fetchall()]

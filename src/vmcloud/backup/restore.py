@@ -9,9 +9,8 @@ unless it replaces the live installation (then it archives on, on a new timeline
 from __future__ import annotations
 
 import os
-import shutil
 import time
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg
@@ -22,7 +21,7 @@ from vmcloud.config import Settings
 from vmcloud.core.clock import utcnow
 from vmcloud.core.logging import get_logger
 from vmcloud.db.embedded import EmbeddedPostgres, EmbeddedPostgresError
-from vmcloud.db.pgbackrest import PgBackRest, PgBackRestError, server_user
+from vmcloud.db.pgbackrest import STANZA, PgBackRest, PgBackRestError, server_user
 
 log = get_logger(__name__)
 PROMOTE_TIMEOUT = 600.0
@@ -120,17 +119,29 @@ def restore_into(
     return [f"database recovered to {to_time or 'the end of the archive'}", *restored]
 
 
+def newest_archived_at(repo: PgBackRest) -> datetime | None:
+    """When the newest WAL file reached repository 1 (its modification time): no instant
+    after it can be recovered."""
+    archive = repo.repo / "archive" / STANZA
+    stamps = [p.stat().st_mtime for p in archive.glob("*/*/*") if p.is_file()]
+    return datetime.fromtimestamp(max(stamps), UTC).replace(tzinfo=None) if stamps else None
+
+
 def replace_live(*, repo: PgBackRest, settings: Settings, to_time: datetime | None) -> Path:
     """Restore over the live installation: its database is stopped (refused while `vmcloud
-    up` runs), the old cluster and files are moved aside (returned), the restored cluster
-    archives on from a new timeline."""
+    up` runs) once its latest WAL is archived, the old cluster and files are moved aside
+    (returned), the restored cluster archives on from a new timeline. When anything fails
+    after the move, the failed copy goes to ``failed-restore-<time>`` and the live data is
+    put back."""
     data_dir = settings.data_dir.resolve()
     # Archiving stays as the restored configuration has it (on, into our repository); the
     # next `vmcloud up` creates the stanza again as on every start.
     server = EmbeddedPostgres(data_dir / "postgres")
     label = label_for(repo, to_time)
-    server.take_over()
+    archived: list[datetime] = []
     try:
+        server.take_over(before_stop=lambda: archived.extend(_archive_now(server, repo)))
+        _refuse_unarchived(repo, to_time, archived[0] if archived else None)
         aside = data_dir / f"before-restore-{utcnow():%Y%m%dT%H%M%S}"
         aside.mkdir()
         os.chmod(aside, 0o700)
@@ -146,21 +157,77 @@ def replace_live(*, repo: PgBackRest, settings: Settings, to_time: datetime | No
                 archive=True,
                 targets=target_options(to_time=to_time),
             )
-        except PgBackRestError:  # nothing restored: put everything back as it was
-            shutil.rmtree(server.data_dir, ignore_errors=True)
-            (aside / "postgres-data").rename(server.data_dir)
-            for name in files.DIRECTORIES:
-                if (aside / name).exists():
-                    (aside / name).rename(data_dir / name)
-            aside.rmdir()
-            raise
-        if label:
-            files.restore(repo=repo, label=label, into=data_dir)
-        _recover(server)
+            if label:
+                files.restore(repo=repo, label=label, into=data_dir)
+            _recover(server)
+        except BaseException as exc:
+            server.stop()
+            failed = _put_back(data_dir=data_dir, server=server, aside=aside)
+            if not isinstance(exc, Exception):
+                raise
+            where = f"; the failed copy is in {failed}" if failed else ""
+            raise BackupError(
+                f"{exc} — nothing was replaced: the live data is back in {data_dir}{where}"
+            ) from exc
     finally:
         server.stop()
     log.warning("backup.replaced_live", aside=str(aside), to_time=str(to_time))
     return aside
+
+
+def _archive_now(server: EmbeddedPostgres, repo: PgBackRest) -> list[datetime]:
+    """Commit a transaction and archive the WAL up to it (``check`` switches the WAL and
+    waits): every instant up to that commit is then reachable (a time target stops only at a
+    commit). Its time, or nothing when that failed (logged: the restore goes on)."""
+    try:
+        with psycopg.connect(server.conninfo(), autocommit=True) as conn:
+            row = conn.execute("SELECT txid_current(), clock_timestamp()").fetchone()
+        repo.run("check")
+    except (psycopg.Error, PgBackRestError) as exc:
+        log.warning("backup.archive_before_replace_failed", error=str(exc))
+        return []
+    assert row is not None
+    return [row[1].astimezone(UTC).replace(tzinfo=None)]
+
+
+def _refuse_unarchived(
+    repo: PgBackRest, to_time: datetime | None, committed: datetime | None
+) -> None:
+    """A target after the newest archived WAL (after the commit archived just now, when there
+    was one) cannot be reached: refused before anything moves."""
+    newest = committed or newest_archived_at(repo)
+    if to_time is not None and newest is not None and to_time > newest:
+        raise BackupError(
+            f"the newest archived WAL reaches {newest:%Y-%m-%d %H:%M:%S} UTC: nothing"
+            f" after it can be restored (asked for {to_time:%Y-%m-%d %H:%M:%S}); choose an"
+            " earlier --to-time, or leave it out to restore to the end of the archive"
+        )
+
+
+def _put_back(*, data_dir: Path, server: EmbeddedPostgres, aside: Path) -> Path | None:
+    """Move a failed restore's files to ``failed-restore-<time>`` (returned, None when it left
+    nothing) and the live ones from ``aside`` back in place."""
+    failed = data_dir / f"failed-restore-{utcnow():%Y%m%dT%H%M%S}"
+    # Every live one was moved aside: what is in place now came from the failed restore.
+    leftovers = [
+        (path, target)
+        for path, target in [
+            (server.data_dir, failed / "postgres-data"),
+            *[(data_dir / n, failed / n) for n in files.DIRECTORIES],
+        ]
+        if path.exists()
+    ]
+    if leftovers:
+        failed.mkdir(mode=0o700)
+        for path, target in leftovers:
+            path.rename(target)
+    (aside / "postgres-data").rename(server.data_dir)
+    for name in files.DIRECTORIES:
+        if (aside / name).exists():
+            (aside / name).rename(data_dir / name)
+    aside.rmdir()
+    log.warning("backup.restore_put_back", data_dir=str(data_dir), failed=str(failed))
+    return failed if leftovers else None
 
 
 def _recover(server: EmbeddedPostgres) -> None:

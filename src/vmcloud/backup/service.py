@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+import subprocess
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
@@ -28,6 +29,7 @@ log = get_logger(__name__)
 
 Kind = Literal["monthly", "daily", "manual"]
 STALE_AFTER = timedelta(hours=26)
+_NO_BACKUP = "no valid backups"  # pgbackrest info's status message for a repository
 
 
 class BackupError(RuntimeError):
@@ -64,6 +66,7 @@ class Backup:
     size_bytes: int
     stored_bytes: int
     wal_start: str
+    repo: int = 1  # the repository holding it
 
 
 @dataclass(frozen=True)
@@ -71,6 +74,7 @@ class Inventory:
     backups: list[Backup]  # oldest first
     wal_min: str | None
     wal_max: str | None
+    repo_problems: list[str] = field(default_factory=list)  # a repository not ok, in words
 
     @property
     def pitr_from(self) -> datetime | None:
@@ -78,8 +82,12 @@ class Inventory:
         kept = [b for b in self.backups if self.wal_min and b.wal_start >= self.wal_min]
         return kept[0].stopped_at if kept else None
 
-    def latest(self, type_: str | None = None) -> Backup | None:
-        chosen = [b for b in self.backups if type_ is None or b.type == type_]
+    def latest(self, type_: str | None = None, *, repo: int | None = None) -> Backup | None:
+        chosen = [
+            b
+            for b in self.backups
+            if (type_ is None or b.type == type_) and (repo is None or b.repo == repo)
+        ]
         return chosen[-1] if chosen else None
 
 
@@ -106,7 +114,12 @@ def inventory(repo: PgBackRest) -> Inventory:
     archives = stanza.get("archive") or []
     wal_min = min((a["min"] for a in archives if a.get("min")), default=None)
     wal_max = max((a["max"] for a in archives if a.get("max")), default=None)
-    return Inventory(backups, wal_min, wal_max)
+    repo_problems = [
+        f"Backup repository {r['key']}: {r['status']['message']}."
+        for r in stanza.get("repo", [])
+        if r.get("status", {}).get("code", 0) != 0
+    ]
+    return Inventory(backups, wal_min, wal_max, repo_problems)
 
 
 def _backup(raw: dict[str, Any]) -> Backup:
@@ -122,6 +135,7 @@ def _backup(raw: dict[str, Any]) -> Backup:
         size_bytes=int(raw["info"]["size"]),
         stored_bytes=int(raw["info"]["repository"]["delta"]),
         wal_start=raw["archive"]["start"],
+        repo=int((raw.get("database") or {}).get("repo-key", 1)),
     )
 
 
@@ -138,33 +152,53 @@ class Outcome:
 def take(
     *, repo: PgBackRest, data_dir: Path, kind: Kind, full: bool, retention: Retention
 ) -> Outcome:
-    """Back up the database (full when asked or when there is none yet, else differential),
-    then expire by ``retention`` (pgBackRest does it after each backup), then archive the
-    files the database does not hold (secrets, attachments) beside it. Never raises for a
-    failed backup: the outcome says why."""
+    """Back up the database to every repository (full when asked or when there is none yet,
+    else differential), then expire by ``retention`` (pgBackRest does it after each backup),
+    then archive the files the database does not hold (secrets, attachments) beside it. Never
+    raises for a failed backup: the outcome says why, naming each repository that failed (the
+    backup of repository 1 is the outcome's when it succeeded)."""
     started = utcnow()
     type_ = "full" if full else "diff"
+    errors: list[str] = []
     try:
         if not full and not inventory(repo).backups:
             type_ = "full"
-        repo.run(
-            "backup",
-            f"--type={type_}",
-            f"--annotation=kind={kind}",
-            *retention.options(repo.repos),
-            background=True,
-        )
-        after = inventory(repo)
-        latest = after.latest()
-        if latest is None:
-            raise BackupError("pgbackrest reported no backup after a successful run")
-        files.archive(repo=repo, data_dir=data_dir, label=latest.label)
-        files.prune(repo=repo, keep={b.label for b in after.backups})
-    except (PgBackRestError, BackupError, OSError) as exc:
-        log.error("backup.failed", kind=kind, type=type_, error=str(exc))
-        return Outcome(kind, type_, started, utcnow(), None, str(exc))
+    except PgBackRestError as exc:
+        errors.append(str(exc))
+    latest: Backup | None = None
+    for n in repo.repos if not errors else []:
+        try:
+            made = _take_one(repo=repo, n=n, type_=type_, kind=kind, retention=retention)
+            files.archive(repo=repo, data_dir=data_dir, label=made.label)
+            latest = latest or made
+        except (PgBackRestError, BackupError, OSError) as exc:
+            errors.append(f"repository {n}: {exc}")
+    try:
+        files.prune(repo=repo, keep={b.label for b in inventory(repo).backups})
+    except (PgBackRestError, OSError) as exc:
+        errors.append(str(exc))
+    if errors:
+        log.error("backup.failed", kind=kind, type=type_, error=" | ".join(errors))
+        return Outcome(kind, type_, started, utcnow(), latest, " | ".join(errors))
+    assert latest is not None  # every repository succeeded, and there is at least one
     log.info("backup.done", kind=kind, type=type_, label=latest.label)
     return Outcome(kind, type_, started, utcnow(), latest, None)
+
+
+def _take_one(*, repo: PgBackRest, n: int, type_: str, kind: Kind, retention: Retention) -> Backup:
+    """One repository's backup (pgBackRest writes only one per run: ``--repo``)."""
+    repo.run(
+        "backup",
+        f"--repo={n}",
+        f"--type={type_}",
+        f"--annotation=kind={kind}",
+        *retention.options(repo.repos),
+        background=True,
+    )
+    made = inventory(repo).latest(repo=n)
+    if made is None:
+        raise BackupError("pgbackrest reported no backup after a successful run")
+    return made
 
 
 def record(*, db: Session, outcome: Outcome) -> BackupRun:
@@ -196,11 +230,21 @@ _BAD_COUNT = re.compile(r"(missing|checksum invalid|size invalid|other): [1-9]")
 
 
 def verify(repo: PgBackRest) -> Verification:
-    """``pgbackrest verify``, judged by its text (its exit code is 0 even when it finds
-    corruption): every stanza ``status: ok`` and no file missing or invalid."""
-    result = repo.attempt("verify", "--output=text", "--verbose", background=True)
-    body = result.stdout
-    lines = [line.strip() for line in body.splitlines()]
+    """``pgbackrest verify`` of every repository, judged by its text (its exit code is 0 even
+    when it finds corruption): every stanza ``status: ok`` and no file missing or invalid."""
+    texts: list[str] = []
+    problems: list[str] = []
+    for n in repo.repos:
+        result = repo.attempt(
+            "verify", f"--repo={n}", "--output=text", "--verbose", background=True
+        )
+        texts.append(f"repository {n}:\n{result.stdout}")
+        problems += [f"repository {n}: {p}" for p in _verify_problems(result)]
+    return Verification(not problems, "\n".join(texts), problems)
+
+
+def _verify_problems(result: subprocess.CompletedProcess[str]) -> list[str]:
+    lines = [line.strip() for line in result.stdout.splitlines()]
     problems: list[str] = []
     context = ""
     for line in lines:
@@ -213,7 +257,7 @@ def verify(repo: PgBackRest) -> Verification:
         problems.append(f"pgbackrest verify failed: {result.stderr.strip()[-500:]}")
     if not statuses or any(line != "status: ok" for line in statuses):
         problems.append("the repository's status is not ok: " + (", ".join(statuses) or "none"))
-    return Verification(not problems, body, problems)
+    return problems
 
 
 def archiver_problem(db: Session) -> str | None:
@@ -268,6 +312,11 @@ def recorded_problems(*, db: Session, managed: bool, now: datetime | None = None
         found.append("There is no backup yet.")
     elif stale := _age_problem(latest.label, latest.finished_at, now):
         found.append(stale)
+    newest = db.scalars(select(BackupRun).order_by(BackupRun.finished_at.desc()).limit(1)).first()
+    if newest is not None and newest.outcome == "failed":
+        found.append(
+            f"The latest backup run ({newest.finished_at:%Y-%m-%d %H:%M}) failed: {newest.error}"
+        )
     found += [p for p in (archiver_problem(db), _drill_problem(db)) if p]
     return found
 
@@ -284,14 +333,17 @@ def problems(*, db: Session, settings: Settings, now: datetime | None = None) ->
         ]
     found: list[str] = []
     try:
-        latest = inventory(repo).latest()
+        found_inventory = inventory(repo)
     except PgBackRestError as exc:
         found.append(f"The backup repository cannot be read: {exc}")
     else:
+        latest = found_inventory.latest()
         if latest is None:
             found.append("There is no backup yet.")
         elif stale := _age_problem(latest.label, latest.stopped_at, now):
             found.append(stale)
+        # With no backup at all, each repository's "no valid backups" would only repeat it.
+        found += [p for p in found_inventory.repo_problems if latest or _NO_BACKUP not in p]
     found += [p for p in (archiver_problem(db), _drill_problem(db)) if p]
     return found
 

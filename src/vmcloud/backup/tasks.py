@@ -3,24 +3,28 @@
 Every ten minutes :func:`scheduled_backup` decides: the first backup as soon as there is none
 (on a new installation, within minutes of the first start); at the configured hour (UTC), a
 full backup on the 1st of the month (``monthly``) and a differential on every other day
-(``daily``), unless one was already taken that day. pgBackRest expires old backups after each
-by the retention settings. ``verify`` runs weekly and the restore drill monthly, each after the
-day's backup; a failure of either is emailed to every active staff member.
+(``daily``), unless one was already taken since; a missed hour is caught up on the next tick.
+pgBackRest expires old backups after each by the retention settings. A repository that cannot
+be read is a failed run and an alert, once a day. ``verify`` runs weekly and the restore drill
+monthly, each after the day's backup; a failure of either is emailed to every active staff
+member.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from vmcloud.accounts.models import STAFF_ROLES, User
 from vmcloud.backup import drill, service
+from vmcloud.backup.models import BackupRun
 from vmcloud.core import jobs
 from vmcloud.core.clock import utcnow
 from vmcloud.core.logging import get_logger
 from vmcloud.core.mail import Email
+from vmcloud.db.pgbackrest import PgBackRestError
 from vmcloud.site_settings import service as site_settings
 from vmcloud.site_settings.registry import (
     BACKUP_HOUR,
@@ -35,16 +39,19 @@ def due(
     *, now: datetime, hour: int, latest: datetime | None, latest_full: datetime | None
 ) -> service.Kind | None:
     """Which backup the schedule wants at ``now``, given when the latest backup and the latest
-    full one started (a manual backup earlier in the hour counts; a differential does not
-    stand in for the monthly full)."""
+    full one started (a manual backup counts; a differential does not stand in for the monthly
+    full). Measured against the last scheduled instants, so that a missed hour (the worker
+    down, a failed run) is caught up on the next tick: the daily one at ``hour`` (today's if
+    passed, else yesterday's), the monthly one at ``hour`` on the 1st."""
     if latest is None:
         return "monthly"
-    start = now.replace(hour=hour, minute=0, second=0, microsecond=0)
-    if now.hour != hour:
-        return None
-    if now.day == 1:
-        return "monthly" if latest_full is None or latest_full < start else None
-    return "daily" if latest < start else None
+    daily = now.replace(hour=hour, minute=0, second=0, microsecond=0)
+    if daily > now:
+        daily -= timedelta(days=1)
+    monthly = daily.replace(day=1)  # on the 1st before the hour, ``daily`` is last month's
+    if latest_full is None or latest_full < monthly:
+        return "monthly"
+    return "daily" if latest < daily else None
 
 
 @jobs.on_stall(jobs.OnStall.FAIL)
@@ -61,7 +68,11 @@ def scheduled_backup(timestamp: int) -> None:
             full=site_settings.get(db, BACKUP_RETENTION_FULL),
             diff=site_settings.get(db, BACKUP_RETENTION_DIFF),
         )
-    found = service.inventory(repo)
+    try:
+        found = service.inventory(repo)
+    except PgBackRestError as exc:
+        _unreadable(str(exc))
+        return
     latest, latest_full = found.latest(), found.latest(type_="full")
     kind = due(
         now=utcnow(),
@@ -113,6 +124,31 @@ def monthly_drill(timestamp: int) -> None:
         drill.record(db=db, result=result)
         if not result.passed:
             _alert_staff(db, "The monthly restore drill failed", result.reason or "")
+
+
+UNREADABLE = "The backup repository cannot be read"
+
+
+def _unreadable(error: str) -> None:
+    """A failed run and an alert, at most once a day (the schedule ticks every ten minutes)."""
+    now = utcnow()
+    with jobs.unit_of_work() as (db, _):
+        already = db.scalars(
+            select(BackupRun.id).where(
+                BackupRun.outcome == "failed",
+                BackupRun.error.startswith(UNREADABLE),
+                BackupRun.finished_at > now - timedelta(days=1),
+            )
+        ).first()
+        if already is not None:
+            log.warning("backup.repository_unreadable", error=error)
+            return
+        detail = f"{UNREADABLE}: {error}"
+        service.record(
+            db=db,
+            outcome=service.Outcome("daily", "diff", now, now, None, detail),
+        )
+        _alert_staff(db, UNREADABLE, detail)
 
 
 def _alert_staff(db: Session, subject: str, detail: str) -> None:

@@ -15,6 +15,7 @@ import os
 import pwd
 import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import IO
@@ -115,7 +116,9 @@ class EmbeddedPostgres:
             log.info("embedded_postgres.started", root=str(self.root))
         if self.archive:
             self._ensure_archiving()
-            self.backup.create_stanza()
+            for failure in self.backup.create_stanza():
+                # `vmcloud backup list` and the staff overview show it from `info` too.
+                log.warning("embedded_postgres.backup_repository_unreachable", error=failure)
         return self
 
     def archive_settings(self) -> dict[str, str]:
@@ -149,9 +152,10 @@ class EmbeddedPostgres:
             log.info("embedded_postgres.restart_for_archiving", root=str(self.root))
             self._pg_ctl("restart", "-w", "-t", "60", "-m", "fast", "-l", str(self.log_file))
 
-    def take_over(self) -> None:
+    def take_over(self, before_stop: Callable[[], object] | None = None) -> None:
         """Own the cluster and stop it, for work on its files (a restore over it); raises when
-        another process (a running ``vmcloud up``) owns it. :meth:`start` starts it again."""
+        another process (a running ``vmcloud up``) owns it. :meth:`start` starts it again.
+        ``before_stop`` runs on the running cluster first (started for it when stopped)."""
         self._prepare_root()
         self._take_lock()
         if not self.owned:
@@ -160,7 +164,14 @@ class EmbeddedPostgres:
                 f"{self.root} is in use by another process (is `vmcloud up` running?): stop it"
                 " first"
             )
+        if before_stop is not None and not self.is_running():
+            try:  # briefly, for ``before_stop``; a cluster that cannot start is left as it is
+                self._pg_ctl("start", "-w", "-t", "60", "-l", str(self.log_file))
+            except EmbeddedPostgresError as exc:
+                log.warning("embedded_postgres.take_over_start_failed", error=str(exc))
         if self.is_running():
+            if before_stop is not None:
+                before_stop()
             self._pg_ctl("stop", "-m", "fast", "-w", "-t", "60")
 
     def _take_lock(self) -> None:

@@ -8,6 +8,7 @@ See docs/operations.md, "Backups", and the design notes it cites.
 
 from __future__ import annotations
 
+import json
 import os
 import pwd
 import subprocess
@@ -126,9 +127,26 @@ class PgBackRest:
             )
         return result.stdout
 
-    def create_stanza(self) -> None:
-        """Idempotent: run after each start."""
-        self.run("stanza-create")
+    def create_stanza(self) -> list[str]:
+        """Idempotent: run after each start. Repository 1 must hold the stanza
+        (:class:`PgBackRestError`); when only another repository fails (an unmounted disk, an
+        object store out of reach) the failure is returned, so that the platform still starts.
+        (``stanza-create`` takes no ``--repo``: ``info --repo=1`` tells what repository 1 has.)"""
+        try:
+            self.run("stanza-create")
+        except PgBackRestError as exc:
+            if len(self.repos) == 1 or not self._stanza_in_repo1():
+                raise
+            return [f"the stanza could not be created in every repository: {exc}"]
+        return []
+
+    def _stanza_in_repo1(self) -> bool:
+        try:
+            stanzas = json.loads(self.run("info", "--repo=1", "--output=json") or "[]")
+        except (PgBackRestError, ValueError):
+            return False
+        codes = [r["status"]["code"] for s in stanzas for r in s.get("repo", []) if r["key"] == 1]
+        return bool(codes) and codes[0] in (0, 2)  # ok, or no backup yet
 
 
 def server_user() -> pwd.struct_passwd | None:
