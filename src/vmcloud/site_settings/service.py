@@ -143,6 +143,7 @@ def list_settings(*, db: Session) -> list[SettingRow]:
 
 
 MAX_DIGITS = 20  # a number with more digits, or a larger exponent, fits no setting
+_INT_LIMIT: int = 10**MAX_DIGITS
 
 
 def _coerce(key: str, type_: str, value: Any) -> tuple[str, Any]:
@@ -209,7 +210,7 @@ def _unstorable(value: Any) -> str | None:
 
 def _too_long(value: int | float | str) -> bool:
     if isinstance(value, int):
-        return abs(value) >= 10**MAX_DIGITS
+        return abs(value) >= _INT_LIMIT
     number = Decimal(str(value))
     if not number.is_finite():
         return False
