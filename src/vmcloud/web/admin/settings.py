@@ -61,11 +61,11 @@ def widget_for(row_type: str, declared: Setting[Any] | None) -> Widget:
         return Widget("select", choices=tuple(str(c) for c in get_args(kind)))
     if get_origin(kind) is list:
         # One line per item for plain values; a list of objects is edited as JSON.
-        plain = all(
+        values = all(
             _core(arg) in (str, int, Decimal) or get_origin(_core(arg)) is Literal
             for arg in get_args(kind)
         )
-        return Widget("lines" if plain else "json")
+        return Widget("lines" if values else "json")
     if kind in (int, Decimal):
         low = declared.ge if declared.ge is not None else declared.gt
         step = "1" if kind is int else "0.01"
