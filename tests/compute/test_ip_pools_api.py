@@ -371,3 +371,18 @@ def test_an_unknown_pool_is_404(client: TestClient, admin: dict[str, str]) -> No
     assert client.patch(missing, json={"status": "active"}, headers=admin).status_code == 404
     answer = client.post(f"{missing}/reserve", json={"address": "10.0.0.1"}, headers=admin)
     assert answer.status_code == 404
+
+
+def test_scoped_ipv6_addresses_are_422(
+    client: TestClient, db: Session, admin: dict[str, str]
+) -> None:
+    pool = make_pool(db, "2001:db8:9::/64", gateway=None)
+    url = f"{API}/{pool.id}"
+    for scoped in ("2001:db8:9::5%1", "2001:db8:9::5%eth0"):
+        reserve = client.post(f"{url}/reserve", json={"address": scoped}, headers=admin)
+        assert reserve.status_code == 422, reserve.text
+        assert client.patch(url, json={"gateway": scoped}, headers=admin).status_code == 422
+    body = {"name": "scoped", "region": "local", "cidr": "2001:db8:7::/64"}
+    for change in ({"gateway": "2001:db8:7::1%2"}, {"cidr": "2001:db8:6::%2/64"}):
+        assert client.post(API, json={**body, **change}, headers=admin).status_code == 422
+    assert db.scalar(select(func.count()).select_from(IpPool)) == 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -13,6 +14,7 @@ from sqlalchemy.orm import Session
 from tests.factories.accounts import PASSWORD, make_user
 from tests.helpers import bearer, login
 from vmcloud.app import create_app
+from vmcloud.core.errors import InvalidInputError
 from vmcloud.site_settings import service
 from vmcloud.site_settings.models import Setting
 
@@ -90,6 +92,11 @@ BAD: list[tuple[str, Any]] = [
     ("support.attachment_types", ["not a mime type"]),
     ("billing.payment_providers", ["paypal"]),
     ("site.support_email", "nobody"),
+    ("billing.topup_max", "1E+30"),  # too large to keep in cents
+    ("billing.topup_max", 1e300),
+    ("billing.topup_min", "1e999"),
+    ("billing.grace_days", "1e9999999"),
+    ("site.name", "nul\x00byte"),
 ]
 
 
@@ -128,6 +135,35 @@ def test_operator_added_settings_are_checked_by_type(
     blob = client.put(f"{ADMIN}/custom.blob", json={"value": {"a": [1, None]}}, headers=admin)
     assert blob.json()["value"] == {"a": [1, None]}
     assert client.get(PUBLIC).json()["custom.limit"] == 9
+
+
+@pytest.mark.parametrize("value", ["\ud800", {"a": "\x00"}, {"\udfff": 1}, [float("nan")]])
+def test_json_values_that_cannot_be_stored_or_served_are_422(
+    client: TestClient, db: Session, admin: dict[str, str], value: Any
+) -> None:
+    db.add(Setting(key="custom.blob", value="{}", type="json", is_public=True))
+    db.flush()
+    body = json.dumps({"value": value})  # NaN and lone surrogates as Python's json writes them
+    headers = {**admin, "content-type": "application/json"}
+    answer = client.put(f"{ADMIN}/custom.blob", content=body, headers=headers)
+    assert answer.status_code == 422, answer.text
+    assert db.scalar(select(Setting.value).where(Setting.key == "custom.blob")) == "{}"
+    assert client.get(ADMIN, headers=admin).status_code == 200
+    assert client.get(PUBLIC).json()["custom.blob"] == {}
+
+
+def test_huge_numbers_are_refused_before_any_rule_runs(
+    db: Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    class Never:
+        def validate(self, value: Any) -> Any:
+            raise AssertionError("validated a number it should have refused")
+
+    monkeypatch.setitem(service.REGISTRY, "billing.grace_days", Never())
+    for huge in ("1e9999999", "1" * 40, 10**40):
+        with pytest.raises(InvalidInputError) as refused:
+            service.update_setting(db=db, key="billing.grace_days", value=huge)
+        assert refused.value.errors[0]["message"] == "too many digits"
 
 
 def test_a_change_reaches_another_api_process_within_the_cache_lifetime(

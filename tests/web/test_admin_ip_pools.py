@@ -128,3 +128,17 @@ def test_an_unknown_pool_is_404(panel: TestClient, db: Session) -> None:
     assert panel.get(missing).status_code == 404
     answer = panel.post(f"{missing}/reserve", data={"address": "10.0.0.1", "csrftoken": token})
     assert answer.status_code == 404
+
+
+def test_an_unknown_pool_has_no_stream(panel: TestClient, db: Session) -> None:
+    _admin(panel, db)
+    assert panel.get(f"/admin/ip-pools/{uuid.uuid4()}/stream").status_code == 404
+
+
+def test_a_scoped_address_is_refused_next_to_its_field(panel: TestClient, db: Session) -> None:
+    token = _admin(panel, db)
+    pool = make_pool(db, "2001:db8:9::/64", gateway=None)
+    url = f"/admin/ip-pools/{pool.id}"
+    for act, field in (("reserve", "address"), ("unreserve", "address"), ("gateway", "gateway")):
+        answer = panel.post(f"{url}/{act}", data={field: "2001:db8:9::5%1", "csrftoken": token})
+        assert answer.status_code == 422, act

@@ -4,6 +4,8 @@ turning registration off closes sign-up."""
 
 from __future__ import annotations
 
+import html
+import json
 import re
 
 from fastapi.testclient import TestClient
@@ -114,3 +116,49 @@ def test_an_undeclared_json_setting_is_edited_as_json(panel: TestClient, db: Ses
     assert good.status_code == 303
     db.expire_all()
     assert db.get(Setting, "custom.limits").value == '{"a":2}'  # type: ignore[union-attr]
+
+
+def test_json_the_service_cannot_store_is_refused(panel: TestClient, db: Session) -> None:
+    db.add(Setting(key="custom.limits", value='{"a":1}', type="json", is_public=True))
+    db.flush()
+    token = _admin(panel, db)
+    for typed in ['{"a": NaN}', '{"a": -Infinity}', '"\\ud800"', '"\\u0000"', "[" * 30000]:
+        answer = panel.post(
+            "/admin/settings/custom.limits", data={"value": typed, "csrftoken": token}
+        )
+        assert answer.status_code == 422, typed[:20]
+    deep = "[" * 30000 + "]" * 30000
+    answer = panel.post("/admin/settings/custom.limits", data={"value": deep, "csrftoken": token})
+    assert answer.status_code == 422 and "not JSON" in _form(answer.text, "custom.limits")
+    db.expire_all()
+    assert db.get(Setting, "custom.limits").value == '{"a":1}'  # type: ignore[union-attr]
+    assert panel.get("/api/v1/settings/public").json()["custom.limits"] == {"a": 1}
+
+
+def test_a_list_of_objects_is_edited_as_json(panel: TestClient, db: Session) -> None:
+    token = _admin(panel, db)
+    key = "support.canned_replies"
+    panel.post(f"/admin/settings/{key}", data={"value": "[]", "csrftoken": token})
+    replies = [{"title": "Hi", "body": "Hello there"}]
+    saved = panel.post(
+        f"/admin/settings/{key}", data={"value": json.dumps(replies), "csrftoken": token}
+    )
+    assert saved.status_code == 303, saved.text
+    form = _form(panel.get("/admin/settings").text, key)
+    shown = html.unescape(re.search(r"<textarea[^>]*>(.*?)</textarea>", form, re.S).group(1))  # type: ignore[union-attr]
+    assert json.loads(shown) == replies
+    assert (
+        panel.post(f"/admin/settings/{key}", data={"value": shown, "csrftoken": token}).status_code
+        == 303
+    )
+    changed = [{"title": "A", "body": "B"}]
+    answer = panel.post(
+        f"/admin/settings/{key}", data={"value": json.dumps(changed), "csrftoken": token}
+    )
+    assert answer.status_code == 303
+    db.expire_all()
+    assert json.loads(db.get(Setting, key).value) == changed  # type: ignore[union-attr]
+    assert (
+        panel.post(f"/admin/settings/{key}", data={"value": "A", "csrftoken": token}).status_code
+        == 422
+    )

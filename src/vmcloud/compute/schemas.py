@@ -245,6 +245,8 @@ def _check_network(value: str) -> str:
     """A network in CIDR notation with no host bits set (``10.0.0.0/24``, not
     ``10.0.0.5/24``), written canonically."""
     try:
+        if "%" in value:  # a scoped IPv6 address (zone id): PostgreSQL's inet refuses it
+            raise ValueError(value)
         return str(ipaddress.ip_network(value, strict=True))
     except ValueError:
         raise ValueError("a network in CIDR notation, e.g. 203.0.113.0/24") from None
@@ -253,6 +255,8 @@ def _check_network(value: str) -> str:
 def _check_address(value: str) -> str:
     """One IPv4 or IPv6 address, written canonically."""
     try:
+        if "%" in value:  # a scoped IPv6 address (zone id): PostgreSQL's inet refuses it
+            raise ValueError(value)
         return str(ipaddress.ip_address(value))
     except ValueError:
         raise ValueError("an IPv4 or IPv6 address") from None

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import threading
 import time
 from dataclasses import dataclass
@@ -119,7 +120,7 @@ def get(db: Session, setting: Setting[T], /) -> T:
     if entry is not None:
         try:
             return setting.validate(entry.value)
-        except ValidationError:
+        except (ValidationError, ArithmeticError):
             log.warning("setting.out_of_rule", key=setting.key, value=repr(entry.value))
     return copy.deepcopy(setting.default)
 
@@ -141,9 +142,17 @@ def list_settings(*, db: Session) -> list[SettingRow]:
     return list(db.scalars(select(SettingRow).order_by(SettingRow.key)))
 
 
+MAX_DIGITS = 20  # a number with more digits, or a larger exponent, fits no setting
+_INT_LIMIT: int = 10**MAX_DIGITS
+
+
 def _coerce(key: str, type_: str, value: Any) -> tuple[str, Any]:
     """(text to store, typed value) for ``value`` given as JSON, or ``InvalidInputError``."""
     problem = f"The value does not fit setting {key!r} (type {type_})."
+
+    def refuse(message: str) -> InvalidInputError:
+        return InvalidInputError(problem, errors=[{"field": "value", "message": message}])
+
     if type_ == "string":
         ok = isinstance(value, str)
     elif type_ == "boolean":
@@ -155,22 +164,59 @@ def _coerce(key: str, type_: str, value: Any) -> tuple[str, Any]:
     else:
         ok = True
     if not ok:
-        raise InvalidInputError(
-            problem, errors=[{"field": "value", "message": f"expected {type_}"}]
-        )
-    typed: Any = Decimal(str(value)) if type_ == "number" else value
-    if type_ == "number" and not typed.is_finite():
-        raise InvalidInputError(problem, errors=[{"field": "value", "message": "not finite"}])
+        raise refuse(f"expected {type_}")
+    if (unfit := _unstorable(value)) is not None:
+        raise refuse(unfit)
+    typed: Any = value
+    if type_ == "number":
+        if _too_long(value):
+            raise refuse("too many digits")  # before pydantic turns it into a huge int
+        typed = Decimal(str(value))
+        if not typed.is_finite():
+            raise refuse("not finite")
     declared = REGISTRY.get(key)
     if declared is not None:
         try:
             typed = declared.validate(typed)
         except ValidationError as exc:
-            messages = "; ".join(e["msg"] for e in exc.errors())
-            raise InvalidInputError(
-                problem, errors=[{"field": "value", "message": messages}]
-            ) from exc
+            raise refuse("; ".join(e["msg"] for e in exc.errors())) from exc
+        except ArithmeticError as exc:  # decimal's InvalidOperation from a rule's arithmetic
+            raise refuse("out of range") from exc
     return _to_text(type_, typed), typed
+
+
+def _unstorable(value: Any) -> str | None:
+    """Why ``value`` (JSON, walked without recursion) cannot be stored as text and served
+    back, or None: a NUL, a lone surrogate, NaN or an infinity."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, dict):
+            pending.extend(item.keys())
+            pending.extend(item.values())
+        elif isinstance(item, list | tuple):
+            pending.extend(item)
+        elif isinstance(item, str):
+            if "\x00" in item:
+                return "holds a NUL character"
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return "not valid Unicode text (a lone surrogate)"
+        elif isinstance(item, float) and not math.isfinite(item):
+            return "not finite"
+    return None
+
+
+def _too_long(value: int | float | str) -> bool:
+    if isinstance(value, int):
+        return abs(value) >= _INT_LIMIT
+    number = Decimal(str(value))
+    if not number.is_finite():
+        return False
+    digits, exponent = number.as_tuple()[1:]
+    assert isinstance(exponent, int)
+    return len(digits) > MAX_DIGITS or abs(exponent) > MAX_DIGITS
 
 
 def _is_decimal(text: str) -> bool:

@@ -177,8 +177,9 @@ def pool_page(
 
 @router.get("/{pool_id}/stream")
 async def pool_stream(
-    request: Request, _: AdminPanelUser, pool_id: uuid.UUID, cursor: Cursor = None
+    request: Request, db: DbSession, _: AdminPanelUser, pool_id: uuid.UUID, cursor: Cursor = None
 ) -> Response:
+    ip_pools.get_pool(db=db, pool_id=pool_id)  # 404 for no such pool
     csrf = csrf_token(request)
 
     def resync(db: Session) -> str | None:

@@ -60,7 +60,12 @@ def widget_for(row_type: str, declared: Setting[Any] | None) -> Widget:
     if get_origin(kind) is Literal:
         return Widget("select", choices=tuple(str(c) for c in get_args(kind)))
     if get_origin(kind) is list:
-        return Widget("lines")
+        # One line per item for plain values; a list of objects is edited as JSON.
+        values = all(
+            _core(arg) in (str, int, Decimal) or get_origin(_core(arg)) is Literal
+            for arg in get_args(kind)
+        )
+        return Widget("lines" if values else "json")
     if kind in (int, Decimal):
         low = declared.ge if declared.ge is not None else declared.gt
         step = "1" if kind is int else "0.01"
@@ -130,6 +135,10 @@ def settings_page(request: Request, db: DbSession, user: AdminPanelUser) -> Resp
     return _page(request, db, user)
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
 def _value(widget: Widget, text: str, ticked: bool) -> Any:
     """What the form sent, as the JSON value the API's ``PUT`` would take (an unticked box
     sends nothing: false)."""
@@ -139,10 +148,11 @@ def _value(widget: Widget, text: str, ticked: bool) -> Any:
         return [line.strip() for line in text.splitlines() if line.strip()]
     if widget.kind == "json":
         try:
-            return json.loads(text)
-        except ValueError as exc:
+            return json.loads(text, parse_constant=_no_constant)
+        except (ValueError, RecursionError) as exc:
+            reason = "nested too deeply" if isinstance(exc, RecursionError) else exc.args[0]
             raise FormError(
-                fields={"value": f"not JSON: {exc.args[0]}"}, message="The value is not JSON."
+                fields={"value": f"not JSON: {reason}"}, message="The value is not JSON."
             ) from None
     return text.strip()
 
