@@ -56,6 +56,9 @@ def test_support_handles_a_ticket_from_the_live_queue(
     expect(page.get_by_role("heading", name=subject)).to_be_visible()
     page.get_by_role("button", name="Assign to me").click()
     expect(page.locator("#ticket-assignee")).to_have_text("assigned to you")
+    # The live stream can show the assignee before the form's own answer has replaced the
+    # page; typing before that answer lands loses the text (a note posted empty).
+    expect(page.locator("#flashes")).to_contain_text("Assigned to you.")
 
     page.locator("#f-message").fill(NOTE)
     page.get_by_role("button", name="Add internal note").click()
