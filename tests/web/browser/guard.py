@@ -168,7 +168,7 @@ class PageGuard:
                 if leaves_origin(page.url, self.origin) or urlsplit(page.url).scheme != "http":
                     continue
                 try:
-                    assert_no_horizontal_scroll(page, wait=0)
+                    assert_no_horizontal_scroll(page)
                 except AssertionError as exc:
                     found.append(str(exc))
                 except PlaywrightError:
