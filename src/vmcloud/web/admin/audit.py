@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from sqlalchemy.orm import Session
 from starlette.responses import Response
 
@@ -96,25 +96,8 @@ def rows(db: Session, view: AuditView) -> dict[str, Any]:
     return context
 
 
-def _filters(
-    user: str | None,
-    entity: str | None,
-    entity_id: str | None,
-    action: str | None,
-    since: str | None,
-    until: str | None,
-) -> dict[str, str | None]:
-    return {
-        "user": user, "entity": entity, "entity_id": entity_id, "action": action,
-        "since": since, "until": until,
-    }  # fmt: skip
-
-
-@router.get("/admin/audit")
-def audit_page(
-    request: Request,
+def audit_view(
     db: DbSession,
-    user: AdminPanelUser,
     cursor: Cursor = None,
     who: Annotated[Text, Query(alias="user")] = None,
     entity: Text = None,
@@ -122,8 +105,26 @@ def audit_page(
     action: Text = None,
     since: Text = None,
     until: Text = None,
+) -> AuditView:
+    """The filter parameters the page, its stream and its CSV take (the CSV reads every
+    page itself and ignores a cursor)."""
+    values = {
+        "user": who, "entity": entity, "entity_id": entity_id, "action": action,
+        "since": since, "until": until,
+    }  # fmt: skip
+    return read_view(db, values, cursor)
+
+
+AuditQuery = Annotated[AuditView, Depends(audit_view)]
+
+
+@router.get("/admin/audit")
+def audit_page(
+    request: Request,
+    db: DbSession,
+    user: AdminPanelUser,
+    view: AuditQuery,
 ) -> Response:
-    view = read_view(db, _filters(who, entity, entity_id, action, since, until), cursor)
     try:
         context = rows(db, view)
     except ProblemError as exc:  # a cursor this list did not make
@@ -136,18 +137,9 @@ def audit_page(
 @router.get("/admin/audit/stream")
 async def audit_stream(
     request: Request,
-    db: DbSession,
     user: AdminPanelUser,
-    cursor: Cursor = None,
-    who: Annotated[Text, Query(alias="user")] = None,
-    entity: Text = None,
-    entity_id: Text = None,
-    action: Text = None,
-    since: Text = None,
-    until: Text = None,
+    view: AuditQuery,
 ) -> Response:
-    view = read_view(db, _filters(who, entity, entity_id, action, since, until), cursor)
-
     def resync(stream_db: Session) -> str | None:
         if view.errors or view.cursor:
             return None  # an older page or a refused filter: new rows never show there
@@ -164,14 +156,8 @@ def audit_csv(
     request: Request,
     db: DbSession,
     user: AdminPanelUser,
-    who: Annotated[Text, Query(alias="user")] = None,
-    entity: Text = None,
-    entity_id: Text = None,
-    action: Text = None,
-    since: Text = None,
-    until: Text = None,
+    view: AuditQuery,
 ) -> Response:
-    view = read_view(db, _filters(who, entity, entity_id, action, since, until), None)
     if view.errors:
         context = rows(db, view)
         return access.page(request, "admin/audit.html", user, context, area="audit", status=422)

@@ -11,7 +11,7 @@ from decimal import Decimal
 from typing import Annotated, Any, get_args
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from sqlalchemy.orm import Session
 from starlette.responses import Response
 
@@ -34,6 +34,8 @@ router = APIRouter(include_in_schema=False)
 
 TYPES: tuple[str, ...] = get_args(TransactionType)
 STATUSES: tuple[str, ...] = get_args(TransactionStatus)
+# The filter form's select options, as (value, text) pairs.
+CHOICES = {"types": [(t, t) for t in TYPES], "statuses": [(s, s) for s in STATUSES]}
 DEFAULT_DAYS = 30  # with no "from" in the address, the list starts this many days back
 LIVE_KINDS = ("balance", "top_up")  # a new entry moves a balance or is a new top-up
 CSV_COLUMNS = list(AdminTransactionRead.model_fields)
@@ -95,6 +97,27 @@ def read_view(
     return LedgerView(form, read.errors, filters, cursor)
 
 
+def ledger_view(
+    db: DbSession,
+    cursor: Cursor = None,
+    who: Annotated[Text, Query(alias="user")] = None,
+    type: Text = None,
+    status: Text = None,
+    provider: Text = None,
+    from_: Annotated[Text, Query(alias="from")] = None,
+    to: Text = None,
+) -> LedgerView:
+    """The filter parameters the page, its stream and its CSV take (the CSV reads every
+    page itself and ignores a cursor)."""
+    return read_view(
+        db, user=who, type_=type, status=status, provider=provider, from_=from_, to=to,
+        cursor=cursor,
+    )  # fmt: skip
+
+
+Ledger = Annotated[LedgerView, Depends(ledger_view)]
+
+
 def region(db: Session, view: LedgerView) -> dict[str, Any]:
     """What the live region shows: a page of entries, the totals, the user's balance check."""
     currency = site_settings.get(db, CURRENCY)
@@ -134,24 +157,14 @@ def transactions_page(
     request: Request,
     db: DbSession,
     user: StaffPanelUser,
-    cursor: Cursor = None,
-    who: Annotated[Text, Query(alias="user")] = None,
-    type: Text = None,
-    status: Text = None,
-    provider: Text = None,
-    from_: Annotated[Text, Query(alias="from")] = None,
-    to: Text = None,
+    view: Ledger,
 ) -> Response:
-    view = read_view(
-        db, user=who, type_=type, status=status, provider=provider, from_=from_, to=to,
-        cursor=cursor,
-    )  # fmt: skip
     try:
         context = region(db, view)
     except ProblemError as exc:  # a cursor this list did not make
         view = LedgerView(view.form, {"cursor": exc.detail or exc.title}, view.filters)
         context = region(db, view)
-    context |= {"types": TYPES, "statuses": STATUSES}
+    context |= CHOICES
     return access.page(
         request,
         "admin/transactions.html",
@@ -165,21 +178,9 @@ def transactions_page(
 @router.get("/admin/transactions/stream")
 async def transactions_stream(
     request: Request,
-    db: DbSession,
     user: StaffPanelUser,
-    cursor: Cursor = None,
-    who: Annotated[Text, Query(alias="user")] = None,
-    type: Text = None,
-    status: Text = None,
-    provider: Text = None,
-    from_: Annotated[Text, Query(alias="from")] = None,
-    to: Text = None,
+    view: Ledger,
 ) -> Response:
-    view = read_view(
-        db, user=who, type_=type, status=status, provider=provider, from_=from_, to=to,
-        cursor=cursor,
-    )  # fmt: skip
-
     def resync(stream_db: Session) -> str | None:
         if view.errors or view.cursor:
             return None  # an older page or a refused filter: nothing arrives there
@@ -200,16 +201,10 @@ def transactions_csv(
     request: Request,
     db: DbSession,
     user: StaffPanelUser,
-    who: Annotated[Text, Query(alias="user")] = None,
-    type: Text = None,
-    status: Text = None,
-    provider: Text = None,
-    from_: Annotated[Text, Query(alias="from")] = None,
-    to: Text = None,
+    view: Ledger,
 ) -> Response:
-    view = read_view(db, user=who, type_=type, status=status, provider=provider, from_=from_, to=to)
     if view.errors:
-        context = region(db, view) | {"types": TYPES, "statuses": STATUSES}
+        context = region(db, view) | CHOICES
         return access.page(
             request, "admin/transactions.html", user, context, area="transactions", status=422
         )
