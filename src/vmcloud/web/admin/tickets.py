@@ -33,6 +33,7 @@ from vmcloud.support.schemas import Priority, Status
 from vmcloud.support.storage import storage_for
 from vmcloud.web.admin import access
 from vmcloud.web.admin.access import StaffPanelUser
+from vmcloud.web.customer.support import ticket_of_login
 from vmcloud.web.forms import FormError
 from vmcloud.web.render import csrf_token, fragment
 from vmcloud.web.session import cookie_secret, login_of
@@ -211,14 +212,10 @@ def ticket_detail(
 
 
 def _live_ticket(db: Session, raw: str | None, ticket_id: uuid.UUID, csrf: str) -> str | None:
-    login = login_of(db, raw)
-    if login is None:
+    found = ticket_of_login(db, raw, ticket_id)
+    if found is None:
         return None
-    try:
-        ticket = service.get_visible_ticket(db=db, ticket_id=ticket_id, user=login.user)
-    except ProblemError:
-        return None
-    view = ticket_view(db, ticket, login.user)
+    view = ticket_view(db, *found)
     return fragment("admin/tickets/_live.html", oob=True, csrf=csrf, **view)
 
 

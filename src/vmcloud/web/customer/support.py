@@ -124,7 +124,11 @@ def ticket_detail(
     return ticket_page(request, db, ticket)
 
 
-def live_ticket(db: Session, raw: str | None, ticket_id: uuid.UUID, csrf: str) -> str | None:
+def ticket_of_login(
+    db: Session, raw: str | None, ticket_id: uuid.UUID
+) -> tuple[SupportTicket, User] | None:
+    """The ticket and its viewer for a live stream, checked again on each event: None once
+    the login has ended or the ticket is no longer theirs to see."""
     login = login_of(db, raw)
     if login is None:
         return None
@@ -132,8 +136,15 @@ def live_ticket(db: Session, raw: str | None, ticket_id: uuid.UUID, csrf: str) -
         ticket = service.get_visible_ticket(db=db, ticket_id=ticket_id, user=login.user)
     except ProblemError:
         return None
+    return ticket, login.user
+
+
+def live_ticket(db: Session, raw: str | None, ticket_id: uuid.UUID, csrf: str) -> str | None:
+    found = ticket_of_login(db, raw, ticket_id)
+    if found is None:
+        return None
     # The actions carry forms: the same CSRF token as the page's (the cookie's).
-    return fragment("support/_live.html", oob=True, csrf=csrf, **thread(db, ticket))
+    return fragment("support/_live.html", oob=True, csrf=csrf, **thread(db, found[0]))
 
 
 def _check_visible(request: Request, ticket_id: uuid.UUID) -> None:
