@@ -17,7 +17,7 @@ import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import procrastinate
@@ -263,3 +263,43 @@ def failed_count(*, db: Session) -> int:
             text("SELECT count(*) FROM procrastinate_jobs WHERE status = 'failed'")
         ).scalar_one()
     )
+
+
+# How long finished jobs stay in procrastinate's table: succeeded ones only say that work was
+# done (the logs say more); failed, cancelled and aborted ones are kept for an operator.
+KEEP_SUCCEEDED = timedelta(days=3)
+KEEP_UNSUCCESSFUL = timedelta(days=30)
+PURGE_BATCH = 5000
+
+# procrastinate's own delete_old_jobs cannot be used: the latest job of each periodic task is
+# referenced by procrastinate_periodic_defers (no ON DELETE), so deleting it fails the whole
+# statement, which for a monthly task would stop every purge for a month. Those jobs are
+# skipped here; procrastinate drops the reference when the task's next run is deferred.
+_PURGE = text(
+    """
+    DELETE FROM procrastinate_jobs WHERE id IN (
+        SELECT job.id FROM procrastinate_jobs AS job
+        WHERE (
+            (job.status = 'succeeded' AND :ok_before > ALL (
+                SELECT event.at FROM procrastinate_events AS event WHERE event.job_id = job.id))
+            OR (job.status IN ('failed', 'cancelled', 'aborted') AND :bad_before > ALL (
+                SELECT event.at FROM procrastinate_events AS event WHERE event.job_id = job.id))
+        )
+        AND NOT EXISTS (
+            SELECT 1 FROM procrastinate_periodic_defers AS defer WHERE defer.job_id = job.id)
+        ORDER BY job.id
+        LIMIT :limit
+    )
+    """
+)
+
+
+def purge_finished(*, db: Session, now: datetime, limit: int = PURGE_BATCH) -> int:
+    """Delete up to ``limit`` finished jobs (and, by cascade, their events) whose last event
+    is older than their status's retention; the number deleted. Call again while it returns
+    ``limit``."""
+    result = db.execute(
+        _PURGE,
+        {"ok_before": now - KEEP_SUCCEEDED, "bad_before": now - KEEP_UNSUCCESSFUL, "limit": limit},
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]

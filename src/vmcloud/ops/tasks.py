@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from procrastinate import JobContext
 
 from vmcloud.core import idempotency, jobs
@@ -27,6 +29,22 @@ def purge_idempotency_keys(timestamp: int) -> None:
     with jobs.unit_of_work() as (db, _):
         removed = idempotency.purge_expired(db=db)
     log.info("idempotency_keys.purged", removed=removed)
+
+
+@jobs.on_stall(jobs.OnStall.FAIL)
+@jobs.app.periodic(cron="53 * * * *", periodic_id="purge-finished-jobs")
+@jobs.app.task(name="ops.purge_finished_jobs", queue="maintenance")
+def purge_finished_jobs(timestamp: int) -> None:
+    """Finished jobs past their retention (core/jobs.py), a batch per transaction: the
+    periodic tasks alone finish about ten thousand jobs a day."""
+    removed = 0
+    while True:
+        with jobs.unit_of_work() as (db, _):
+            batch = jobs.purge_finished(db=db, now=datetime.now(UTC))
+        removed += batch
+        if batch < jobs.PURGE_BATCH:
+            break
+    log.info("jobs.purged", removed=removed, scheduled_for=timestamp)
 
 
 # Every 15 s (the sixth cron field is seconds): a dead worker's jobs wait at most
