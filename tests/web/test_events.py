@@ -401,3 +401,52 @@ def test_a_busy_stream_still_ends_when_its_viewer_loses_the_right(
     renders, ended = asyncio.run(scenario())
     assert ended
     assert renders <= 8  # about CHECK_EVERY's worth of events, not the whole flow (40)
+
+
+def test_a_burst_of_changes_is_one_redraw_of_a_staff_region() -> None:
+    """A staff list redrawn by any change it follows (``redraw_on``) redraws once for a burst
+    (a billing run moves hundreds of balances), after the last change of it, and not at all
+    for changes it does not follow."""
+
+    async def scenario() -> tuple[list[str], list[str]]:
+        hub = Hub("dbname=none")
+        hub._task = asyncio.ensure_future(asyncio.sleep(10))  # no LISTEN connection here
+        hub.listening.set()
+        seen: list[str] = []
+        state = {"n": 0}
+
+        def resync() -> str:
+            seen.append(f"redraw at {state['n']}")
+            return f"region after {state['n']}"
+
+        stream = Stream(resync=resync, redraw_on=lambda event: event["kind"] == "balance")
+        updates = web_events._events(hub, None, stream, contextlib.nullcontext())
+        messages = [(await updates.__anext__())["data"]]
+        for _ in range(5):
+            hub.dispatch({"kind": "metric", "user": "u", "id": "x"})  # not followed
+        await asyncio.sleep(0.5)
+        for n in range(1, 201):
+            state["n"] = n
+            hub.dispatch({"kind": "balance", "user": str(uuid.uuid4()), "id": None})
+        messages.append((await asyncio.wait_for(updates.__anext__(), 5))["data"])
+        with contextlib.suppress(TimeoutError):
+            messages.append((await asyncio.wait_for(updates.__anext__(), 1))["data"])
+        await updates.aclose()
+        hub._task.cancel()
+        return messages, seen
+
+    messages, seen = asyncio.run(scenario())
+    assert messages == ["region after 0", "region after 200"]
+    assert seen == ["redraw at 0", "redraw at 200"]
+
+
+def test_a_stream_takes_render_or_redraw_on() -> None:
+    from vmcloud.web import live
+
+    async def make(**kwargs: object) -> None:
+        await live.stream(object(), resync=lambda _db: None, **kwargs)  # type: ignore[arg-type]
+
+    with pytest.raises(TypeError):
+        asyncio.run(make())
+    with pytest.raises(TypeError):
+        asyncio.run(make(render=lambda _db, _e: None, redraw_on=lambda _e: True))

@@ -152,11 +152,16 @@ class Stream:
     database)."""
 
     resync: Callable[[], str | None]
-    render: Callable[[dict[str, str | None]], str | None]
+    render: Callable[[dict[str, str | None]], str | None] | None = None
     still_allowed: Callable[[], bool] = lambda: True
+    # For a page whose one live region is redrawn by any change it cares about (a staff list
+    # or counters): instead of ``render``, the changes that redraw it. A burst of them (a
+    # billing run moves hundreds of balances) is one redraw, not one per change.
+    redraw_on: Callable[[dict[str, str | None]], bool] | None = None
 
 
 CHECK_EVERY = 30.0
+GATHER = 0.25  # seconds a redrawing stream lets a burst of changes land before it redraws
 LISTEN_WAIT = 5.0  # seconds a new stream waits for the hub to listen before it renders
 
 
@@ -202,8 +207,18 @@ async def _events(
                 continue
             if event.get("kind") == "resync":
                 html = await run(stream.resync)
-            else:
+            elif stream.redraw_on is not None:
+                if not stream.redraw_on(event):
+                    continue
+                # Whatever else arrives meanwhile is in this redraw, which reads after it.
+                await asyncio.sleep(GATHER)
+                while not subscription.queue.empty():
+                    subscription.queue.get_nowait()
+                html = await run(stream.resync)
+            elif stream.render is not None:
                 html = await run(stream.render, event)
+            else:
+                html = None
             if html:
                 yield {"data": html}
 

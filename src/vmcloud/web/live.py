@@ -42,7 +42,8 @@ async def stream(
     request: Request,
     *,
     resync: Resync,
-    render: Render,
+    render: Render | None = None,
+    redraw_on: Callable[[Event], bool] | None = None,
     everyone: bool = False,
     allowed: Callable[[PanelLogin], bool] = lambda _: True,
     follows: tuple[str, uuid.UUID] | None = None,
@@ -52,7 +53,11 @@ async def stream(
     announced to its owner, whoever that is: the page of one ticket or instance, which staff
     may view too. The caller has checked that the viewer may see it, and ``render`` reads it
     again with the viewer's rights. ``resync`` renders the page's whole live region;
-    ``render`` the fragments of one change (None when the change is not on this page)."""
+    ``render`` the fragments of one change (None when the change is not on this page); or,
+    for a page that redraws its whole live region on a change, ``redraw_on`` picks the changes
+    that do (a burst of them is one redraw)."""
+    if (render is None) == (redraw_on is None):
+        raise TypeError("a stream takes either render or redraw_on")
     factory: sessionmaker[Session] = request.app.state.session_factory
     raw = cookie_secret(request)
     login = await read_db(request, _login, factory, raw)
@@ -74,8 +79,9 @@ async def stream(
         user_id,
         Stream(
             resync=lambda: read(resync),
-            render=lambda event: read(lambda db: render(db, event)),
+            render=None if render is None else lambda event: read(lambda db: render(db, event)),
             still_allowed=still_allowed,
+            redraw_on=redraw_on,
         ),
         request.app.state.db_slots,
         follows=(follows[0], str(follows[1])) if follows else None,

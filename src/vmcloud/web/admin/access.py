@@ -9,7 +9,7 @@ template.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
@@ -61,7 +61,8 @@ async def stream(
     request: Request,
     *,
     resync: live.Resync,
-    render: live.Render,
+    render: live.Render | None = None,
+    redraw_on: Callable[[live.Event], bool] | None = None,
     admin_only: bool = False,
 ) -> Response:
     """A staff page's live stream: it hears every user's changes and the staff-only ones
@@ -71,6 +72,7 @@ async def stream(
         request,
         resync=resync,
         render=render,
+        redraw_on=redraw_on,
         everyone=True,
         allowed=_admin if admin_only else _staff,
     )

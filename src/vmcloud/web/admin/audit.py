@@ -145,10 +145,12 @@ async def audit_stream(
             return None  # an older page or a refused filter: new rows never show there
         return fragment("admin/_audit_rows.html", oob=True, **rows(stream_db, view))
 
-    def render(stream_db: Session, event: dict[str, str | None]) -> str | None:
-        return resync(stream_db) if event.get("kind") == "audit" else None
-
-    return await access.stream(request, resync=resync, render=render, admin_only=True)
+    return await access.stream(
+        request,
+        resync=resync,
+        redraw_on=lambda event: event.get("kind") == "audit",
+        admin_only=True,
+    )
 
 
 @router.get("/admin/audit.csv")

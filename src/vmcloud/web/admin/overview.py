@@ -91,7 +91,5 @@ async def overview_stream(request: Request, _: StaffPanelUser, settings: AppSett
     return await stream(
         request,
         resync=lambda db: live_counters(db, raw, settings),
-        render=lambda db, event: (
-            live_counters(db, raw, settings) if event.get("kind") in LIVE_KINDS else None
-        ),
+        redraw_on=lambda event: event.get("kind") in LIVE_KINDS,
     )

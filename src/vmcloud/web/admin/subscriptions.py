@@ -73,7 +73,5 @@ async def subscriptions_stream(
     return await access.stream(
         request,
         resync=lambda db: live_list(db, status, cursor),
-        render=lambda db, event: (
-            live_list(db, status, cursor) if event.get("kind") == "subscription" else None
-        ),
+        redraw_on=lambda event: event.get("kind") == "subscription",
     )

@@ -186,14 +186,12 @@ async def transactions_stream(
             return None  # an older page or a refused filter: nothing arrives there
         return _region_html(stream_db, view, oob=True)
 
-    def render(stream_db: Session, event: dict[str, str | None]) -> str | None:
+    def redraw_on(event: dict[str, str | None]) -> bool:
         if event.get("kind") not in LIVE_KINDS:
-            return None
-        if view.user_id is not None and event.get("user") != str(view.user_id):
-            return None
-        return resync(stream_db)
+            return False
+        return view.user_id is None or event.get("user") == str(view.user_id)
 
-    return await access.stream(request, resync=resync, render=render)
+    return await access.stream(request, resync=resync, redraw_on=redraw_on)
 
 
 @router.get("/admin/transactions.csv")
