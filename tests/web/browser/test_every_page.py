@@ -8,12 +8,16 @@ import re
 from decimal import Decimal
 
 from playwright.sync_api import Page, expect
+from sqlalchemy import select
 
 from tests.web.browser.conftest import PanelContexts
 from tests.web.browser.guard import assert_no_horizontal_scroll
 from tests.web.browser.helpers import Offer, make_customer, order_instance, sign_in
 from tests.web.browser.server import LiveServer
 from tests.web.browser.test_support import open_ticket
+from vmcloud.billing.models import Transaction
+from vmcloud.catalog.models import Product
+from vmcloud.compute.models import Instance, IpPool
 
 SIGNED_OUT = [
     "/login",
@@ -41,16 +45,20 @@ SIGNED_IN = [
     "/account/tokens",
 ]
 # Staff pages, visited as an admin. Placeholders: {id} an instance, {ticket} its ticket, {user}
-# its owner, {node} the instance's node.
+# its owner, {node} the instance's node, {plan} its plan, {pool} a pool of its region,
+# {entry} the owner's first ledger entry.
 STAFF_PAGES = [
     "/admin",
     "/admin/tickets",
     "/admin/tickets/{ticket}",
     "/admin/ip-pools",
+    "/admin/ip-pools/{pool}",
     "/admin/settings",
     "/admin/products",
     "/admin/products/new",
+    "/admin/products/{plan}",
     "/admin/transactions",
+    "/admin/transactions/{entry}",
     "/admin/audit",
     "/admin/users",
     "/admin/users/{user}",
@@ -95,7 +103,18 @@ def test_every_staff_page_is_clean_and_fits_a_phone(
     instance_id = order_instance(live_server, user, fake_offer, "staff-pages")
     ticket_id = open_ticket(live_server, user, instance_id)
     sign_in(page, live_server, make_customer(live_server, role="admin"), landing="/instances")
-    ids = {"id": instance_id, "ticket": ticket_id, "user": user.id, "node": fake_offer.node_id}
+    with live_server.transaction() as db:
+        instance = db.get(Instance, instance_id)
+        assert instance is not None
+        pool = db.scalars(select(IpPool.id).where(IpPool.region_id == instance.region_id)).first()
+        plan = db.scalars(select(Product.id).where(Product.slug == fake_offer.plan)).one()
+        entry = db.scalars(
+            select(Transaction.id).where(Transaction.user_id == user.id).limit(1)
+        ).one()
+    ids = {
+        "id": instance_id, "ticket": ticket_id, "user": user.id, "node": fake_offer.node_id,
+        "plan": plan, "pool": pool, "entry": entry,
+    }  # fmt: skip
     for path in STAFF_PAGES:
         answer = page.goto(path.format(**ids))
         assert answer is not None and answer.status == 200, path
