@@ -27,6 +27,8 @@ from tests.helpers import TOKEN_IN_LINK, Mailbox
 from vmcloud.accounts.passwords import verify_password
 from vmcloud.compute.pools import pool_name
 from vmcloud.db.embedded import EmbeddedPostgres
+from vmcloud.db.replica import APPLICATION_NAME as REPLICA_APPLICATION
+from vmcloud.db.replica import Replica
 
 pytestmark = pytest.mark.slow
 
@@ -52,13 +54,16 @@ def data_root() -> Iterator[Path]:
 
 
 def _run_up(
-    data_root: Path, port: int, journey: Callable[[str, Path, str | None], None] | None = None
+    data_root: Path,
+    port: int,
+    journey: Callable[[str, Path, str | None], None] | None = None,
+    options: tuple[str, ...] = (),
 ) -> tuple[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("VMCLOUD_")}
     env.pop("DATABASE_URL", None)
     env |= {"VMCLOUD_DATA_DIR": str(data_root), "VMCLOUD_PORT": str(port)}
     process = subprocess.Popen(
-        [sys.executable, "-m", "vmcloud", "up", "--workers", "2"],
+        [sys.executable, "-m", "vmcloud", "up", "--workers", "2", *options],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -379,6 +384,39 @@ def _billing_verify(data_root: Path) -> str:
     return done.stdout
 
 
+def _reads_from_the_replica(
+    data_root: Path, admin_password: str
+) -> Callable[[str, Path, str | None], None]:
+    """``up --replica``: the standby streams from the primary, and the API's list endpoints
+    read from it (the read engine's pooled connection is on the standby afterwards)."""
+
+    def journey(base: str, _mail: Path, _password: str | None) -> None:
+        primary = EmbeddedPostgres(data_root / "postgres")
+        standby = Replica(primary)
+        with psycopg.connect(primary.conninfo("vmcloud")) as conn:
+            streaming = conn.execute(
+                "SELECT state FROM pg_stat_replication WHERE application_name = %s",
+                (REPLICA_APPLICATION,),
+            ).fetchall()
+        assert streaming == [("streaming",)]
+        with httpx.Client(base_url=base, timeout=60) as http:
+            tokens = http.post("/auth/login", json={"login": "admin", "password": admin_password})
+            assert tokens.status_code == 200, tokens.text
+            auth = {"Authorization": f"Bearer {tokens.json()['access_token']}"}
+            for _ in range(4):  # two API processes: both serve some
+                assert http.get("/instances", headers=auth).status_code == 200
+        with psycopg.connect(standby.conninfo("vmcloud")) as conn:
+            assert conn.execute("SELECT pg_is_in_recovery()").fetchone() == (True,)
+            readers = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE datname = 'vmcloud' AND pid <> pg_backend_pid()"
+            ).fetchone()
+        assert readers is not None
+        assert readers[0], "no API connection on the standby: reads did not go to the replica"
+
+    return journey
+
+
 def test_up_from_nothing_then_again(data_root: Path) -> None:
     out, err = _run_up(data_root, _free_port(), journey=_new_user_journey)
     match = ADMIN_LINE.search(out)
@@ -389,9 +427,14 @@ def test_up_from_nothing_then_again(data_root: Path) -> None:
     assert not (data_root / "postgres" / "data" / "postmaster.pid").exists()  # stopped cleanly
     assert "every balance equals its ledger" in _billing_verify(data_root)
 
-    # Second start: same data, no new admin, no password shown again.
-    out_again, _ = _run_up(data_root, _free_port())
+    # Second start, with the read replica: same data, no new admin, no password shown again.
+    out_again, _ = _run_up(
+        data_root, _free_port(), journey=_reads_from_the_replica(data_root, password),
+        options=("--replica",),
+    )  # fmt: skip
     assert "password" not in out_again
+    assert f"Read replica: {data_root / 'replica'}" in out_again
+    assert not (data_root / "replica" / "data" / "postmaster.pid").exists()  # stopped with up
     assert "Admin login: admin (admin@example.com)" in out_again
     assert password not in out_again
 
