@@ -1,5 +1,6 @@
-"""A second repository (a path here, e.g. a mounted disk) gets every backup, is verified, and
-a second repository without a valid backup is a problem."""
+"""A second repository (a path here, e.g. a mounted disk) gets every backup and the archive of
+the files beside it, is verified, and a second repository without a valid backup is a
+problem."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.backup.conftest import Platform, start_platform
-from vmcloud.backup import service
+from vmcloud.backup import files, service
 from vmcloud.db.pgbackrest import server_user
 
 
@@ -38,6 +39,33 @@ def test_every_backup_goes_to_both_repositories(two_repos: Platform) -> None:
     checked = service.verify(two_repos.repo)
     assert checked.ok, checked.problems
     assert "repository 2" in checked.text
+
+
+def test_the_files_archive_leaves_the_machine_with_the_second_repository(
+    two_repos: Platform, tmp_root: Path
+) -> None:
+    """secrets/ and attachments/ go with each repository's backup; with the machine's own
+    copies gone, a restore still brings them back from the second repository."""
+    data_dir = two_repos.settings.data_dir
+    (data_dir / "secrets").mkdir(exist_ok=True)
+    (data_dir / "secrets" / "key").write_text("the key")
+    two_repos.backup(full=True)
+    by_repo = {b.repo: b.label for b in service.inventory(two_repos.repo).backups}
+    offsite = files.path_for(two_repos.repo, by_repo[2], 2)
+    assert offsite.parent == tmp_root / "offsite" / files.REPO_FOLDER
+    assert offsite.exists() and files.path_for(two_repos.repo, by_repo[1], 1).exists()
+    assert offsite.stat().st_mode & 0o077 == 0  # secrets: the platform's user only
+
+    for local in two_repos.repo.files.iterdir():  # the machine's own archives are lost
+        local.unlink()
+    into = tmp_root / "elsewhere"
+    into.mkdir()
+    assert files.restore(repo=two_repos.repo, label=by_repo[2], into=into) == ["secrets"]
+    assert (into / "secrets" / "key").read_text() == "the key"
+
+    two_repos.backup(full=True, retention=service.Retention(full=1, diff=1))
+    kept = {b.repo: b.label for b in service.inventory(two_repos.repo).backups}
+    assert sorted(p.name for p in offsite.parent.iterdir()) == [f"{kept[2]}.tar.gz"]
 
 
 def test_an_unreachable_second_repository_does_not_stop_the_start(tmp_root: Path) -> None:

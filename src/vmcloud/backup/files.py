@@ -1,6 +1,13 @@
 """The files the database does not hold — ``secrets/`` (keys that decrypt stored secrets and sign
-tokens) and ``attachments/`` — archived beside each backup, named by its label, and kept as
-long as the backup is (pgBackRest covers only the database)."""
+tokens) and ``attachments/`` — archived with each backup, named by its label, and kept as long
+as the backup is (pgBackRest covers only the database).
+
+Each repository's archives go where that repository is: repository 1's beside it under
+``<data dir>/backup/files``; a second repository on a path (pgBackRest's default ``posix`` type:
+a mounted disk, an NFS share) gets its own under ``<its path>/vmcloud-files``, so the files leave
+the machine with its backups. A second repository in an object store keeps its archives in the
+local directory (pgBackRest has no supported command to put other files there): copy that
+directory off the machine yourself (docs/operations.md)."""
 
 from __future__ import annotations
 
@@ -12,14 +19,23 @@ from pathlib import Path
 from vmcloud.db.pgbackrest import PgBackRest
 
 DIRECTORIES = ("secrets", "attachments")
+REPO_FOLDER = "vmcloud-files"  # inside a path repository, beside pgBackRest's archive/ and backup/
 
 
-def path_for(repo: PgBackRest, label: str) -> Path:
-    return repo.files / f"{label}.tar.gz"
+def store_for(repo: PgBackRest, n: int) -> Path:
+    """Where the archives of repository ``n``'s backups are kept."""
+    if n == 2 and repo.repo2.get("path") and repo.repo2.get("type", "posix") == "posix":
+        return Path(repo.repo2["path"]) / REPO_FOLDER
+    return repo.files
 
 
-def archive(*, repo: PgBackRest, data_dir: Path, label: str) -> Path:
-    target = path_for(repo, label)
+def path_for(repo: PgBackRest, label: str, n: int = 1) -> Path:
+    return store_for(repo, n) / f"{label}.tar.gz"
+
+
+def archive(*, repo: PgBackRest, data_dir: Path, label: str, n: int = 1) -> Path:
+    target = path_for(repo, label, n)
+    target.parent.mkdir(mode=0o700, exist_ok=True)  # secrets: the platform's user only
     tmp = target.with_suffix(".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as raw, tarfile.open(fileobj=raw, mode="w:gz") as tar:
@@ -30,18 +46,24 @@ def archive(*, repo: PgBackRest, data_dir: Path, label: str) -> Path:
     return target
 
 
-def prune(*, repo: PgBackRest, keep: Iterable[str]) -> None:
-    """Remove the archives of backups pgBackRest has expired."""
-    wanted = {path_for(repo, label).name for label in keep}
-    for path in repo.files.glob("*.tar.gz"):
-        if path.name not in wanted:
-            path.unlink(missing_ok=True)
+def prune(*, repo: PgBackRest, keep: Iterable[tuple[int, str]]) -> None:
+    """Remove the archives of backups pgBackRest has expired; ``keep``: (repository, label) of
+    every backup still held."""
+    wanted: dict[Path, set[str]] = {store_for(repo, n): set() for n in repo.repos}
+    for n, label in keep:
+        wanted.setdefault(store_for(repo, n), set()).add(f"{label}.tar.gz")
+    for store, names in wanted.items():
+        for path in store.glob("*.tar.gz") if store.is_dir() else ():
+            if path.name not in names:
+                path.unlink(missing_ok=True)
 
 
 def restore(*, repo: PgBackRest, label: str, into: Path) -> list[str]:
-    """Unpack the archive taken with backup ``label`` into ``into``; the directories restored."""
-    source = path_for(repo, label)
-    if not source.exists():
+    """Unpack the archive taken with backup ``label`` (from whichever repository's store holds
+    it) into ``into``; the directories restored."""
+    found = [path_for(repo, label, n) for n in repo.repos]
+    source = next((p for p in found if p.exists()), None)
+    if source is None:
         return []
     with tarfile.open(source, "r:gz") as tar:
         members = [m for m in tar.getmembers() if m.name.split("/")[0] in DIRECTORIES]

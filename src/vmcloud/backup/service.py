@@ -169,12 +169,12 @@ def take(
     for n in repo.repos if not errors else []:
         try:
             made = _take_one(repo=repo, n=n, type_=type_, kind=kind, retention=retention)
-            files.archive(repo=repo, data_dir=data_dir, label=made.label)
+            files.archive(repo=repo, data_dir=data_dir, label=made.label, n=n)
             latest = latest or made
         except (PgBackRestError, BackupError, OSError) as exc:
             errors.append(f"repository {n}: {exc}")
     try:
-        files.prune(repo=repo, keep={b.label for b in inventory(repo).backups})
+        files.prune(repo=repo, keep={(b.repo, b.label) for b in inventory(repo).backups})
     except (PgBackRestError, OSError) as exc:
         errors.append(str(exc))
     if errors:
