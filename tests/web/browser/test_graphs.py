@@ -20,14 +20,13 @@ from tests.web.browser.helpers import (
     Customer,
     Offer,
     make_customer,
-    node_named,
     order_instance,
     sign_in,
     wait_status,
 )
 from tests.web.browser.server import LiveServer
 from vmcloud.compute import metrics, nodes
-from vmcloud.compute.models import Instance, InstanceMetric
+from vmcloud.compute.models import Instance, InstanceMetric, Node
 from vmcloud.core.clock import utcnow
 
 
@@ -48,12 +47,13 @@ def _running_with_samples(live: LiveServer, offer: Offer, count: int) -> tuple[u
 
 
 def _sample_now(live: LiveServer, offer: Offer, instance_id: uuid.UUID) -> None:
-    """One sample through the metrics job's own function, on the fake node's driver."""
-    driver = nodes.driver_for(node_named(live, offer.node_name))
+    """One sample through the metrics job's own function, on the instance's node's driver."""
     with live.transaction() as db:
         instance = db.get(Instance, instance_id)
         assert instance is not None
-        assert metrics.sample(db, instance, driver)
+        node = db.get(Node, instance.node_id)
+        assert node is not None and node.name == offer.node_name, "placed on another node"
+        assert metrics.sample(db, instance, nodes.driver_for(node))
 
 
 def test_graphs_draw_the_seeded_samples_and_append_a_new_one_live(

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from decimal import Decimal
+from typing import Any
 
 import httpx
 import pytest
@@ -34,6 +36,7 @@ from vmcloud.compute import nodes
 from vmcloud.compute import service as compute
 from vmcloud.compute.drivers.fake import FakeDriver
 from vmcloud.compute.models import Instance
+from vmcloud.web.customer import instances_order
 
 
 def _request(live: LiveServer, instance_id: uuid.UUID, action: str) -> None:
@@ -148,6 +151,35 @@ def test_order_hourly_lands_on_the_instance_page_and_sees_it_running(
     expect(page).to_have_url(re.compile(r"/instances/[0-9a-f-]{36}$"))
     expect(page.locator("h1")).to_have_text("hourly-1")
     expect(page.locator("#instance-status .badge")).to_have_text("running")
+
+
+def test_the_cost_preview_follows_the_last_choice_however_fast_they_come(
+    page: Page, live_server: LiveServer, fake_offer: Offer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first preview answers slowly; the choices made meanwhile end on the last one, not
+    on whichever request happened to be queued (htmx's default keeps the first queued)."""
+    calls: list[str] = []
+    original = instances_order.preview_of
+
+    def slow_first(*args: Any) -> Any:
+        calls.append(args[3])
+        if len(calls) == 1:
+            time.sleep(1.5)
+        return original(*args)
+
+    monkeypatch.setattr(instances_order, "preview_of", slow_first)
+    user = make_customer(live_server, balance=Decimal("20"))
+    sign_in(page, live_server, user)
+    page.goto("/instances/new")
+    calls.clear()  # the page's own render
+    page.locator(f'input[name="product"][value="{fake_offer.plan}"]').check()  # slow
+    page.locator('input[name="billing_cycle"][value="hourly"]').check()
+    page.locator('input[name="billing_cycle"][value="monthly"]').check()
+    preview = page.locator("#preview")
+    expect(preview).to_contain_text("for the first month")
+    time.sleep(2)  # the slow first answer has come back by now: it must not win
+    expect(preview).to_contain_text("for the first month")
+    expect(preview).not_to_contain_text("USD/h")
 
 
 def test_a_double_submit_creates_one_instance(
