@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -20,7 +21,7 @@ from vmcloud.billing.payments import api as payments_api
 from vmcloud.catalog import api as catalog_api
 from vmcloud.compute import api as compute_api
 from vmcloud.config import Settings, get_settings
-from vmcloud.core import jobs
+from vmcloud.core import jobs, routes
 from vmcloud.core.errors import install_problem_handlers
 from vmcloud.core.logging import get_logger
 from vmcloud.core.mail import make_mailer
@@ -48,6 +49,7 @@ API_PREFIX = "/api/v1"
 log = get_logger(__name__)
 
 
+@functools.cache
 def api_router() -> APIRouter:
     """Every domain's router, mounted under ``/api/v1``. Later domains add theirs here."""
     router = APIRouter(prefix=API_PREFIX)
@@ -129,9 +131,7 @@ def create_app(
         uploads=[attachments.upload_route(session_factory)],
     )
     app.add_middleware(RequestContextMiddleware)
-    app.include_router(ops_router)
-    app.include_router(api_router())
-    app.include_router(payments_api.pages)
+    routes.include(app, ops_router, api_router(), payments_api.pages)
     return app
 
 

@@ -10,6 +10,7 @@ from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
 from vmcloud.config import Settings
+from vmcloud.core import routes
 from vmcloud.core.jobs import libpq_url
 from vmcloud.support import attachments
 from vmcloud.web import errors
@@ -81,8 +82,7 @@ def install(app: FastAPI, settings: Settings) -> None:
     app.state.panel_flash = Flash(signing_secret(settings.jwt_key) + ":flash")
     assert settings.database_url
     app.state.panel_events = Hub(libpq_url(settings.database_url))
-    for router in (*ROUTERS, *ADMIN_ROUTERS):
-        app.include_router(router)
+    routes.include(app, *ROUTERS, *ADMIN_ROUTERS)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.add_api_route("/favicon.ico", _favicon, include_in_schema=False)
     errors.install(app)
