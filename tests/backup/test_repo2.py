@@ -5,6 +5,8 @@ problem."""
 from __future__ import annotations
 
 import os
+import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,6 +15,8 @@ import pytest
 from tests.backup.conftest import Platform, start_platform
 from vmcloud.backup import files, service
 from vmcloud.db.pgbackrest import server_user
+
+WAL_SEGMENT = re.compile(r"^[0-9A-F]{24}-[0-9a-f]{40}")
 
 
 @pytest.fixture
@@ -68,7 +72,16 @@ def test_the_files_archive_leaves_the_machine_with_the_second_repository(
     assert sorted(p.name for p in offsite.parent.iterdir()) == [f"{kept[2]}.tar.gz"]
 
 
-def test_an_unreachable_second_repository_does_not_stop_the_start(tmp_root: Path) -> None:
+def _segments_in(repo: Path) -> int:
+    return sum(1 for p in repo.rglob("*") if WAL_SEGMENT.match(p.name))
+
+
+def test_an_unreachable_second_repository_does_not_stop_the_start_nor_repository_1(
+    tmp_root: Path,
+) -> None:
+    """Nor does it hold back the first repository's WAL: asynchronous archiving keeps pushing
+    every segment there while PostgreSQL retries the one the second repository refuses
+    (synchronously the first would get at most one segment ahead)."""
     blocked = tmp_root / "not-a-directory"
     blocked.write_text("")
     started = start_platform(tmp_root / "data", repo2={"path": str(blocked / "repo")})
@@ -76,5 +89,15 @@ def test_an_unreachable_second_repository_does_not_stop_the_start(tmp_root: Path
         assert started.server.is_running()
         found = service.inventory(started.repo)
         assert any(p.startswith("Backup repository 2") for p in found.repo_problems)
+        before = _segments_in(started.repo.repo)
+        for n in range(4):
+            started.execute(f"CREATE TABLE t{n} AS SELECT 1 AS x")
+            started.execute("SELECT pg_switch_wal()")
+        deadline = time.monotonic() + 30
+        while _segments_in(started.repo.repo) < before + 4:
+            assert time.monotonic() < deadline, (before, _segments_in(started.repo.repo))
+            time.sleep(0.2)
+        failing = started.execute("SELECT failed_count FROM pg_stat_archiver")[0][0]
+        assert isinstance(failing, int) and failing > 0  # and the failure is on record
     finally:
         started.server.stop()

@@ -85,6 +85,14 @@ class PgBackRest:
             "compress-type=zst",
             "start-fast=y",
             "",
+            # WAL is pushed by a background process that works ahead of PostgreSQL's calls:
+            # while one repository is out of reach, the others keep getting every segment
+            # (synchronously they get at most one ahead of it). Only archive-push: archive-get
+            # stays synchronous, so a restored copy needs no spool of its own.
+            "[global:archive-push]",
+            "archive-async=y",
+            f"spool-path={self.root / 'spool'}",
+            "",
             f"[{STANZA}]",
             f"pg1-path={self.pg_root / 'data'}",
             f"pg1-socket-path={self.pg_root}",
