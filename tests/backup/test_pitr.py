@@ -53,6 +53,15 @@ def test_a_restore_to_an_instant_has_what_was_committed_before_it_and_nothing_af
     assert ids == list(range(1, 57))
     assert archive_mode == ("off",)  # the copy never pushes WAL into the live repository
 
+    # Without the archive of the backup's files the restore says so, not silently.
+    for archive in platform.repo.files.iterdir():
+        archive.unlink()
+    again = restore.restore_into(
+        repo=platform.repo, settings=platform.settings, into=tmp_root / "again", to_time=target
+    )
+    assert any(line.startswith("NOT secrets/") and diff in line for line in again), again
+    assert not (tmp_root / "again" / "secrets").exists()
+
 
 def test_a_restore_refuses_the_live_directory_and_an_existing_one(tmp_root: Path) -> None:
     settings = Settings(data_dir=tmp_root / "data", jwt_secret="x" * 64)

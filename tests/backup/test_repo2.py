@@ -14,7 +14,7 @@ import pytest
 
 from tests.backup.conftest import Platform, start_platform
 from vmcloud.backup import files, service
-from vmcloud.db.pgbackrest import server_user
+from vmcloud.db.pgbackrest import PgBackRest, server_user
 
 WAL_SEGMENT = re.compile(r"^[0-9A-F]{24}-[0-9a-f]{40}")
 
@@ -99,5 +99,44 @@ def test_an_unreachable_second_repository_does_not_stop_the_start_nor_repository
             time.sleep(0.2)
         failing = started.execute("SELECT failed_count FROM pg_stat_archiver")[0][0]
         assert isinstance(failing, int) and failing > 0  # and the failure is on record
+    finally:
+        started.server.stop()
+
+
+def test_pruning_keeps_every_held_backups_archive_where_it_may_be(tmp_root: Path) -> None:
+    """The local directory keeps the archive of a backup either repository still holds (a
+    second repository's archives were kept there before it had a directory of its own); the
+    second repository's directory keeps its own backups'."""
+    repo = PgBackRest(
+        tmp_root / "backup", pg_root=tmp_root / "pg", repo2={"path": str(tmp_root / "off")}
+    )
+    offsite = files.store_for(repo, 2)
+    for store in (repo.files, offsite):
+        store.mkdir(parents=True)
+        for label in ("r1-old", "r1-new", "r2-old", "r2-new"):
+            (store / f"{label}.tar.gz").write_text("")
+    files.prune(repo=repo, keep={(1, "r1-new"), (2, "r2-new")})
+    assert sorted(p.name for p in repo.files.iterdir()) == ["r1-new.tar.gz", "r2-new.tar.gz"]
+    assert sorted(p.name for p in offsite.iterdir()) == ["r2-new.tar.gz"]
+
+
+def test_nothing_is_pruned_while_a_repository_answers_with_an_error(tmp_root: Path) -> None:
+    """A repository in error lists no backups, which must not read as all of them expired."""
+    blocked = tmp_root / "not-a-directory"
+    blocked.write_text("")
+    started = start_platform(tmp_root / "data", repo2={"path": str(blocked / "repo")})
+    try:
+        stale = started.repo.files / "20200101-000000F.tar.gz"
+        stale.parent.mkdir(exist_ok=True)
+        stale.write_text("")
+        outcome = service.take(
+            repo=started.repo,
+            data_dir=started.settings.data_dir,
+            kind="manual",
+            full=True,
+            retention=service.Retention(),
+        )
+        assert outcome.error is not None and "repository 2" in outcome.error
+        assert stale.exists()
     finally:
         started.server.stop()

@@ -1,7 +1,6 @@
 """Finished jobs do not pile up: succeeded ones go after three days, failed, cancelled and
 aborted ones after thirty, jobs still to run are never touched, and the latest run of a
-periodic task (which procrastinate still references) is skipped rather than failing the
-purge."""
+periodic task goes too (procrastinate's trigger drops the reference to it)."""
 
 from __future__ import annotations
 
@@ -84,9 +83,8 @@ def test_a_job_an_event_has_touched_lately_is_kept(connection: Connection, db: S
     assert _left(connection, [retried]) == {retried}
 
 
-def test_the_latest_run_of_a_periodic_task_is_skipped(connection: Connection, db: Session) -> None:
+def test_the_latest_run_of_a_periodic_task_goes_too(connection: Connection, db: Session) -> None:
     monthly = _job(connection, "succeeded", days_ago=20)
-    other = _job(connection, "succeeded", days_ago=20)
     connection.execute(
         text(
             "INSERT INTO procrastinate_periodic_defers"
@@ -95,8 +93,12 @@ def test_the_latest_run_of_a_periodic_task_is_skipped(connection: Connection, db
         ),
         {"id": monthly},
     )
-    jobs.purge_finished(db=db, now=NOW)  # procrastinate's own query fails here (FK)
-    assert _left(connection, [monthly, other]) == {monthly}
+    jobs.purge_finished(db=db, now=NOW)
+    assert _left(connection, [monthly]) == set()
+    reference = connection.execute(
+        text("SELECT job_id FROM procrastinate_periodic_defers WHERE periodic_id = 'monthly'")
+    ).scalar_one()
+    assert reference is None
 
 
 def test_a_backlog_goes_in_batches(connection: Connection, db: Session) -> None:

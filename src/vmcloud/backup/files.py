@@ -48,23 +48,27 @@ def archive(*, repo: PgBackRest, data_dir: Path, label: str, n: int = 1) -> Path
 
 def prune(*, repo: PgBackRest, keep: Iterable[tuple[int, str]]) -> None:
     """Remove the archives of backups pgBackRest has expired; ``keep``: (repository, label) of
-    every backup still held."""
-    wanted: dict[Path, set[str]] = {store_for(repo, n): set() for n in repo.repos}
-    for n, label in keep:
-        wanted.setdefault(store_for(repo, n), set()).add(f"{label}.tar.gz")
+    every backup still held. The local directory keeps the archive of any backup still held
+    in any repository (before a second repository on a path had a directory of its own, its
+    archives were kept there too); a repository's own directory keeps its backups'."""
+    kept = [(n, f"{label}.tar.gz") for n, label in keep]
+    wanted: dict[Path, set[str]] = {repo.files: {name for _, name in kept}}
+    for n in repo.repos:
+        if store_for(repo, n) != repo.files:
+            wanted[store_for(repo, n)] = {name for m, name in kept if m == n}
     for store, names in wanted.items():
         for path in store.glob("*.tar.gz") if store.is_dir() else ():
             if path.name not in names:
                 path.unlink(missing_ok=True)
 
 
-def restore(*, repo: PgBackRest, label: str, into: Path) -> list[str]:
+def restore(*, repo: PgBackRest, label: str, into: Path) -> list[str] | None:
     """Unpack the archive taken with backup ``label`` (from whichever repository's store holds
-    it) into ``into``; the directories restored."""
+    it) into ``into``; the directories restored, or None when no store has that archive."""
     found = [path_for(repo, label, n) for n in repo.repos]
     source = next((p for p in found if p.exists()), None)
     if source is None:
-        return []
+        return None
     with tarfile.open(source, "r:gz") as tar:
         members = [m for m in tar.getmembers() if m.name.split("/")[0] in DIRECTORIES]
         tar.extractall(into, members=members, filter="data")

@@ -9,6 +9,7 @@ unless it replaces the live installation (then it archives on, on a new timeline
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -115,8 +116,12 @@ def restore_into(
         targets=target_options(to_time=to_time),
     )
     _recover(EmbeddedPostgres(into / "postgres"))
-    restored = files.restore(repo=repo, label=label, into=into) if label else []
-    return [f"database recovered to {to_time or 'the end of the archive'}", *restored]
+    done = [f"database recovered to {to_time or 'the end of the archive'}"]
+    restored = files.restore(repo=repo, label=label, into=into) if label else None
+    if restored is None:
+        log.warning("backup.files_archive_missing", label=label)
+        return [*done, f"NOT secrets/ and attachments/: no archive of them for backup {label}"]
+    return [*done, *restored]
 
 
 def newest_archived_at(repo: PgBackRest) -> datetime | None:
@@ -157,8 +162,13 @@ def replace_live(*, repo: PgBackRest, settings: Settings, to_time: datetime | No
                 archive=True,
                 targets=target_options(to_time=to_time),
             )
-            if label:
-                files.restore(repo=repo, label=label, into=data_dir)
+            if label is None or files.restore(repo=repo, label=label, into=data_dir) is None:
+                # No archive of this backup's files: the live ones (moved aside) are the best
+                # there is; without them stored secrets could not be read.
+                log.warning("backup.files_archive_missing", label=label, kept_from=str(aside))
+                for name in files.DIRECTORIES:
+                    if (aside / name).exists():
+                        shutil.copytree(aside / name, data_dir / name, symlinks=True)
             _recover(server)
         except BaseException as exc:
             server.stop()

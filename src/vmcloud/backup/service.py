@@ -75,6 +75,7 @@ class Inventory:
     wal_min: str | None
     wal_max: str | None
     repo_problems: list[str] = field(default_factory=list)  # a repository not ok, in words
+    troubled: frozenset[int] = frozenset()  # the keys of those repositories
 
     @property
     def pitr_from(self) -> datetime | None:
@@ -114,12 +115,10 @@ def inventory(repo: PgBackRest) -> Inventory:
     archives = stanza.get("archive") or []
     wal_min = min((a["min"] for a in archives if a.get("min")), default=None)
     wal_max = max((a["max"] for a in archives if a.get("max")), default=None)
-    repo_problems = [
-        f"Backup repository {r['key']}: {r['status']['message']}."
-        for r in stanza.get("repo", [])
-        if r.get("status", {}).get("code", 0) != 0
-    ]
-    return Inventory(backups, wal_min, wal_max, repo_problems)
+    troubled = [r for r in stanza.get("repo", []) if r.get("status", {}).get("code", 0) != 0]
+    repo_problems = [f"Backup repository {r['key']}: {r['status']['message']}." for r in troubled]
+    keys = frozenset(int(r["key"]) for r in troubled)
+    return Inventory(backups, wal_min, wal_max, repo_problems, keys)
 
 
 def _backup(raw: dict[str, Any]) -> Backup:
@@ -174,7 +173,11 @@ def take(
         except (PgBackRestError, BackupError, OSError) as exc:
             errors.append(f"repository {n}: {exc}")
     try:
-        files.prune(repo=repo, keep={(b.repo, b.label) for b in inventory(repo).backups})
+        held = inventory(repo)
+        # A repository that answers with an error lists no backups: its archives are not
+        # known to be expired, so nothing is pruned until every repository answers.
+        if not held.troubled:
+            files.prune(repo=repo, keep={(b.repo, b.label) for b in held.backups})
     except (PgBackRestError, OSError) as exc:
         errors.append(str(exc))
     if errors:

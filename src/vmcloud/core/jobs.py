@@ -271,25 +271,24 @@ KEEP_SUCCEEDED = timedelta(days=3)
 KEEP_UNSUCCESSFUL = timedelta(days=30)
 PURGE_BATCH = 5000
 
-# procrastinate's own delete_old_jobs cannot be used: the latest job of each periodic task is
-# referenced by procrastinate_periodic_defers (no ON DELETE), so deleting it fails the whole
-# statement, which for a monthly task would stop every purge for a month. Those jobs are
-# skipped here; procrastinate drops the reference when the task's next run is deferred.
+# procrastinate's own delete_old_jobs joins every job to all its events and sorts them in one
+# statement, with no batches and one retention for the statuses asked for. Here each status has
+# its retention and a pass deletes at most ``limit`` jobs. The status is checked again on the
+# row being deleted: a failed job an operator queues again meanwhile is not removed.
+# (procrastinate's own trigger clears a periodic task's reference to a job it deletes.)
 _PURGE = text(
     """
-    DELETE FROM procrastinate_jobs WHERE id IN (
+    DELETE FROM procrastinate_jobs
+    WHERE id IN (
         SELECT job.id FROM procrastinate_jobs AS job
-        WHERE (
-            (job.status = 'succeeded' AND :ok_before > ALL (
+        WHERE (job.status = 'succeeded' AND :ok_before > ALL (
                 SELECT event.at FROM procrastinate_events AS event WHERE event.job_id = job.id))
             OR (job.status IN ('failed', 'cancelled', 'aborted') AND :bad_before > ALL (
                 SELECT event.at FROM procrastinate_events AS event WHERE event.job_id = job.id))
-        )
-        AND NOT EXISTS (
-            SELECT 1 FROM procrastinate_periodic_defers AS defer WHERE defer.job_id = job.id)
         ORDER BY job.id
         LIMIT :limit
     )
+    AND status IN ('succeeded', 'failed', 'cancelled', 'aborted')
     """
 )
 
