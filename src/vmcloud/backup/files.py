@@ -3,11 +3,12 @@ tokens) and ``attachments/`` — archived with each backup, named by its label, 
 as the backup is (pgBackRest covers only the database).
 
 Each repository's archives go where that repository is: repository 1's beside it under
-``<data dir>/backup/files``; a second repository on a path (pgBackRest's default ``posix`` type:
-a mounted disk, an NFS share) gets its own under ``<its path>/vmcloud-files``, so the files leave
-the machine with its backups. A second repository in an object store keeps its archives in the
-local directory (pgBackRest has no supported command to put other files there): copy that
-directory off the machine yourself (docs/operations.md)."""
+``<data dir>/backup/files``; a second repository on a path (pgBackRest's ``posix`` type, the
+default: a mounted disk, an NFS share; or ``cifs``) gets its own under
+``<its path>/vmcloud-files``, so the files leave the machine with its backups. A second
+repository in an object store keeps its archives in the local directory (pgBackRest has no
+supported command to put other files there): copy that directory off the machine yourself
+(docs/operations.md)."""
 
 from __future__ import annotations
 
@@ -19,12 +20,13 @@ from pathlib import Path
 from vmcloud.db.pgbackrest import PgBackRest
 
 DIRECTORIES = ("secrets", "attachments")
+LOCAL_TYPES = ("posix", "cifs")  # pgBackRest's repository types that are a path on this machine
 REPO_FOLDER = "vmcloud-files"  # inside a path repository, beside pgBackRest's archive/ and backup/
 
 
 def store_for(repo: PgBackRest, n: int) -> Path:
     """Where the archives of repository ``n``'s backups are kept."""
-    if n == 2 and repo.repo2.get("path") and repo.repo2.get("type", "posix") == "posix":
+    if n == 2 and repo.repo2.get("path") and repo.repo2.get("type", "posix") in LOCAL_TYPES:
         return Path(repo.repo2["path"]) / REPO_FOLDER
     return repo.files
 

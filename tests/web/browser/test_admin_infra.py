@@ -55,21 +55,31 @@ def _act(live: LiveServer, instance_id: uuid.UUID, action: str) -> None:
         compute.request_action(db=db, instance=instance, action=action)
 
 
+@pytest.fixture
+def other_fake_node(live_server: LiveServer, fake_offer: Offer) -> Iterator[Offer]:
+    """A second in-memory node offering the shared plan, disabled at the end: left enabled, it
+    would take later tests' orders, which look for their VMs on fake_offer's node."""
+    other = offer_on(add_fake_node(live_server), fake_offer.plan)
+    yield other
+    with live_server.transaction() as db:
+        db.merge(node_named(live_server, other.node_name)).status = "disabled"
+
+
 def test_instances_filter_by_node_live_and_support_cannot_act(
-    page: Page, live_server: LiveServer, fake_offer: Offer, new_panel_context: PanelContexts
+    page: Page,
+    live_server: LiveServer,
+    fake_offer: Offer,
+    other_fake_node: Offer,
+    new_panel_context: PanelContexts,
 ) -> None:
     owner = make_customer(live_server, balance=Decimal("30"))
-    other = offer_on(add_fake_node(live_server), fake_offer.plan)
+    other = other_fake_node
     with only_node(live_server, fake_offer.node_id):
         here = order_instance(live_server, owner, fake_offer, "infra-here")
     with only_node(live_server, other.node_id):
         there = order_instance(live_server, owner, other, "infra-there")
     wait_status(live_server, here, "running")
     wait_status(live_server, there, "running")
-    # Left enabled, the second node would take later tests' orders of the shared plan, whose
-    # tests look for their VMs on fake_offer's node.
-    with live_server.transaction() as db:
-        db.merge(node_named(live_server, other.node_name)).status = "disabled"
 
     sign_in(page, live_server, make_customer(live_server, role="admin"), landing="/instances")
     page.goto("/admin/instances")
