@@ -75,6 +75,7 @@ def _run_up(
     reader = threading.Thread(target=lambda: lines.extend(process.stdout or []), daemon=True)
     reader.start()
     base = f"http://127.0.0.1:{port}"
+    failed: Exception | None = None
     try:
         deadline = time.monotonic() + 180
         ready = None
@@ -93,13 +94,18 @@ def _run_up(
         assert login_page.status_code == 200 and 'name="password"' in login_page.text
         if journey is not None:
             match = ADMIN_LINE.search("".join(lines))
-            journey(f"{base}/api/v1", data_root / "mail", match.group(1) if match else None)
+            try:
+                journey(f"{base}/api/v1", data_root / "mail", match.group(1) if match else None)
+            except Exception as exc:  # shown with what the server logged meanwhile
+                failed = exc
     finally:
         children = _children(process.pid)
         commands = [_cmdline(pid) for pid in children]
         process.send_signal(signal.SIGTERM)
         _, err = process.communicate(timeout=60)
         reader.join(timeout=10)
+    if failed is not None:
+        raise AssertionError(f"{failed!r}; the server logged:\n{err[-6000:]}") from failed
     assert process.returncode == 0, err[-2000:]
     # Two API processes and the job worker ran as children; none outlives the command.
     assert sum("spawn_main" in c for c in commands) == 2, commands
@@ -152,7 +158,9 @@ def _wait_for_token(mail_dir: Path, seen: int) -> str:
 
 def _new_user_journey(api: str, mail_dir: Path, admin_password: str | None) -> None:
     """What a new customer does on a fresh install (step 2's definition of done)."""
-    http = httpx.Client(base_url=api, timeout=10)
+    # Generous: the platform's first backup runs meanwhile, on a machine the other test worker
+    # keeps busy (a CI run once saw a logout answered after more than 10 s).
+    http = httpx.Client(base_url=api, timeout=30)
     password, new_password = "first password 1", "second password 2"
     created = http.post(
         "/auth/register",
