@@ -87,3 +87,25 @@ def test_restore_replace_round_trips_a_live_installation(
             retention=service.Retention(),
         )
         assert after.error is None  # archiving and backups go on, on the new timeline
+
+
+def test_a_replace_without_the_backups_files_archive_keeps_the_live_files(
+    migrated: Platform, clean_env: pytest.MonkeyPatch
+) -> None:
+    """Without the live secrets the restored database's stored secrets could not be read: when
+    no archive of the backup's files is found, the live ones (moved aside) are copied back."""
+    data_dir = migrated.settings.data_dir
+    (data_dir / "secrets").mkdir()
+    (data_dir / "secrets" / "encryption_key").write_text("live")
+    migrated.backup(full=True)
+    for archive in migrated.repo.files.iterdir():
+        archive.unlink()
+    migrated.repo.run("check")
+    migrated.server.stop()
+
+    clean_env.setenv("VMCLOUD_DATA_DIR", str(data_dir))
+    done = CliRunner().invoke(cli, ["backup", "restore", "--into", str(data_dir), "--replace"])
+    assert done.exit_code == 0, done.output
+    (aside,) = data_dir.glob("before-restore-*")
+    assert (aside / "secrets" / "encryption_key").read_text() == "live"
+    assert (data_dir / "secrets" / "encryption_key").read_text() == "live"
