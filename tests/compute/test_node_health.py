@@ -5,6 +5,8 @@ every change of a node's allocation."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import timedelta
 
 import psycopg
@@ -83,9 +85,22 @@ def test_a_node_never_checked_yet_takes_instances(db: Session) -> None:
     assert nodes.reserve(db=db, region_id=node.region_id, need=NEED).id == node.id
 
 
-def test_reserving_and_releasing_capacity_is_announced_to_staff(fresh_database_url: str) -> None:
-    """The nodes page follows allocation: a committed reserve or release announces the node
-    (staff-only: no user); one rolled back announces nothing."""
+@dataclass
+class Listening:
+    """A committed node, its session, and the node events heard since the last look."""
+
+    db: Session
+    node: Node
+    listener: psycopg.Connection[tuple[object, ...]]
+
+    def heard(self) -> list[dict[str, str | None]]:
+        # Only the node's: a commit that writes audit rows also announces ``audit``.
+        payloads = [json.loads(n.payload) for n in self.listener.notifies(timeout=0.5)]
+        return [p for p in payloads if str(p["kind"]).startswith("node")]
+
+
+@pytest.fixture
+def listening(fresh_database_url: str) -> Iterator[Listening]:
     engine = create_engine(fresh_database_url)
     try:
         with (
@@ -95,54 +110,40 @@ def test_reserving_and_releasing_capacity_is_announced_to_staff(fresh_database_u
             listener.execute(f"LISTEN {events.CHANNEL}")
             node = make_node(db)
             db.commit()
-            announced = {"kind": "node", "user": None, "id": str(node.id)}
-
-            def heard() -> list[dict[str, str | None]]:
-                # Only the node's: a commit that writes audit rows also announces ``audit``.
-                payloads = [json.loads(n.payload) for n in listener.notifies(timeout=0.5)]
-                return [p for p in payloads if p["kind"] == "node"]
-
-            nodes.reserve(db=db, region_id=node.region_id, need=NEED)
-            db.rollback()
-            assert heard() == []
-            nodes.reserve(db=db, region_id=node.region_id, need=NEED)
-            db.commit()
-            assert heard() == [announced]
-            nodes.release(db=db, node_id=node.id, need=NEED)
-            db.commit()
-            assert heard() == [announced]
+            yield Listening(db, node, listener)
     finally:
         engine.dispose()
+
+
+def test_reserving_and_releasing_capacity_is_announced_to_staff(listening: Listening) -> None:
+    """The nodes page follows allocation: a committed reserve or release announces the node
+    (staff-only: no user); one rolled back announces nothing."""
+    db, node = listening.db, listening.node
+    announced = {"kind": "node", "user": None, "id": str(node.id)}
+    nodes.reserve(db=db, region_id=node.region_id, need=NEED)
+    db.rollback()
+    assert listening.heard() == []
+    nodes.reserve(db=db, region_id=node.region_id, need=NEED)
+    db.commit()
+    assert listening.heard() == [announced]
+    nodes.release(db=db, node_id=node.id, need=NEED)
+    db.commit()
+    assert listening.heard() == [announced]
 
 
 def test_a_pass_announces_a_health_change_as_node_and_a_plain_sighting_as_node_seen(
-    fresh_database_url: str,
+    listening: Listening,
 ) -> None:
     """The overview re-counts on ``node`` only: a pass that changed nothing is ``node_seen``
     (the nodes page's "last seen"), so every node's minute does not re-render every overview."""
-    engine = create_engine(fresh_database_url)
-    try:
-        with (
-            psycopg.connect(libpq_url(fresh_database_url), autocommit=True) as listener,
-            Session(engine) as db,
-        ):
-            listener.execute(f"LISTEN {events.CHANNEL}")
-            node = make_node(db)
-            db.commit()
-
-            def kinds() -> list[str]:
-                payloads = [json.loads(n.payload) for n in listener.notifies(timeout=0.5)]
-                return [p["kind"] for p in payloads if p["kind"].startswith("node")]
-
-            kinds()
-            for up, want in (
-                (True, "node"),
-                (True, "node_seen"),
-                (False, "node"),
-                (False, "node_seen"),
-            ):
-                nodes.record_health(db=db, node=node, up=up, error=None if up else "gone")
-                db.commit()
-                assert kinds() == [want], (up, want)
-    finally:
-        engine.dispose()
+    db, node = listening.db, listening.node
+    listening.heard()
+    for up, want in (
+        (True, "node"),
+        (True, "node_seen"),
+        (False, "node"),
+        (False, "node_seen"),
+    ):
+        nodes.record_health(db=db, node=node, up=up, error=None if up else "gone")
+        db.commit()
+        assert [p["kind"] for p in listening.heard()] == [want], (up, want)
