@@ -98,6 +98,7 @@ def _run_up(
                 journey(f"{base}/api/v1", data_root / "mail", match.group(1) if match else None)
             except Exception as exc:  # shown with what the server logged meanwhile
                 failed = exc
+                waits = _waits(data_root)
     finally:
         children = _children(process.pid)
         commands = [_cmdline(pid) for pid in children]
@@ -105,7 +106,11 @@ def _run_up(
         _, err = process.communicate(timeout=60)
         reader.join(timeout=10)
     if failed is not None:
-        raise AssertionError(f"{failed!r}; the server logged:\n{err[-6000:]}") from failed
+        database_log = data_root / "postgres" / "server.log"
+        raise AssertionError(
+            f"{failed!r}; the server logged:\n{err[-6000:]}\n\nthe database was at:\n{waits}"
+            f"\n\nand logged:\n{database_log.read_text(errors='replace')[-4000:]}"
+        ) from failed
     assert process.returncode == 0, err[-2000:]
     # Two API processes and the job worker ran as children; none outlives the command.
     assert sum("spawn_main" in c for c in commands) == 2, commands
@@ -117,6 +122,22 @@ def _run_up(
     # The worker stopped before the embedded PostgreSQL it used.
     assert err.index('"process.stopped"') < err.index('"embedded_postgres.stopped"'), err[-3000:]
     return "".join(lines), err
+
+
+def _waits(data_root: Path) -> str:
+    """What every backend of the embedded cluster is doing or waiting for (shown when a
+    journey step fails: a stalled job or request names the lock or I/O it waits on)."""
+    server = EmbeddedPostgres(data_root / "postgres")
+    try:
+        with psycopg.connect(server.conninfo(), connect_timeout=5, autocommit=True) as conn:
+            rows = conn.execute(
+                "SELECT pid, application_name, state, wait_event_type, wait_event,"
+                " now() - xact_start, pg_blocking_pids(pid), left(query, 160)"
+                " FROM pg_stat_activity WHERE pid <> pg_backend_pid()"
+            ).fetchall()
+    except psycopg.Error as exc:
+        return repr(exc)
+    return "\n".join(repr(row) for row in rows)
 
 
 def _children(pid: int) -> list[int]:

@@ -280,6 +280,9 @@ class EmbeddedPostgres:
             "max_connections": "200",
             "timezone": "'UTC'",
             "log_timezone": "'UTC'",
+            # A statement kept waiting for a lock over deadlock_timeout (1 s) is logged with
+            # who holds it: a stall then names its cause in server.log.
+            "log_lock_waits": "on",
         }
         if self.archive:
             settings |= {k: f"'{v}'" for k, v in self.archive_settings().items()}
