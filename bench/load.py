@@ -101,15 +101,16 @@ def running(
 ) -> Iterator[str]:
     """A server process listening on ``port`` until the block ends; yields its base URL once
     its ``/healthz`` answers 200. Terminated (killed after 30 s) at the end."""
-    process = subprocess.Popen(
-        argv, env=dict(env), cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
+    # Its log goes to a file: a pipe that nobody reads while the server runs would stop it at
+    # its first line past 64 KiB.
+    log = tempfile.NamedTemporaryFile(prefix="vmc-bench-log-", dir="/tmp")  # noqa: SIM115
+    process = subprocess.Popen(argv, env=dict(env), cwd=cwd, stdout=subprocess.DEVNULL, stderr=log)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + timeout
         while True:
             if process.poll() is not None:
-                stderr = process.stderr.read().decode() if process.stderr else ""
+                stderr = Path(log.name).read_text(errors="replace")
                 raise RuntimeError(f"{what} exited: {stderr[-2000:]}")
             try:
                 if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
@@ -127,6 +128,7 @@ def running(
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+        log.close()
 
 
 @contextmanager

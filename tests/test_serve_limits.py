@@ -59,14 +59,17 @@ def _serve(database_url: str, data_dir: Path) -> Iterator[Served]:
         "VMCLOUD_DATA_DIR": str(data_dir),
         "VMCLOUD_PORT": str(port),
     }
-    process = subprocess.Popen(
-        # Two API processes: the limits hold in the processes uvicorn starts.
-        [sys.executable, "-m", "vmcloud", "serve", "--workers", "2"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    # Its log goes to a file: a pipe read only at the end stops every process writing to it
+    # once it holds 64 KiB.
+    log = data_dir / "serve.log"
+    with open(log, "w") as log_file:
+        process = subprocess.Popen(
+            # Two API processes: the limits hold in the processes uvicorn starts.
+            [sys.executable, "-m", "vmcloud", "serve", "--workers", "2"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=log_file,
+        )
     try:
         deadline = time.monotonic() + 180  # a parent and two children start Python on a busy box
         while time.monotonic() < deadline and process.poll() is None:
@@ -80,8 +83,8 @@ def _serve(database_url: str, data_dir: Path) -> Iterator[Served]:
         yield Served(port, process.pid)
     finally:
         process.send_signal(signal.SIGTERM)
-        _, err = process.communicate(timeout=60)
-    assert process.returncode == 0, err[-2000:]
+        process.wait(timeout=60)
+    assert process.returncode == 0, log.read_text(errors="replace")[-2000:]
 
 
 @pytest.fixture(scope="module")

@@ -36,22 +36,24 @@ def test_worker_process_sends_a_queued_email(
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("VMCLOUD_")}
     env |= {"DATABASE_URL": fresh_database_url, "VMCLOUD_DATA_DIR": str(tmp_path)}
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "vmcloud", "worker", "--concurrency", "1"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    # Its log goes to a file: a pipe read only at the end would stop the worker at 64 KiB.
+    log = tmp_path / "worker.log"
+    with open(log, "w") as log_file:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "vmcloud", "worker", "--concurrency", "1"],
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
     mailbox = Mailbox(tmp_path / "mail")
     try:
         deadline = time.monotonic() + 30
         while not mailbox.to("queued@example.com") and time.monotonic() < deadline:
-            assert worker.poll() is None, worker.stderr.read() if worker.stderr else ""
+            assert worker.poll() is None, log.read_text(errors="replace")[-2000:]
             time.sleep(0.2)
         assert mailbox.to("queued@example.com"), "the worker sent nothing"
         assert "/verify-email?token=" in mailbox.to("queued@example.com")[0].get_content()
     finally:
         worker.send_signal(signal.SIGTERM)
-        _, err = worker.communicate(timeout=30)
-    assert worker.returncode == 0, err[-2000:]
+        worker.wait(timeout=30)
+    assert worker.returncode == 0, log.read_text(errors="replace")[-2000:]
