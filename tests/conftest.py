@@ -17,12 +17,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from argon2 import PasswordHasher
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import Connection, Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from tests.helpers import JobRunner, Mailbox
+from vmcloud.accounts import passwords
 from vmcloud.app import create_app
 from vmcloud.config import Settings
 from vmcloud.core import jobs
@@ -36,8 +38,26 @@ TEMPLATE_DB = "vmcloud_template"
 TEST_DB = "vmcloud_test"
 
 
+# argon2id at the platform's parameters (m = 19 MiB, t = 2) costs about 40 ms a verification
+# on the 2-core machine, and the in-process tests log in thousands of times (about a seventh of
+# the quick tests' time). They hash with the same algorithm at its lowest cost; the tests of the
+# parameters themselves ask for `production_hasher`. Processes that tests start (`vmcloud up`,
+# `serve`, `worker`, the benchmarks) hash as the platform does.
+PRODUCTION_HASHER = passwords._hasher
+TEST_HASHER = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
+
+
 def pytest_configure(config: pytest.Config) -> None:
     configure_logging("info", "json")
+    passwords._hasher = TEST_HASHER
+    passwords._DUMMY_HASH = TEST_HASHER.hash(uuid.uuid4().hex)
+
+
+@pytest.fixture
+def production_hasher(monkeypatch: pytest.MonkeyPatch) -> PasswordHasher:
+    """The platform's own argon2 parameters for this test (see TEST_HASHER)."""
+    monkeypatch.setattr(passwords, "_hasher", PRODUCTION_HASHER)
+    return PRODUCTION_HASHER
 
 
 # Modules (and packages, by a path ending in "/") whose tests share an expensive fixture (a

@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 import jwt
 import pytest
+from argon2 import PasswordHasher
 from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
@@ -18,7 +19,6 @@ from tests.factories.accounts import PASSWORD, make_user
 from tests.helpers import bearer, login
 from vmcloud.accounts import passwords
 from vmcloud.accounts.models import RefreshToken, User
-from vmcloud.accounts.passwords import _hasher
 from vmcloud.audit.models import AuditLog
 from vmcloud.config import Settings
 
@@ -282,9 +282,9 @@ def test_a_token_of_a_login_that_never_existed_is_refused(
     assert client.get(ME, headers={"Authorization": f"Bearer {token}"}).status_code == 401
 
 
-def test_outdated_hash_parameters_are_upgraded_on_login(client: TestClient, db: Session) -> None:
-    from argon2 import PasswordHasher
-
+def test_outdated_hash_parameters_are_upgraded_on_login(
+    client: TestClient, db: Session, production_hasher: PasswordHasher
+) -> None:
     weak = PasswordHasher(time_cost=1, memory_cost=8 * 1024, parallelism=1).hash(PASSWORD)
     user = make_user(db, username="legacy")
     user.password_hash = weak
@@ -292,5 +292,6 @@ def test_outdated_hash_parameters_are_upgraded_on_login(client: TestClient, db: 
     login(client, "legacy", PASSWORD)
     db.refresh(user)
     assert user.password_hash != weak
-    assert not _hasher.check_needs_rehash(user.password_hash)
+    assert user.password_hash.startswith("$argon2id$v=19$m=19456,t=2,p=1$")
+    assert not production_hasher.check_needs_rehash(user.password_hash)
     login(client, "legacy", PASSWORD)  # the new hash works

@@ -62,7 +62,9 @@ def test_register_verify_then_login(
     assert {"user.register", "user.verify_email", "user.login"} <= actions
 
 
-def test_password_hash_is_argon2id_phc(client: TestClient, db: Session) -> None:
+def test_password_hash_is_argon2id_phc(
+    client: TestClient, db: Session, production_hasher: object
+) -> None:
     _register(client)
     stored = db.scalar(select(User.password_hash).where(User.username == "new.user"))
     assert stored is not None
