@@ -118,6 +118,9 @@ def test_list_routes_read_from_the_replica_and_fall_back_to_the_primary(
             # Hold the standby still: what the primary commits now is not on it.
             with psycopg.connect(replica.conninfo(dbname), autocommit=True) as standby:
                 standby.execute("SELECT pg_wal_replay_pause()")
+                # Only a request: replay stops at its next check (PostgreSQL's docs say so).
+                state = "SELECT pg_get_wal_replay_pause_state()"
+                _eventually(lambda: standby.execute(state).fetchone() == ("paused",))
             with Session(engine) as db:
                 fund(db, db.get_one(User, user_id), Decimal("5"))
                 db.commit()
