@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 import uuid
 from pathlib import Path
@@ -69,6 +70,7 @@ def test_the_kvm_probe_leaves_nothing_behind(tiny: TinyImage) -> None:
         assert pool.listVolumes() == []
         pool.destroy()
         pool.undefine()
+        assert local.kvm_works(storage, None) is False  # no image: no probe, no claim
     finally:
         conn.close()
-    assert local.kvm_works(storage, None) is False  # no image: no probe, no claim
+        shutil.rmtree(storage, ignore_errors=True)
