@@ -76,6 +76,7 @@ def _run_up(
         )
     base = f"http://127.0.0.1:{port}"
     failed: Exception | None = None
+    waits = ""  # what the database was doing when the journey failed
     try:
         deadline = time.monotonic() + 180
         ready = None
